@@ -1,0 +1,179 @@
+"""The run configuration of one training run: defaults, `--set key=value` overrides, checks.
+
+A run config is a nested dict. Its keys are fixed by `DEFAULTS`, the dataset's own defaults
+and the hyperparameters of every registered method (under the method's name), so a typo in
+a key or a value of the wrong type fails before anything runs, naming the key.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a run config or a workflow config."""
+
+
+DEFAULTS: dict[str, Any] = {
+    "steps": 8000,
+    "batch_size": 128,
+    "embedding_dim": 512,
+    "eval_every": 0,
+    "eval_batch_size": 256,
+    "eval_ks": [1, 2, 4, 8],
+    "backbone": "googlenet",
+    "pretrained": True,
+    "weights": None,
+    "lr": 7e-5,
+    "lr_milestones": [5632, 6848],
+    "lr_gamma": 0.5,
+    "weight_decay": 5e-3,
+    "images_per_class": 2,
+    "protocol": "code",
+    "device": "auto",
+    "num_workers": 2,
+    "max_bad_steps": 20,
+    "image": {"resize": 256, "crop": 227, "flip": True, "normalize": "imagenet"},
+}
+
+# Keys whose default is None, with the types they accept.
+NULLABLE: dict[str, tuple[type, ...]] = {"weights": (str,), "hdml.lambda0": (float,), "hdml.alpha": (float,)}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "protocol": ("code", "paper"),
+    "image.normalize": ("imagenet", "caffe", "unit"),
+    "backbone": ("smallcnn", "googlenet", "resnet50"),
+    "triplet.reduction": ("sum", "mean"),
+}
+POSITIVE = {"steps", "batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps"}
+NON_NEGATIVE = {"eval_every", "weight_decay", "num_workers", "lr_gamma"}
+
+
+def method_defaults() -> dict[str, dict[str, Any]]:
+    """Hyperparameter sections of every registered loss and method (`triplet.margin`, ...)."""
+    from hdml.hdml_method import HDML_DEFAULTS
+    from hdml.registry import LOSSES, load_plugins
+
+    load_plugins()
+    sections = {name: dict(cls.defaults) for name, cls in LOSSES.items()}
+    sections["hdml"] = dict(HDML_DEFAULTS)
+    return sections
+
+
+def default_config(dataset_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg.update(copy.deepcopy(method_defaults()))
+    if dataset_defaults:
+        merge(cfg, dataset_defaults, "")
+    return cfg
+
+
+def parse_value(text: str) -> Any:
+    """YAML scalar/list syntax; `1e-3` (a string to YAML 1.1) becomes a float."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        out[key.strip()] = parse_value(text)
+    return out
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if default is None:
+        allowed = NULLABLE.get(key)
+        if allowed is None:
+            raise ConfigError(f"{key}: no type known for this key")
+        if value is None:
+            return None
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, allowed):
+            raise ConfigError(f"{key}: expected {'/'.join(t.__name__ for t in allowed)} or null, got {value!r}")
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, default[0]) if default else v for i, v in enumerate(value)]
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: cannot set a value of this kind")
+
+
+def merge(cfg: dict[str, Any], overrides: dict[str, Any], prefix: str = "") -> None:
+    """Apply nested or dotted overrides in place, checking each key and type against `cfg`."""
+    for raw_key, value in overrides.items():
+        head, _, rest = raw_key.partition(".")
+        key = f"{prefix}{head}"
+        if head not in cfg:
+            raise ConfigError(f"{key}: unknown key")
+        if rest:
+            if not isinstance(cfg[head], dict):
+                raise ConfigError(f"{key}: not a section, cannot set {raw_key}")
+            merge(cfg[head], {rest: value}, f"{key}.")
+        elif isinstance(cfg[head], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            merge(cfg[head], value, f"{key}.")
+        else:
+            cfg[head] = _coerce(key, value, cfg[head])
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Value checks that types alone cannot express."""
+    for key in POSITIVE:
+        if cfg[key] <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {cfg[key]}")
+    for key in NON_NEGATIVE:
+        if cfg[key] < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {cfg[key]}")
+    for dotted, choices in CHOICES.items():
+        value = lookup(cfg, dotted)
+        if value not in choices:
+            raise ConfigError(f"{dotted}: must be one of {list(choices)}, got {value!r}")
+    if any(k <= 0 for k in cfg["eval_ks"]):
+        raise ConfigError(f"eval_ks: every K must be > 0, got {cfg['eval_ks']}")
+    lam0 = cfg["hdml"]["lambda0"]
+    if lam0 is not None and not 0 <= lam0 < 1:
+        raise ConfigError(f"hdml.lambda0: must be in [0, 1), got {lam0}")
+    if cfg["batch_size"] % 2:
+        raise ConfigError(f"batch_size: must be even (pairs), got {cfg['batch_size']}")
+
+
+def lookup(cfg: dict[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def build_run_config(dataset_defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    cfg = default_config(dataset_defaults)
+    merge(cfg, overrides)
+    validate(cfg)
+    return cfg

@@ -1,0 +1,107 @@
+"""Training strategies: how one step turns a batch into parameter updates.
+
+`LossMethod` serves every baseline (one loss on real embeddings, one optimiser);
+HDML registers its own `Method` in `hdml.hdml_method`. All are found by name in `METHODS`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from hdml.model import EmbeddingNet
+from hdml.registry import LOSSES, get_loss, load_plugins
+
+MethodFactory = Callable[[EmbeddingNet, dict, int], "Method"]
+METHODS: dict[str, MethodFactory] = {}
+
+
+def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
+    def deco(factory: MethodFactory) -> MethodFactory:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} registered twice")
+        METHODS[name] = factory
+        return factory
+
+    return deco
+
+
+def method_names() -> list[str]:
+    load_plugins()
+    return sorted(set(METHODS) | set(LOSSES))
+
+
+def build_method(name: str, model: EmbeddingNet, cfg: dict, num_classes: int) -> "Method":
+    load_plugins()
+    if name in METHODS:
+        return METHODS[name](model, cfg, num_classes)
+    return LossMethod(model, get_loss(name)(**cfg.get(name, {})), cfg)
+
+
+def weight_penalty(model: EmbeddingNet, factor: float) -> torch.Tensor:
+    """The authors' in-loss weight decay: factor * sum(w^2) / 2 over conv and linear weights
+    of backbone and head (BatchNorm parameters and biases excluded)."""
+    if factor == 0:
+        return torch.zeros((), device=next(model.parameters()).device)
+    return factor * sum((p * p).sum() for p in model.decayed_weights()) / 2
+
+
+def metric_optimizer(model: EmbeddingNet, cfg: dict) -> torch.optim.Optimizer:
+    """Adam over backbone + head; protocol `paper` gives the head 10x the backbone's rate."""
+    lr = cfg["lr"]
+    head_lr = lr * 10 if cfg["protocol"] == "paper" else lr
+    return torch.optim.Adam(
+        [
+            {"params": list(model.backbone.parameters()), "lr": lr},
+            {"params": list(model.head.parameters()), "lr": head_lr},
+        ]
+    )
+
+
+def lr_schedule(opt: torch.optim.Optimizer, cfg: dict) -> torch.optim.lr_scheduler.MultiStepLR:
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg["lr_milestones"], gamma=cfg["lr_gamma"])
+
+
+class Method:
+    """One training step on a batch laid out as `sampler` says; owns its optimisers."""
+
+    sampler: str
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class LossMethod(Method):
+    """A baseline: J_m = loss(z) + weight penalty, minimised by Adam over backbone + head."""
+
+    def __init__(self, model: EmbeddingNet, loss: nn.Module, cfg: dict) -> None:
+        self.model, self.loss, self.cfg = model, loss, cfg
+        self.sampler = loss.sampler
+        self.opt = metric_optimizer(model, cfg)
+        self.sched = lr_schedule(self.opt, cfg)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        self.model.train()
+        z = self.model(x)
+        j_m = self.loss(z, y) + weight_penalty(self.model, self.cfg["weight_decay"])
+        self.opt.zero_grad(set_to_none=True)
+        j_m.backward()
+        self.opt.step()
+        self.sched.step()
+        value = j_m.item()
+        return {"loss": value, "finite": float(math.isfinite(value))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])

@@ -1,0 +1,95 @@
+"""The experiment plan: which runs a workflow config asks for, checked before any job runs.
+
+Each run is (dataset, method, variant, seed) plus the run-config overrides it gets: the
+dataset's `train` section, then the variant's `set`. Variant `default` is the main table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from hdml.config import ConfigError, build_run_config
+from hdml.datasets import dataset_names, get_dataset
+from hdml.methods import method_names
+
+SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    method: str
+    variant: str
+    seed: int
+    overrides: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def path(self) -> str:
+        return f"{self.dataset}/{self.method}/{self.variant}/seed{self.seed}"
+
+
+def load_schema(path: Path = SCHEMA) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def validate_workflow_config(config: dict, schema: dict | None = None, source: str = "config") -> list[Run]:
+    """Schema check, then every run's config built and checked; returns the runs."""
+    try:
+        jsonschema.validate(config, schema or load_schema())
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise ConfigError(f"{source}: {where}: {exc.message}") from None
+    runs = plan_runs(config)
+    known_methods, known_datasets = method_names(), dataset_names()
+    for run in runs:
+        if run.dataset not in known_datasets:
+            raise ConfigError(f"{source}: dataset {run.dataset!r} unknown; known: {known_datasets}")
+        if run.method not in known_methods:
+            raise ConfigError(f"{source}: datasets.{run.dataset}.methods: unknown method {run.method!r}; "
+                              f"known: {known_methods}")
+        try:
+            build_run_config(get_dataset(run.dataset).run_defaults, run.overrides)
+        except ConfigError as exc:
+            section = f"datasets.{run.dataset}.train/per_method.{run.method}"
+            if run.variant != "default":
+                section += f" + variants.{run.variant}.set"
+            raise ConfigError(f"{source}: {section}: {exc}") from None
+    return runs
+
+
+def plan_runs(config: dict) -> list[Run]:
+    runs: list[Run] = []
+    for dataset, entry in config["datasets"].items():
+        for method in entry["methods"]:
+            base = method_overrides(config, dataset, method)
+            runs += [Run(dataset, method, "default", s, base) for s in config["seeds"]]
+    for variant, entry in (config.get("variants") or {}).items():
+        for dataset in entry["datasets"]:
+            if dataset not in config["datasets"]:
+                raise ConfigError(f"variants.{variant}.datasets: {dataset!r} is not under datasets")
+            for method in entry["methods"]:
+                base = method_overrides(config, dataset, method)
+                for s in entry.get("seeds", config["seeds"]):
+                    runs.append(Run(dataset, method, variant, s, {**base, **entry["set"]}))
+    return runs
+
+
+def method_overrides(config: dict, dataset: str, method: str) -> dict[str, Any]:
+    """The dataset's `train` section, then its `per_method` section for this method."""
+    entry = config["datasets"][dataset]
+    return {**entry.get("train", {}), **entry.get("per_method", {}).get(method, {})}
+
+
+def set_args(overrides: dict[str, Any]) -> list[str]:
+    """`--set` arguments reproducing `overrides` (values as YAML flow scalars)."""
+    out = []
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            out += set_args({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out.append(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+    return out

@@ -1,0 +1,74 @@
+"""Batch samplers: which images form a training batch, laid out as each loss expects.
+
+- `npair`: N classes x 2 images, rows [anchors a_1..a_N; positives p_1..p_N] (Sohn 2016).
+- `triplet`: T triplets, rows [anchors; positives; negatives] (the authors' B = 120 = 3 x 40).
+- `m_per_class`: batch_size / m classes with m images each, grouped by class.
+Classes are drawn at random each step (no epochs), with replacement across steps.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class Sampler:
+    def __init__(self, labels: np.ndarray, batch_size: int, gen: torch.Generator) -> None:
+        self.gen = gen
+        self.batch_size = batch_size
+        self.classes, inverse = np.unique(labels, return_inverse=True)
+        self.members = [np.flatnonzero(inverse == c) for c in range(len(self.classes))]
+
+    def _classes(self, k: int, min_size: int = 1) -> np.ndarray:
+        eligible = np.array([i for i, m in enumerate(self.members) if len(m) >= min_size])
+        if len(eligible) < k:
+            raise ValueError(f"batch needs {k} classes with >= {min_size} images, dataset has {len(eligible)}")
+        return eligible[torch.randperm(len(eligible), generator=self.gen)[:k].numpy()]
+
+    def _pick(self, cls: int, k: int) -> np.ndarray:
+        members = self.members[cls]
+        return members[torch.randperm(len(members), generator=self.gen)[:k].numpy()]
+
+    def __call__(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+class NPairSampler(Sampler):
+    def __call__(self) -> np.ndarray:
+        n = self.batch_size // 2
+        pairs = np.stack([self._pick(c, 2) for c in self._classes(n, 2)])
+        return np.concatenate([pairs[:, 0], pairs[:, 1]])
+
+
+class TripletSampler(Sampler):
+    def __call__(self) -> np.ndarray:
+        t = self.batch_size // 3
+        a, p, neg = [], [], []
+        n_cls = len(self.members)
+        for _ in range(t):
+            c = self._classes(1, 2)[0]
+            i, j = self._pick(c, 2)
+            other = int(torch.randint(0, n_cls - 1, (1,), generator=self.gen))
+            other += other >= c
+            a.append(i), p.append(j), neg.append(self._pick(other, 1)[0])
+        return np.array(a + p + neg)
+
+
+class MPerClassSampler(Sampler):
+    def __init__(self, labels: np.ndarray, batch_size: int, gen: torch.Generator, m: int) -> None:
+        super().__init__(labels, batch_size, gen)
+        if batch_size % m:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of images_per_class {m}")
+        self.m = m
+
+    def __call__(self) -> np.ndarray:
+        return np.concatenate([self._pick(c, self.m) for c in self._classes(self.batch_size // self.m, self.m)])
+
+
+def build_sampler(kind: str, labels: np.ndarray, cfg: dict, gen: torch.Generator) -> Sampler:
+    if kind == "npair":
+        return NPairSampler(labels, cfg["batch_size"], gen)
+    if kind == "triplet":
+        return TripletSampler(labels, cfg["batch_size"], gen)
+    if kind == "m_per_class":
+        return MPerClassSampler(labels, cfg["batch_size"], gen, cfg["images_per_class"])
+    raise ValueError(f"unknown sampler {kind!r}")

@@ -1,0 +1,43 @@
+# Config validation (schema, then every run's own config) before any job, and the run plan.
+import shlex
+
+from snakemake.utils import validate
+
+from hdml.config import ConfigError
+from hdml.plan import set_args, validate_workflow_config
+
+validate(config, "../schemas/config.schema.yaml")
+try:
+    RUNS = {(r.dataset, r.method, r.variant, str(r.seed)): r for r in validate_workflow_config(config)}
+except ConfigError as exc:
+    raise ValueError(f"invalid workflow config: {exc}") from None
+
+DATA = config["data_root"]
+RESULTS = config["results_dir"]
+REPORT = config["report_dir"]
+RUN_DIR = f"{RESULTS}/runs/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}"
+RUN_DIRS = [f"{RESULTS}/runs/{r.path}" for r in RUNS.values()]
+
+
+wildcard_constraints:
+    dataset="[a-z0-9]+",
+    method="[a-z0-9-]+",
+    variant="[A-Za-z0-9_.=-]+",
+    seed="[0-9]+",
+
+
+def run_sets(wildcards) -> str:
+    """`--set` arguments of one run, shell-quoted."""
+    run = RUNS[(wildcards.dataset, wildcards.method, wildcards.variant, wildcards.seed)]
+    return " ".join(f"--set {shlex.quote(s)}" for s in set_args(run.overrides))
+
+
+def prepare_args(wildcards) -> str:
+    """Mirror / checksum / local-archive overrides of a dataset, from its `prepare` section."""
+    entry = config["datasets"][wildcards.dataset].get("prepare", {})
+    args = [f"--url {shlex.quote(u)}" for u in entry.get("urls", [])]
+    if "md5" in entry:
+        args.append(f"--md5 {entry['md5']}")
+    if "archive" in entry:
+        args.append(f"--archive {shlex.quote(entry['archive'])}")
+    return " ".join(args)

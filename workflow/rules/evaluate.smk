@@ -1,0 +1,17 @@
+rule evaluate:
+    input:
+        metrics=f"{RUN_DIR}/metrics.json",
+        model=f"{RUN_DIR}/model.pt",
+        curve=f"{RUN_DIR}/curve.csv",
+    output:
+        evaluation=f"{RUN_DIR}/evaluation.json",
+        embeddings=f"{RUN_DIR}/embeddings.npz",
+    params:
+        run=RUN_DIR,
+    log:
+        f"{RESULTS}/logs/evaluate/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.tsv"
+    threads: 1
+    shell:
+        "hdml evaluate --run {params.run} --root {DATA} > {log} 2>&1"

@@ -1,0 +1,19 @@
+rule train:
+    input:
+        split=f"{DATA}/{{dataset}}/split.csv",
+    output:
+        metrics=f"{RUN_DIR}/metrics.json",
+        curve=f"{RUN_DIR}/curve.csv",
+        model=f"{RUN_DIR}/model.pt",
+        config=f"{RUN_DIR}/config.yaml",
+    params:
+        sets=run_sets,
+        out=RUN_DIR,
+    log:
+        f"{RESULTS}/logs/train/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.tsv"
+    threads: 1
+    shell:
+        "hdml -v train --dataset {wildcards.dataset} --method {wildcards.method} --seed {wildcards.seed}"
+        " --root {DATA} --out {params.out} {params.sets} > {log} 2>&1"
