@@ -1,9 +1,18 @@
-"""Triplet loss as the HDML authors' code: sum over triplets of
-max(0, ||a - p||^2 - ||a - n||^2 + margin), squared distances, margin 1."""
+"""Triplet loss (the hinge of Schroff et al. 2015, HDML's [25]) as the HDML authors' code
+computes it:
+
+    J = sum_t max(0, ||a_t - p_t||^2 - ||a_t - n_t||^2 + margin)
+
+Squared Euclidean distances, embeddings not normalised, margin 1, summed over the T triplets
+of a batch laid out [anchors; positives; negatives] (HDML code, spec section 5). `reduction:
+mean` divides by T instead (PML's default differs again: it averages over non-zero terms).
+`triplets(a, p, n)` is the same loss on given blocks; HDML calls it with synthetic negatives.
+"""
 from __future__ import annotations
 
 import torch
 
+from baselines.common import check_choice, check_non_negative, check_triplet_layout
 from hdml.registry import MetricLoss, register_loss
 
 
@@ -19,11 +28,22 @@ class TripletLoss(MetricLoss):
     sampler = "triplet"
     defaults = {"margin": 1.0, "reduction": "sum"}
 
+    def __init__(self, **hparams: object) -> None:
+        super().__init__(**hparams)
+        check_non_negative(self.name, self.hparams, "margin")
+        check_choice(self.name, self.hparams, "reduction", ("sum", "mean"))
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        check_triplet_layout(self.name, z, labels)
         a, p, n = split_triplets(z)
         return self.triplets(a, p, n)
 
     def triplets(self, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        if not a.shape == p.shape == n.shape or a.dim() != 2:
+            raise ValueError(
+                f"{self.name}: anchors, positives, negatives must be equal-shape 2-D blocks, "
+                f"got {tuple(a.shape)}, {tuple(p.shape)}, {tuple(n.shape)}"
+            )
         d_ap = (a - p).pow(2).sum(1)
         d_an = (a - n).pow(2).sum(1)
         per = torch.relu(d_ap - d_an + self.hparams["margin"])

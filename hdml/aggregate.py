@@ -1,38 +1,133 @@
-"""Collect finished runs into long tables: `metrics.csv` (final metrics) and `curves.csv`."""
+"""Collect finished runs into long tables for the report.
+
+Outputs (all written atomically):
+- `metrics.csv`: dataset,method,variant,seed,metric,value; last-checkpoint metrics as
+  fractions, and the authors' test-selected ones (best test NMI over the curve) as
+  `selected:<metric>`, so the two can never be confused.
+- `curves.csv`: dataset,method,variant,seed,step,metric,value (metrics and train_* losses at
+  every periodic evaluation).
+- `runs.csv`: one row per run: the settings the report plots against (protocol, HDML's alpha
+  and lambda0 as configured, empty when null), steps, and the step the test selection picked.
+- `costs.csv` (with a benchmark folder): dataset,method,variant,seed,stage,seconds,
+  max_rss_mb,cpu_seconds from Snakemake's benchmark TSVs, stage `train` or `evaluate`.
+"""
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import yaml
 
 from hdml.io import write_with
 
+log = logging.getLogger("hdml.aggregate")
+
 KEYS = ["dataset", "method", "variant", "seed"]
+METRICS_COLUMNS = [*KEYS, "metric", "value"]
+CURVES_COLUMNS = [*KEYS, "step", "metric", "value"]
+RUNS_COLUMNS = [*KEYS, "protocol", "alpha", "lambda0", "steps", "selected_step"]
+COSTS_COLUMNS = [*KEYS, "stage", "seconds", "max_rss_mb", "cpu_seconds"]
+STAGES = ("train", "evaluate")
 
 
-def run_key(run_dir: Path) -> dict[str, object]:
+def run_key(run_dir: Path) -> dict[str, Any]:
     """(dataset, method, variant, seed) from a run directory .../D/M/V/seedN."""
+    run_dir = Path(run_dir)
     seed_dir = run_dir.name
-    if not seed_dir.startswith("seed"):
-        raise ValueError(f"{run_dir}: run directory must end in seedN")
+    if not (seed_dir.startswith("seed") and seed_dir[4:].isdigit()) or len(run_dir.parts) < 4:
+        raise ValueError(f"{run_dir}: a run directory must be .../DATASET/METHOD/VARIANT/seedN")
     return {"dataset": run_dir.parents[2].name, "method": run_dir.parents[1].name,
             "variant": run_dir.parent.name, "seed": int(seed_dir[4:])}
 
 
-def aggregate(run_dirs: list[Path], out_metrics: Path, out_curves: Path) -> pd.DataFrame:
-    rows, curves = [], []
+def checked_metrics(values: Any, path: Path, section: str) -> dict[str, float]:
+    """A {metric: fraction} section of evaluation.json, every value finite and in [0, 1]."""
+    if not isinstance(values, dict) or not values:
+        raise ValueError(f"{path}: '{section}' must be a non-empty mapping of metric to value")
+    out = {}
+    for name, value in values.items():
+        if section == "test_selected" and name == "step":
+            continue
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
+            raise ValueError(f"{path}: {section}.{name} = {value!r}; metrics must be fractions in [0, 1]")
+        out[name] = float(value)
+    return out
+
+
+def read_run(run_dir: Path) -> tuple[list[dict], pd.DataFrame, dict]:
+    """Metric rows, long curve and settings row of one run directory."""
+    key = run_key(run_dir)
+    path = run_dir / "evaluation.json"
+    result = json.loads(path.read_text())
+    for section in ("metrics", "test_selected"):
+        if section not in result:
+            raise ValueError(f"{path}: missing '{section}'")
+    rows = [{**key, "metric": m, "value": v} for m, v in checked_metrics(result["metrics"], path, "metrics").items()]
+    rows += [{**key, "metric": f"selected:{m}", "value": v}
+             for m, v in checked_metrics(result["test_selected"], path, "test_selected").items()]
+    curve = pd.read_csv(run_dir / "curve.csv")
+    if "step" not in curve.columns:
+        raise ValueError(f"{run_dir / 'curve.csv'}: no 'step' column")
+    long = curve.melt(id_vars="step", var_name="metric", value_name="value").assign(**key)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    hdml = config.get("hdml") or {}
+    settings = {**key, "protocol": config.get("protocol"), "alpha": hdml.get("alpha"),
+                "lambda0": hdml.get("lambda0"), "steps": config.get("steps"),
+                "selected_step": result["test_selected"].get("step")}
+    return rows, long[CURVES_COLUMNS], settings
+
+
+def read_benchmark(path: Path) -> dict[str, float]:
+    """Wall seconds (mean over repeats), peak RSS in MB and CPU seconds (max) of one TSV;
+    NaN where Snakemake could not sample (`NA` or `-`)."""
+    table = pd.read_csv(path, sep="\t", na_values=["NA", "-"])
+    missing = {"s", "max_rss"} - set(table.columns)
+    if missing or table.empty:
+        raise ValueError(f"{path}: not a Snakemake benchmark file (needs rows and columns s, max_rss)")
+    cpu = table["cpu_time"].max() if "cpu_time" in table.columns else math.nan
+    return {"seconds": float(table["s"].mean()), "max_rss_mb": float(table["max_rss"].max()),
+            "cpu_seconds": float(cpu)}
+
+
+def collect_costs(keys: list[dict], benchmarks: Path) -> pd.DataFrame:
+    rows = []
+    for key in keys:
+        for stage in STAGES:
+            path = benchmarks / stage / key["dataset"] / key["method"] / key["variant"] / f"seed{key['seed']}.tsv"
+            if path.exists():
+                rows.append({**key, "stage": stage, **read_benchmark(path)})
+            else:
+                log.warning("%s: no benchmark file; run left out of the costs", path)
+    return pd.DataFrame(rows, columns=COSTS_COLUMNS)
+
+
+def aggregate(run_dirs: list[Path], out_metrics: Path, out_curves: Path, out_runs: Path | None = None,
+              benchmarks: Path | None = None, out_costs: Path | None = None) -> pd.DataFrame:
+    """Write the long tables; returns the metrics table."""
+    rows, curves, settings = [], [], []
     for run_dir in map(Path, run_dirs):
-        key = run_key(run_dir)
-        result = json.loads((run_dir / "evaluation.json").read_text())
-        rows += [{**key, "metric": m, "value": v} for m, v in result["metrics"].items()]
-        rows += [{**key, "metric": f"selected:{m}", "value": v} for m, v in result["test_selected"].items()]
-        curve = pd.read_csv(run_dir / "curve.csv")
-        long = curve.melt(id_vars="step", var_name="metric", value_name="value")
-        curves.append(long.assign(**key))
-    table = pd.DataFrame(rows, columns=[*KEYS, "metric", "value"]).sort_values([*KEYS, "metric"])
+        r, c, s = read_run(run_dir)
+        rows += r
+        curves.append(c)
+        settings.append(s)
+    table = pd.DataFrame(rows, columns=METRICS_COLUMNS).sort_values([*KEYS, "metric"], kind="stable")
+    duplicated = table.duplicated([*KEYS, "metric"])
+    if duplicated.any():
+        first = table[duplicated].iloc[0]
+        raise ValueError(f"run {first.dataset}/{first.method}/{first.variant}/seed{first.seed} given twice")
     write_with(out_metrics, lambda p: table.to_csv(p, index=False))
-    curve_table = pd.concat(curves)[[*KEYS, "step", "metric", "value"]] if curves else \
-        pd.DataFrame(columns=[*KEYS, "step", "metric", "value"])
+    curve_table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=CURVES_COLUMNS)
     write_with(out_curves, lambda p: curve_table.to_csv(p, index=False))
+    if out_runs is not None:
+        runs = pd.DataFrame(settings, columns=RUNS_COLUMNS)
+        write_with(out_runs, lambda p: runs.to_csv(p, index=False))
+    if benchmarks is not None:
+        if out_costs is None:
+            raise ValueError("a benchmark folder needs an output path for the costs table")
+        costs = collect_costs([{k: s[k] for k in KEYS} for s in settings], Path(benchmarks))
+        write_with(out_costs, lambda p: costs.to_csv(p, index=False))
     return table

@@ -5,7 +5,6 @@ HDML registers its own `Method` in `hdml.hdml_method`. All are found by name in 
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import torch
@@ -96,8 +95,7 @@ class LossMethod(Method):
         j_m.backward()
         self.opt.step()
         self.sched.step()
-        value = j_m.item()
-        return {"loss": value, "finite": float(math.isfinite(value))}
+        return {"loss": j_m.item()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}

@@ -1,7 +1,7 @@
 """One training run: dataset -> sampler -> model -> method steps -> periodic and final evaluation.
 
 Outputs in the run directory: `config.yaml` (the resolved run config), `curve.csv` (metrics at
-every evaluation), `model.pt` (final weights), and `metrics.json`, written last and only when
+every evaluation), `losses.csv` (every step's losses), `model.pt` (final weights), and `metrics.json`, written last and only when
 the run completed, so its presence means a finished run.
 """
 from __future__ import annotations
@@ -79,11 +79,13 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     targets = torch.from_numpy(train_targets)
 
     curve: list[dict[str, Any]] = []
+    losses: list[dict[str, float]] = []
     bad_streak, started = 0, time.perf_counter()
     for step in range(1, cfg["steps"] + 1):
         idx = sampler()
         x = transform(train_set.pixels[idx], train=True, gen=augment_gen)
         logs = runner.step(x, targets[idx].to(device))
+        losses.append({"step": step, **logs})
         bad_streak = 0 if all(math.isfinite(v) for v in logs.values()) else bad_streak + 1
         if bad_streak:
             log.warning("step %d: non-finite loss %s", step, logs)
@@ -98,6 +100,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     train_seconds = time.perf_counter() - started
 
     write_with(out / "curve.csv", lambda p: pd.DataFrame(curve).to_csv(p, index=False))
+    write_with(out / "losses.csv", lambda p: pd.DataFrame(losses).to_csv(p, index=False))
     write_with(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
     final = {k: v for k, v in curve[-1].items() if not k.startswith("train_") and k != "step"}
     result = {"dataset": dataset, "method": method, "seed": seed, "steps": cfg["steps"],

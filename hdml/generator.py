@@ -1,0 +1,59 @@
+"""HDML's hardness-and-label-preserving generator, its softmax classifier and J_gen (spec 3).
+
+The generator maps embeddings back to backbone features: the real embeddings (reconstruction,
+J_recon) and the augmented tuple (synthetics, J_soft) in one batch, so its BatchNorm sees both.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Generator(nn.Module):
+    """Linear(E -> hidden) -> ReLU -> BatchNorm -> Linear(hidden -> feature), no output activation."""
+
+    def __init__(self, embedding_dim: int, feature_dim: int, hidden: int = 512) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(embedding_dim, hidden), nn.ReLU(), nn.BatchNorm1d(hidden), nn.Linear(hidden, feature_dim)
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+def classifier(feature_dim: int, num_classes: int) -> nn.Linear:
+    """The softmax layer on features: Linear(feature -> training classes)."""
+    return nn.Linear(feature_dim, num_classes)
+
+
+def recon_loss(y_rec: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """J_recon: sum over batch and dimensions of (y' - y)^2 (a sum, as the authors' code)."""
+    return (y_rec - y).pow(2).sum()
+
+
+def soft_loss(cls: nn.Module, y_syn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """J_soft: mean cross-entropy of the classifier on the synthetics, with their source labels."""
+    return F.cross_entropy(cls(y_syn), labels)
+
+
+def gen_loss(j_recon: torch.Tensor, j_soft: torch.Tensor, *, protocol: str, lam: float, scale: float,
+             recon: bool = True, softmax: bool = True) -> torch.Tensor:
+    """J_gen. code: (1 - lam) J_recon + scale * lam * J_soft; paper: J_recon + lam * J_soft.
+
+    An ablated term is left out rather than multiplied by 0, so its NaN cannot leak in.
+    Both ablated gives a constant 0 (no generator update).
+    """
+    if protocol == "code":
+        w_recon, w_soft = 1 - lam, scale * lam
+    elif protocol == "paper":
+        w_recon, w_soft = 1.0, lam
+    else:
+        raise ValueError(f"protocol: must be 'code' or 'paper', got {protocol!r}")
+    total = torch.zeros((), device=j_recon.device)
+    if recon:
+        total = total + w_recon * j_recon
+    if softmax:
+        total = total + w_soft * j_soft
+    return total

@@ -1,0 +1,55 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hdml.config import ConfigError
+from hdml.plan import plan_runs, set_args, validate_workflow_config
+
+DEMO = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/config.yaml").read_text())
+
+
+def test_demo_config_is_valid_and_plans_every_method_and_seed():
+    runs = validate_workflow_config(DEMO)
+    default = {(r.method, r.seed) for r in runs if r.variant == "default"}
+    assert default == {(m, s) for m in DEMO["datasets"]["digits"]["methods"] for s in DEMO["seeds"]}
+
+
+def test_variants_and_per_method_overrides():
+    cfg = copy.deepcopy(DEMO)
+    cfg["datasets"]["digits"]["per_method"] = {"npair": {"batch_size": 10}}
+    cfg["variants"] = {"alpha=0": {"datasets": ["digits"], "methods": ["npair"], "seeds": [5], "set": {"lr": 0.5}}}
+    runs = plan_runs(cfg)
+    sweep = [r for r in runs if r.variant == "alpha=0"]
+    assert [(r.method, r.seed) for r in sweep] == [("npair", 5)]
+    assert sweep[0].overrides["batch_size"] == 10 and sweep[0].overrides["lr"] == 0.5
+    assert sweep[0].path == "digits/npair/alpha=0/seed5"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["datasets"]["digits"]["methods"].append("magic"), "unknown method 'magic'"),
+        (lambda c: c["datasets"].update(mnist={"methods": ["npair"]}), "datasets: 'mnist'"),
+        (lambda c: c.pop("seeds"), "'seeds' is a required property"),
+        (lambda c: c["datasets"]["digits"]["train"].update(steps=-5), r"train.*steps: must be > 0"),
+        (lambda c: c["datasets"]["digits"]["train"].update(stepz=5), r"stepz: unknown key"),
+        (lambda c: c.update(seeds=[-1]), r"seeds\.0"),
+        (lambda c: c.update(variants={"x": {"datasets": ["digits"], "methods": ["npair"],
+                                             "set": {"hdml.lambda0": 2.0}}}), r"variants\.x\.set.*lambda0"),
+    ],
+)
+def test_bad_workflow_config_names_the_field(edit, message):
+    cfg = copy.deepcopy(DEMO)
+    edit(cfg)
+    with pytest.raises(ConfigError, match=message):
+        validate_workflow_config(cfg)
+
+
+def test_set_args_round_trip():
+    from hdml.config import parse_sets
+
+    overrides = {"lr": 1e-3, "image": {"flip": False}, "eval_ks": [1, 2], "hdml.lambda0": None, "backbone": "smallcnn"}
+    assert parse_sets(set_args(overrides)) == {"lr": 1e-3, "image.flip": False, "eval_ks": [1, 2],
+                                               "hdml.lambda0": None, "backbone": "smallcnn"}

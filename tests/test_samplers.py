@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+import torch
+
+from hdml.samplers import build_sampler
+
+LABELS = np.repeat(np.arange(12), 5)
+
+
+def sampler(kind, batch_size, m=2, labels=LABELS):
+    cfg = {"batch_size": batch_size, "images_per_class": m}
+    return build_sampler(kind, labels, cfg, torch.Generator().manual_seed(0))
+
+
+def test_npair_layout_anchors_then_positives_of_distinct_classes():
+    idx = sampler("npair", 16)()
+    a, p = LABELS[idx[:8]], LABELS[idx[8:]]
+    assert (a == p).all() and len(set(a)) == 8 and not set(idx[:8]) & set(idx[8:])
+
+
+def test_triplet_layout():
+    idx = sampler("triplet", 30)()
+    a, p, n = LABELS[idx[:10]], LABELS[idx[10:20]], LABELS[idx[20:]]
+    assert (a == p).all() and (a != n).all() and (idx[:10] != idx[10:20]).all()
+
+
+def test_m_per_class_groups():
+    idx = sampler("m_per_class", 12, m=3)()
+    groups = LABELS[idx].reshape(4, 3)
+    assert (groups == groups[:, :1]).all() and len(set(groups[:, 0])) == 4 and len(set(idx)) == 12
+
+
+def test_same_seed_same_batches_and_classes_vary():
+    s1, s2 = sampler("npair", 8), sampler("npair", 8)
+    batches = [s1() for _ in range(5)]
+    assert all((b == s2()).all() for b in batches)
+    assert len({tuple(sorted(LABELS[b[:4]])) for b in batches}) > 1
+
+
+def test_too_few_classes_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs 20 classes"):
+        sampler("npair", 40)()
+    with pytest.raises(ValueError, match="multiple of images_per_class"):
+        sampler("m_per_class", 10, m=3)
