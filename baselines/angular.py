@@ -11,11 +11,11 @@ differs from `npair` by the angular term alone. x = L2-normalised embeddings in 
 (`normalize`): the dot-product form f_ij is not scale invariant, unlike the angle it bounds,
 and PML and Roth et al.'s re-implementation normalise there too.
 
-Defaults: lambda = 2 (the weight Wang et al. use for the combination); alpha = 45 degrees:
-Wang et al. sweep alpha over about 36-55 degrees, and 45 is the value the common
-re-implementations (Roth et al. 2020) use on CUB and Cars, two of HDML's three datasets
-(36 is used for Online Products); the alpha Wang et al. picked per dataset is not given in
-the sources available here. l2_reg = 3e-3 as in `npair`.
+Defaults: lambda = 2, the weight Wang et al. give the angular term in the combination.
+alpha = 45 degrees: Wang et al. sweep alpha over roughly 36-55 degrees and the best value
+depends on the dataset; the per-dataset choice is not in the sources available to this
+project, so we take 45, near the middle of that range and the default of Roth et al.'s (2020)
+re-implementation (`angular.alpha` sets it per dataset). l2_reg = 3e-3 as in `npair`.
 Negatives are Sohn's p_j (j != i), the same set as l_npair; PML's AngularLoss over a plain
 batch instead uses every ordered pair and every other-class row, and normalises anchors and
 positives but not negatives, so it matches this only when called with ref_emb = positives on

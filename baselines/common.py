@@ -65,11 +65,10 @@ def check_m_per_class(name: str, z: torch.Tensor, labels: torch.Tensor) -> None:
     """Pair-based losses need at least one positive pair and two classes in the batch."""
     check_batch(name, z, labels)
     _, counts = labels.unique(return_counts=True)
-    if counts.numel() < 2 or counts.max() < 2:
-        raise ValueError(
-            f"{name}: m_per_class batch needs >= 2 classes and >= 2 images of some class, "
-            f"got {counts.numel()} classes with at most {int(counts.max()) if counts.numel() else 0} images"
-        )
+    if counts.numel() < 2:
+        raise ValueError(f"{name}: m_per_class batch has a single class, so no negative pair")
+    if counts.max() < 2:
+        raise ValueError(f"{name}: m_per_class batch has no positive pair (every class has 1 image)")
 
 
 def check_choice(name: str, hparams: dict[str, Any], key: str, choices: tuple[str, ...]) -> None:

@@ -5,9 +5,15 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 import yaml
+
+
+EXIT_USAGE = 2  # bad input: config, files, arguments
+EXIT_DIVERGED = 3  # NaN/infinite losses: rerunning will not help
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGINT, rerun to resume
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -45,13 +51,16 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 def cmd_aggregate(args: argparse.Namespace) -> None:
     from hdml.aggregate import aggregate
 
-    aggregate([Path(r) for r in args.runs], Path(args.out), Path(args.curves))
+    aggregate([Path(r) for r in args.runs], Path(args.out), Path(args.curves), Path(args.runs_table),
+              benchmarks=Path(args.benchmarks) if args.benchmarks else None,
+              out_costs=Path(args.costs))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from hdml.report import render
 
-    print(render(Path(args.metrics), Path(args.curves), Path(args.out)))
+    print(render(Path(args.metrics), Path(args.out), curves_csv=args.curves, runs_csv=args.runs,
+                 costs_csv=args.costs, embeddings=[Path(e) for e in args.embeddings]))
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -102,13 +111,21 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("aggregate", help="collect evaluated runs into long CSV tables")
     s.add_argument("runs", nargs="+", help="run folders .../DATASET/METHOD/VARIANT/seedN")
-    s.add_argument("--out", default="results/metrics.csv")
-    s.add_argument("--curves", default="results/curves.csv")
+    s.add_argument("--out", default="results/metrics.csv", help="metrics, long: dataset,method,variant,seed,metric,value")
+    s.add_argument("--curves", default="results/curves.csv", help="learning curves, long")
+    s.add_argument("--runs-table", default="results/runs.csv", help="one row of settings per run")
+    s.add_argument("--benchmarks", help="Snakemake benchmark folder holding train/ and evaluate/ TSVs")
+    s.add_argument("--costs", default="results/costs.csv", help="costs table, written when --benchmarks is given")
     s.set_defaults(func=cmd_aggregate)
 
-    s = sub.add_parser("report", help="render the HTML report, Markdown tables and figures")
+    s = sub.add_parser("report", help="render the HTML report, Markdown/LaTeX tables and figures")
     s.add_argument("--metrics", default="results/metrics.csv")
-    s.add_argument("--curves", default="results/curves.csv")
+    s.add_argument("--curves", help="curves.csv of `hdml aggregate` (learning curves, ablation)")
+    s.add_argument("--runs", help="runs.csv of `hdml aggregate` (each run's alpha)")
+    s.add_argument("--costs", help="costs.csv of `hdml aggregate --benchmarks`")
+    s.add_argument("--embeddings", nargs="*", default=[], metavar="NPZ",
+                   help="embeddings.npz of candidate runs for the t-SNE map; HDML (N-pair), default, "
+                        "CUB-200 first, lowest seed is drawn")
     s.add_argument("--out", default="report")
     s.set_defaults(func=cmd_report)
 
@@ -124,13 +141,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from hdml.config import ConfigError
+    from hdml.trainer import Interrupted, TrainingDiverged
 
     try:
         args.func(args)
+    except Interrupted as exc:
+        print(f"hdml {args.command}: interrupted: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TrainingDiverged as exc:
+        print(f"hdml {args.command}: diverged: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
     except (ConfigError, FileNotFoundError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"hdml {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        if args.verbose:
+            traceback.print_exc()
+        return EXIT_USAGE
     return 0
 
 

@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "num_workers": 2,
     "max_bad_steps": 20,
+    "checkpoint_every": 1000,
+    "keep_checkpoints": 2,
+    "deterministic": False,
     "image": {"resize": 256, "crop": 227, "flip": True, "normalize": "imagenet"},
 }
 
@@ -45,9 +48,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "image.normalize": ("imagenet", "caffe", "unit"),
     "backbone": ("smallcnn", "googlenet", "resnet50"),
     "triplet.reduction": ("sum", "mean"),
+    "contrastive.reduction": ("mean", "sum"),
+    "semihard.reduction": ("sum", "mean"),
+    "semihard.fallback": ("easiest", "skip"),
 }
-POSITIVE = {"steps", "batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps"}
-NON_NEGATIVE = {"eval_every", "weight_decay", "num_workers", "lr_gamma"}
+POSITIVE = {"steps", "batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps",
+            "keep_checkpoints"}
+NON_NEGATIVE = {"eval_every", "weight_decay", "num_workers", "lr_gamma", "checkpoint_every"}
 
 
 def method_defaults() -> dict[str, dict[str, Any]]:

@@ -1,13 +1,18 @@
 """One training run: dataset -> sampler -> model -> method steps -> periodic and final evaluation.
 
 Outputs in the run directory: `config.yaml` (the resolved run config), `curve.csv` (metrics at
-every evaluation), `losses.csv` (every step's losses), `model.pt` (final weights), and `metrics.json`, written last and only when
-the run completed, so its presence means a finished run.
+every evaluation), `losses.csv` (every step's losses), `model.pt` (final weights), and
+`metrics.json`, written last and only when the run completed, so its presence means a
+finished run. `ckpt/` holds checkpoints: a rerun with the same `--out` resumes from the
+newest readable one and, on the CPU, ends with exactly the metrics of an uninterrupted run.
+SIGTERM/SIGINT (what SLURM sends before preemption) checkpoint and exit non-zero.
 """
 from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +22,7 @@ import pandas as pd
 import torch
 import yaml
 
-from hdml import metrics
+from hdml import checkpoint, metrics
 from hdml.config import build_run_config
 from hdml.data import BatchTransform, ImageTensors, load_splits
 from hdml.datasets import get_dataset
@@ -33,10 +38,22 @@ class TrainingDiverged(RuntimeError):
     """The loss stayed NaN or infinite for too many consecutive steps."""
 
 
+class Interrupted(RuntimeError):
+    """A termination signal arrived; a checkpoint was written, a rerun resumes."""
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def set_determinism(enabled: bool) -> None:
+    """Deterministic kernels on the GPU (slower); CPU runs are deterministic anyway."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = not enabled
 
 
 @torch.no_grad()
@@ -56,23 +73,43 @@ def evaluate_model(model: EmbeddingNet, images: ImageTensors, transform: BatchTr
     return metrics.evaluate(z, images.labels, cfg["eval_ks"], seed=seed)
 
 
+class SignalFlag:
+    """Records SIGTERM/SIGINT so the loop can stop at a step boundary, after a checkpoint."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "SignalFlag":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: str | Path,
               overrides: dict[str, Any]) -> dict[str, Any]:
     out = Path(out)
     spec = get_dataset(dataset)
     cfg = build_run_config(spec.run_defaults, overrides)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.yaml", yaml.safe_dump({"dataset": dataset, "method": method, "seed": seed, **cfg}))
+    header = {"dataset": dataset, "method": method, "seed": seed}
+    write_text(out / "config.yaml", yaml.safe_dump({**header, **cfg}))
+    (out / "metrics.json").unlink(missing_ok=True)
 
+    set_determinism(cfg["deterministic"])
     torch.manual_seed(seed)
-    np.random.seed(seed)
     device = resolve_device(cfg["device"])
     train_set, test_set, transform = load_splits(root, dataset, cfg, spec.channels, device)
     _, train_targets = np.unique(train_set.labels, return_inverse=True)
-    num_classes = int(train_targets.max()) + 1
-
     model = build_model(cfg, spec.channels).to(device)
-    runner = build_method(method, model, cfg, num_classes)
+    runner = build_method(method, model, cfg, int(train_targets.max()) + 1)
     sample_gen = torch.Generator().manual_seed(2 * seed)
     augment_gen = torch.Generator().manual_seed(2 * seed + 1)
     sampler = build_sampler(runner.sampler, train_targets, cfg, sample_gen)
@@ -80,30 +117,56 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
 
     curve: list[dict[str, Any]] = []
     losses: list[dict[str, float]] = []
-    bad_streak, started = 0, time.perf_counter()
-    for step in range(1, cfg["steps"] + 1):
-        idx = sampler()
-        x = transform(train_set.pixels[idx], train=True, gen=augment_gen)
-        logs = runner.step(x, targets[idx].to(device))
-        losses.append({"step": step, **logs})
-        bad_streak = 0 if all(math.isfinite(v) for v in logs.values()) else bad_streak + 1
-        if bad_streak:
-            log.warning("step %d: non-finite loss %s", step, logs)
-            if bad_streak >= cfg["max_bad_steps"]:
-                raise TrainingDiverged(f"{bad_streak} consecutive steps with a NaN/infinite loss (last at step {step}); "
-                                       f"no metrics written")
-        if step == cfg["steps"] or (cfg["eval_every"] and step % cfg["eval_every"] == 0):
-            row = {"step": step, **evaluate_model(model, test_set, transform, cfg, seed),
-                   **{f"train_{k}": v for k, v in logs.items()}}
-            curve.append(row)
-            log.info("step %d: %s", step, {k: round(v, 4) for k, v in row.items() if k != "step"})
-    train_seconds = time.perf_counter() - started
+    start, bad_streak, elapsed = 1, 0, 0.0
+    ckpt_dir = out / "ckpt"
+    state = checkpoint.load_latest(ckpt_dir)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        runner.load_state_dict(state["method"])
+        sample_gen.set_state(state["sample_gen"])
+        augment_gen.set_state(state["augment_gen"])
+        torch.set_rng_state(state["torch_rng"])
+        curve, losses, bad_streak, elapsed = state["curve"], state["losses"], state["bad_streak"], state["elapsed"]
+        start = state["step"] + 1
+
+    def save(step: int) -> None:
+        checkpoint.save(ckpt_dir, step, {
+            "model": model.state_dict(), "method": runner.state_dict(),
+            "sample_gen": sample_gen.get_state(), "augment_gen": augment_gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "curve": curve, "losses": losses,
+            "bad_streak": bad_streak, "elapsed": elapsed + time.perf_counter() - started,
+        }, cfg["keep_checkpoints"])
+
+    started = time.perf_counter()
+    with SignalFlag() as stop:
+        for step in range(start, cfg["steps"] + 1):
+            idx = sampler()
+            x = transform(train_set.pixels[idx], train=True, gen=augment_gen)
+            logs = runner.step(x, targets[idx].to(device))
+            losses.append({"step": step, **logs})
+            bad_streak = 0 if all(math.isfinite(v) for v in logs.values()) else bad_streak + 1
+            if bad_streak:
+                log.warning("step %d: non-finite loss %s (%d in a row)", step, logs, bad_streak)
+                if bad_streak >= cfg["max_bad_steps"]:
+                    raise TrainingDiverged(
+                        f"{bad_streak} consecutive steps with a NaN/infinite loss (last at step {step}); "
+                        f"no metrics written (max_bad_steps={cfg['max_bad_steps']})")
+            if step == cfg["steps"] or (cfg["eval_every"] and step % cfg["eval_every"] == 0):
+                row = {"step": step, **evaluate_model(model, test_set, transform, cfg, seed),
+                       **{f"train_{k}": v for k, v in logs.items()}}
+                curve.append(row)
+                log.info("step %d: %s", step, {k: round(v, 4) for k, v in row.items() if k != "step"})
+            if stop.received is not None:
+                save(step)
+                raise Interrupted(f"signal {stop.received} at step {step}: checkpoint written, rerun to resume")
+            if cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
+                save(step)
+    train_seconds = elapsed + time.perf_counter() - started
 
     write_with(out / "curve.csv", lambda p: pd.DataFrame(curve).to_csv(p, index=False))
     write_with(out / "losses.csv", lambda p: pd.DataFrame(losses).to_csv(p, index=False))
     write_with(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
     final = {k: v for k, v in curve[-1].items() if not k.startswith("train_") and k != "step"}
-    result = {"dataset": dataset, "method": method, "seed": seed, "steps": cfg["steps"],
-              "train_seconds": train_seconds, "metrics": final}
+    result = {**header, "steps": cfg["steps"], "train_seconds": train_seconds, "metrics": final}
     write_json(out / "metrics.json", result)
     return result

@@ -1,0 +1,121 @@
+"""Preemption and failure: killed runs resume to identical results, bad runs write nothing."""
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hdml.trainer import TrainingDiverged, train_run
+
+SETS = {"steps": 120, "batch_size": 10, "lr": 1e-3, "eval_every": 40, "device": "cpu", "checkpoint_every": 7,
+        "embedding_dim": 16}
+
+
+def train_cmd(root: Path, out: Path, method: str = "npair", **extra) -> list[str]:
+    sets = [f"--set={k}={v}" for k, v in {**SETS, **extra}.items()]
+    return [sys.executable, "-m", "hdml.cli", "train", "--dataset", "digits", "--method", method, "--seed", "0",
+            "--root", str(root), "--out", str(out), *sets]
+
+
+def wait_for_checkpoint(out: Path, proc: subprocess.Popen, min_step: int, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        steps = [int(p.stem.split("-")[1]) for p in (out / "ckpt").glob("step-*.pt")]
+        if steps and max(steps) >= min_step:
+            return True
+        time.sleep(0.002)
+    return False
+
+
+@pytest.fixture(scope="module")
+def reference(digits_root, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("reference")
+    subprocess.run(train_cmd(digits_root, out), check=True, capture_output=True)
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_steps_then_resume_is_identical(digits_root, tmp_path, reference):
+    rng = random.Random(1234)
+    kills = 0
+    for target in sorted(rng.sample(range(1, 110), 3)):
+        proc = subprocess.Popen(train_cmd(digits_root, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if wait_for_checkpoint(tmp_path, proc, target):
+            time.sleep(rng.uniform(0, 0.05))  # land anywhere between checkpoints
+            proc.send_signal(signal.SIGKILL)
+            kills += proc.wait() == -signal.SIGKILL
+        else:
+            proc.wait()
+        assert not (kills and (tmp_path / "metrics.json").exists() and proc.returncode == -signal.SIGKILL)
+    assert kills >= 2, "the test must really interrupt runs"
+    done = subprocess.run(train_cmd(digits_root, tmp_path), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert result["metrics"] == reference["metrics"]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_exits_nonzero_and_resumes(digits_root, tmp_path, reference):
+    proc = subprocess.Popen(train_cmd(digits_root, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    assert wait_for_checkpoint(tmp_path, proc, 14)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75 and "checkpoint written" in err
+    assert not (tmp_path / "metrics.json").exists()
+    resumed = subprocess.run([*train_cmd(digits_root, tmp_path)[:3], "-v", *train_cmd(digits_root, tmp_path)[3:]],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == reference["metrics"]
+
+
+def test_truncated_newest_checkpoint_falls_back(digits_root, tmp_path, caplog):
+    # In-process (one thread, see conftest): compared with its own uninterrupted run, since
+    # float sums, hence results, depend on the thread count.
+    overrides = {**SETS, "steps": 120}
+    first = train_run(root=digits_root, dataset="digits", method="npair", seed=0, out=tmp_path, overrides=overrides)
+    ckpts = sorted((tmp_path / "ckpt").glob("step-*.pt"))
+    assert [p.name for p in ckpts] == ["step-00000112.pt", "step-00000119.pt"]
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:1000])
+    (tmp_path / "metrics.json").unlink()
+    with caplog.at_level("INFO"):
+        result = train_run(root=digits_root, dataset="digits", method="npair", seed=0, out=tmp_path,
+                           overrides=overrides)
+    assert "step-00000119.pt: unreadable checkpoint" in caplog.text and "step-00000112.pt" in caplog.text
+    assert result["metrics"] == first["metrics"]
+
+
+def test_nan_losses_stop_the_run_without_metrics(digits_root, tmp_path):
+    with pytest.raises(TrainingDiverged, match="3 consecutive steps"):
+        train_run(root=digits_root, dataset="digits", method="triplet", seed=0, out=tmp_path,
+                  overrides={**SETS, "lr": 1e30, "max_bad_steps": 3, "batch_size": 30})
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_nan_via_cli_exit_code_and_message(digits_root, tmp_path):
+    done = subprocess.run(train_cmd(digits_root, tmp_path, method="triplet", lr="1e30", max_bad_steps=3,
+                                    batch_size=30), capture_output=True, text=True)
+    assert done.returncode == 3 and "NaN/infinite loss" in done.stderr
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("bad, key", [("stepz=3", "stepz"), ("hdml.alpha=fast", "hdml.alpha"),
+                                      ("backbone=vgg16", "backbone"), ("steps=-4", "steps")])
+def test_bad_set_names_the_key_and_writes_nothing(digits_root, tmp_path, bad, key):
+    cmd = [sys.executable, "-m", "hdml.cli", "train", "--dataset", "digits", "--method", "npair",
+           "--root", str(digits_root), "--out", str(tmp_path / "run"), "--set", bad]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 2 and f"error: {key}" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_method_and_dataset(digits_root, tmp_path):
+    for args, word in ((["--dataset", "digits", "--method", "magic"], "magic"),
+                       (["--dataset", "mnist", "--method", "npair"], "mnist")):
+        cmd = [sys.executable, "-m", "hdml.cli", "train", *args, "--root", str(digits_root), "--out", str(tmp_path)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        assert done.returncode == 2 and word in done.stderr
