@@ -53,3 +53,25 @@ def test_set_args_round_trip():
     overrides = {"lr": 1e-3, "image": {"flip": False}, "eval_ks": [1, 2], "hdml.lambda0": None, "backbone": "smallcnn"}
     assert parse_sets(set_args(overrides)) == {"lr": 1e-3, "image.flip": False, "eval_ks": [1, 2],
                                                "hdml.lambda0": None, "backbone": "smallcnn"}
+
+
+def test_paper_config_plans_the_papers_grid():
+    paper = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/paper.yaml").read_text())
+    runs = validate_workflow_config(paper)
+    table = [r for r in runs if r.variant == "default"]
+    assert {r.dataset for r in table} == {"cub200", "cars196", "sop"} and len(table) == 3 * 8 * 3
+    by = {(r.dataset, r.method, r.seed): r.overrides for r in table}
+    assert by[("cars196", "hdml-npair", 0)]["batch_size"] == 128 and by[("cars196", "triplet", 0)]["batch_size"] == 120
+    assert by[("cub200", "npair", 0)]["lr"] == 6e-5 and by[("cub200", "npair", 0)]["npair"]["l2_reg"] == 1.5e-2
+    assert by[("sop", "hdml-npair", 0)]["hdml"]["beta"] == 5e4 and by[("sop", "npair", 0)]["eval_ks"][-1] == 1000
+    variants = {r.variant for r in runs}
+    assert {"no-softmax", "no-recon", "alpha=0", "lambda0=0.5", "protocol=paper"} <= variants
+
+
+def test_demo_config_exercises_every_report_section():
+    variants = set(DEMO["variants"])
+    assert {"no-softmax", "no-recon", "protocol=paper"} <= variants
+    assert any(v.startswith("alpha=") for v in variants) and any(v.startswith("lambda0=") for v in variants)
+    assert set(DEMO["datasets"]["digits"]["methods"]) == {"contrastive", "triplet", "semihard", "npair", "lifted",
+                                                          "angular", "hdml-triplet", "hdml-npair"}
+    assert DEMO["tsne"]["dataset"] == "digits"

@@ -26,6 +26,15 @@ wildcard_constraints:
     seed="[0-9]+",
 
 
+RESOURCE_DEFAULTS = {"threads": 1, "gpu": 0, "mem_mb": 2000, "runtime": 30}
+
+
+def res(rule: str, key: str):
+    """A rule's resource from the config's `resources` section, else `default`, else built-in."""
+    table = config.get("resources", {})
+    return table.get(rule, {}).get(key, table.get("default", {}).get(key, RESOURCE_DEFAULTS[key]))
+
+
 def run_sets(wildcards) -> str:
     """`--set` arguments of one run, shell-quoted."""
     run = RUNS[(wildcards.dataset, wildcards.method, wildcards.variant, wildcards.seed)]

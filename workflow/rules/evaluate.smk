@@ -12,6 +12,10 @@ rule evaluate:
         f"{RESULTS}/logs/evaluate/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.tsv"
-    threads: 1
+    threads: res("evaluate", "threads")
+    resources:
+        gpu=res("evaluate", "gpu"),
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
     shell:
         "hdml evaluate --run {params.run} --root {DATA} > {log} 2>&1"

@@ -12,6 +12,10 @@ rule prepare:
         f"{RESULTS}/logs/prepare/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare/{{dataset}}.tsv"
-    threads: 1
+    threads: res("prepare", "threads")
+    resources:
+        gpu=res("prepare", "gpu"),
+        mem_mb=res("prepare", "mem_mb"),
+        runtime=res("prepare", "runtime"),
     shell:
         "hdml prepare {wildcards.dataset} --root {DATA} {params.extra} > {log} 2>&1"

@@ -11,7 +11,11 @@ rule aggregate:
         f"{RESULTS}/logs/aggregate.log",
     benchmark:
         f"{RESULTS}/benchmarks/aggregate.tsv"
-    threads: 1
+    threads: res("aggregate", "threads")
+    resources:
+        gpu=res("aggregate", "gpu"),
+        mem_mb=res("aggregate", "mem_mb"),
+        runtime=res("aggregate", "runtime"),
     shell:
         "hdml aggregate {params.runs} --out {output.metrics} --curves {output.curves} > {log} 2>&1"
 
@@ -27,6 +31,10 @@ rule report:
         f"{RESULTS}/logs/report.log",
     benchmark:
         f"{RESULTS}/benchmarks/report.tsv"
-    threads: 1
+    threads: res("report", "threads")
+    resources:
+        gpu=res("report", "gpu"),
+        mem_mb=res("report", "mem_mb"),
+        runtime=res("report", "runtime"),
     shell:
         "hdml report --metrics {input.metrics} --curves {input.curves} --out {REPORT} > {log} 2>&1"

@@ -13,7 +13,11 @@ rule train:
         f"{RESULTS}/logs/train/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.tsv"
-    threads: 1
+    threads: res("train", "threads")
+    resources:
+        gpu=res("train", "gpu"),
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
     shell:
         "hdml -v train --dataset {wildcards.dataset} --method {wildcards.method} --seed {wildcards.seed}"
         " --root {DATA} --out {params.out} {params.sets} > {log} 2>&1"
