@@ -24,6 +24,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(out)
 
 
+def cmd_cache(args: argparse.Namespace) -> None:
+    from hdml.cache import build_cache
+    from hdml.datasets import get_dataset
+
+    spec = get_dataset(args.dataset)
+    print(build_cache(Path(args.root), args.dataset, args.size, spec.channels, workers=args.workers))
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from hdml.config import parse_sets
     from hdml.trainer import train_run
@@ -86,6 +94,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--md5", help="expected MD5 of the archive (replaces the built-in checksum)")
     s.add_argument("--archive", help="an archive already on disk; no download")
     s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("cache", help="decode and resize a prepared dataset once, into memory-mappable arrays")
+    s.add_argument("dataset")
+    s.add_argument("--root", required=True)
+    s.add_argument("--size", type=int, required=True, help="square side after resizing (the run config's image.resize)")
+    s.add_argument("--workers", type=int, default=1, help="decoding processes")
+    s.set_defaults(func=cmd_cache)
 
     s = sub.add_parser("train", help="train one run and evaluate its final checkpoint")
     s.add_argument("--dataset", required=True)

@@ -54,18 +54,21 @@ def decode(path: str, size: int, channels: int) -> np.ndarray:
 
 @dataclass
 class ImageTensors:
-    """Decoded images of one split, with their labels, ready to batch."""
+    """Decoded images of one split (in memory or memory-mapped from the cache), with labels."""
 
-    pixels: torch.Tensor  # uint8 N x C x H x W
+    pixels: np.ndarray  # uint8 N x C x H x W
     labels: np.ndarray
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame, size: int, channels: int) -> "ImageTensors":
-        arr = np.stack([decode(p, size, channels) for p in df["path"]])
-        return cls(torch.from_numpy(arr), df["label"].to_numpy())
+        return cls(np.stack([decode(p, size, channels) for p in df["path"]]), df["label"].to_numpy())
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def batch(self, index: np.ndarray | slice) -> torch.Tensor:
+        """uint8 images at `index` (sorted reads are cheapest on a memory map)."""
+        return torch.from_numpy(np.ascontiguousarray(self.pixels[index]))
 
 
 class BatchTransform:
@@ -93,6 +96,8 @@ class BatchTransform:
         else:
             top, left = (h - c) // 2, (w - c) // 2
             out = pixels[:, :, top : top + c, left : left + c]
+        if self.device.type == "cuda":
+            out = out.pin_memory()
         x = out.to(self.device, non_blocking=True).float()
         if self.bgr:
             x = x.flip(1)
@@ -101,9 +106,16 @@ class BatchTransform:
 
 def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int,
                 device: torch.device) -> tuple[ImageTensors, ImageTensors, BatchTransform]:
-    """Train and test images of a prepared dataset, and the batch transform of the run config."""
+    """Train and test images of a prepared dataset (from the image cache when one matches),
+    and the batch transform of the run config."""
+    from hdml.cache import load_cached
+
     split = read_split(root, dataset)
     img = cfg["image"]
-    train = ImageTensors.from_frame(split[split["split"] == "train"], img["resize"], channels)
-    test = ImageTensors.from_frame(split[split["split"] == "test"], img["resize"], channels)
-    return train, test, BatchTransform(img["crop"], img["flip"], img["normalize"], device)
+    sets = []
+    for name in ("train", "test"):
+        rows = split[split["split"] == name]
+        cached = load_cached(root, dataset, img["resize"], channels, name)
+        sets.append(ImageTensors(cached, rows["label"].to_numpy()) if cached is not None
+                    else ImageTensors.from_frame(rows, img["resize"], channels))
+    return sets[0], sets[1], BatchTransform(img["crop"], img["flip"], img["normalize"], device)

@@ -13,7 +13,7 @@ from torch import nn
 from hdml.model import EmbeddingNet
 from hdml.registry import LOSSES, get_loss, load_plugins
 
-MethodFactory = Callable[[EmbeddingNet, dict, int], "Method"]
+MethodFactory = Callable[..., "Method"]  # (model, cfg, num_classes, train_size=None)
 METHODS: dict[str, MethodFactory] = {}
 
 
@@ -32,10 +32,12 @@ def method_names() -> list[str]:
     return sorted(set(METHODS) | set(LOSSES))
 
 
-def build_method(name: str, model: EmbeddingNet, cfg: dict, num_classes: int) -> "Method":
+def build_method(name: str, model: EmbeddingNet, cfg: dict, num_classes: int,
+                 train_size: int | None = None) -> "Method":
+    """`train_size` (training images) lets a method count epochs (HDML, protocol paper)."""
     load_plugins()
     if name in METHODS:
-        return METHODS[name](model, cfg, num_classes)
+        return METHODS[name](model, cfg, num_classes, train_size=train_size)
     return LossMethod(model, get_loss(name)(**cfg.get(name, {})), cfg)
 
 

@@ -61,7 +61,7 @@ def embed(model: EmbeddingNet, images: ImageTensors, transform: BatchTransform, 
     """Test-mode embeddings (BatchNorm in eval mode, centre crop), not yet normalised."""
     was_training = model.training
     model.eval()
-    out = [model(transform(images.pixels[i : i + batch_size], train=False)).float().cpu()
+    out = [model(transform(images.batch(slice(i, i + batch_size)), train=False)).float().cpu()
            for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out).numpy()
@@ -109,7 +109,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     train_set, test_set, transform = load_splits(root, dataset, cfg, spec.channels, device)
     _, train_targets = np.unique(train_set.labels, return_inverse=True)
     model = build_model(cfg, spec.channels).to(device)
-    runner = build_method(method, model, cfg, int(train_targets.max()) + 1)
+    runner = build_method(method, model, cfg, int(train_targets.max()) + 1, train_size=len(train_set))
     sample_gen = torch.Generator().manual_seed(2 * seed)
     augment_gen = torch.Generator().manual_seed(2 * seed + 1)
     sampler = build_sampler(runner.sampler, train_targets, cfg, sample_gen)
@@ -141,7 +141,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     with SignalFlag() as stop:
         for step in range(start, cfg["steps"] + 1):
             idx = sampler()
-            x = transform(train_set.pixels[idx], train=True, gen=augment_gen)
+            x = transform(train_set.batch(idx), train=True, gen=augment_gen)
             logs = runner.step(x, targets[idx].to(device))
             losses.append({"step": step, **logs})
             bad_streak = 0 if all(math.isfinite(v) for v in logs.values()) else bad_streak + 1

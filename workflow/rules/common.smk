@@ -3,7 +3,8 @@ import shlex
 
 from snakemake.utils import validate
 
-from hdml.config import ConfigError
+from hdml.config import ConfigError, build_run_config
+from hdml.datasets import get_dataset
 from hdml.plan import set_args, validate_workflow_config
 
 validate(config, "../schemas/config.schema.yaml")
@@ -24,6 +25,7 @@ wildcard_constraints:
     method="[a-z0-9-]+",
     variant="[A-Za-z0-9_.=-]+",
     seed="[0-9]+",
+    size="[0-9]+",
 
 
 RESOURCE_DEFAULTS = {"threads": 1, "gpu": 0, "mem_mb": 2000, "runtime": 30}
@@ -33,6 +35,21 @@ def res(rule: str, key: str):
     """A rule's resource from the config's `resources` section, else `default`, else built-in."""
     table = config.get("resources", {})
     return table.get(rule, {}).get(key, table.get("default", {}).get(key, RESOURCE_DEFAULTS[key]))
+
+
+def cache_size(dataset: str) -> int:
+    """The image side a dataset's runs read (image.resize of its `train` section)."""
+    overrides = config["datasets"][dataset].get("train", {})
+    return build_run_config(get_dataset(dataset).run_defaults, overrides)["image"]["resize"]
+
+
+def run_cache(wildcards) -> list[str]:
+    """The image cache a run reads, when the run uses the dataset's image size."""
+    run = RUNS[(wildcards.dataset, wildcards.method, wildcards.variant, wildcards.seed)]
+    size = build_run_config(get_dataset(run.dataset).run_defaults, run.overrides)["image"]["resize"]
+    if size != cache_size(run.dataset):
+        return []
+    return [f"{DATA}/{run.dataset}/cache-{size}/{s}.npy" for s in ("train", "test")]
 
 
 def run_sets(wildcards) -> str:

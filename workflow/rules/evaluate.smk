@@ -3,6 +3,7 @@ rule evaluate:
         metrics=f"{RUN_DIR}/metrics.json",
         model=f"{RUN_DIR}/model.pt",
         curve=f"{RUN_DIR}/curve.csv",
+        cache=run_cache,
     output:
         evaluation=f"{RUN_DIR}/evaluation.json",
         embeddings=f"{RUN_DIR}/embeddings.npz",

@@ -1,6 +1,7 @@
 rule train:
     input:
         split=f"{DATA}/{{dataset}}/split.csv",
+        cache=run_cache,
     output:
         metrics=f"{RUN_DIR}/metrics.json",
         curve=f"{RUN_DIR}/curve.csv",

@@ -1,0 +1,90 @@
+"""The decoded-image cache: each split decoded once, resized, stored as a uint8 .npy array.
+
+Training then memory-maps `ROOT/DATASET/cache-SIZE/{train,test}.npy` (N x C x SIZE x SIZE, rows
+in split.csv order) instead of decoding JPEGs every step; crop, flip and normalisation run
+per batch on the training device. `meta.json` records the split file's hash, so a cache of
+an older split is never used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from hdml.data import decode, read_split
+from hdml.io import atomic_path, write_json
+
+log = logging.getLogger("hdml.cache")
+SPLITS = ("train", "test")
+
+
+def cache_dir(root: str | Path, dataset: str, size: int) -> Path:
+    return Path(root) / dataset / f"cache-{size}"
+
+
+def split_hash(root: str | Path, dataset: str) -> str:
+    return hashlib.sha256((Path(root) / dataset / "split.csv").read_bytes()).hexdigest()
+
+
+def _decode_chunk(args: tuple[list[str], int, int]) -> np.ndarray:
+    paths, size, channels = args
+    return np.stack([decode(p, size, channels) for p in paths])
+
+
+def build_cache(root: str | Path, dataset: str, size: int, channels: int, workers: int = 1,
+                chunk: int = 256) -> Path:
+    """Decode every image of both splits (in `workers` processes) into the cache folder."""
+    folder = cache_dir(root, dataset, size)
+    folder.mkdir(parents=True, exist_ok=True)
+    split = read_split(root, dataset)
+    counts = {}
+    for name in SPLITS:
+        paths = list(split.loc[split["split"] == name, "path"])
+        counts[name] = len(paths)
+        with atomic_path(folder / f"{name}.npy") as tmp:
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), channels, size, size))
+            jobs = [(paths[i : i + chunk], size, channels) for i in range(0, len(paths), chunk)]
+            bar = tqdm(total=len(paths), desc=f"{dataset} {name}", unit="img", disable=None)
+            with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as pool:
+                for i, block in zip(range(0, len(paths), chunk), pool.map(_decode_chunk, jobs)):
+                    arr[i : i + len(block)] = block
+                    bar.update(len(block))
+            bar.close()
+            arr.flush()
+            del arr
+    write_json(folder / "meta.json", {"dataset": dataset, "size": size, "channels": channels,
+                                      "split_sha256": split_hash(root, dataset), "counts": counts})
+    return folder
+
+
+class _Inline:
+    """A stand-in for a process pool when one worker is asked for."""
+
+    def __enter__(self) -> "_Inline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    map = staticmethod(map)
+
+
+def load_cached(root: str | Path, dataset: str, size: int, channels: int, split: str) -> np.ndarray | None:
+    """The memory-mapped pixels of `split`, or None when no valid cache exists."""
+    folder = cache_dir(root, dataset, size)
+    meta_path = folder / "meta.json"
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta["split_sha256"] != split_hash(root, dataset) or meta["channels"] != channels:
+        log.warning("%s: stale image cache (split.csv changed); decoding images instead", folder)
+        return None
+    pixels = np.load(folder / f"{split}.npy", mmap_mode="r")
+    if len(pixels) != meta["counts"][split]:
+        raise ValueError(f"{folder / f'{split}.npy'}: {len(pixels)} images, meta.json says {meta['counts'][split]}")
+    return pixels

@@ -1,0 +1,55 @@
+"""The decoded-image cache gives the same pixels as decoding, and is never used when stale."""
+import shutil
+
+import numpy as np
+import torch
+
+from hdml.cache import build_cache, load_cached
+from hdml.data import ImageTensors, load_splits, read_split
+from hdml.trainer import train_run
+
+
+def copy_digits(digits_root, tmp_path):
+    shutil.copytree(digits_root / "digits", tmp_path / "digits")
+    return tmp_path
+
+
+def test_cache_equals_decoding_and_is_memory_mapped(digits_root, tmp_path):
+    root = copy_digits(digits_root, tmp_path)
+    build_cache(root, "digits", 8, 1, workers=2, chunk=100)
+    split = read_split(root, "digits")
+    for name in ("train", "test"):
+        cached = load_cached(root, "digits", 8, 1, name)
+        decoded = ImageTensors.from_frame(split[split.split == name], 8, 1)
+        assert isinstance(cached, np.memmap) and cached.dtype == np.uint8
+        assert np.array_equal(cached, decoded.pixels)
+    cfg = {"image": {"resize": 8, "crop": 8, "flip": False, "normalize": "unit"}}
+    train, test, _ = load_splits(root, "digits", cfg, 1, torch.device("cpu"))
+    assert isinstance(train.pixels, np.memmap) and len(test) == (split.split == "test").sum()
+
+
+def test_resized_cache_matches_resized_decode(digits_root, tmp_path):
+    root = copy_digits(digits_root, tmp_path)
+    build_cache(root, "digits", 12, 1)
+    split = read_split(root, "digits")
+    decoded = ImageTensors.from_frame(split[split.split == "test"], 12, 1)
+    assert np.array_equal(load_cached(root, "digits", 12, 1, "test"), decoded.pixels)
+    assert load_cached(root, "digits", 16, 1, "test") is None
+
+
+def test_stale_cache_is_not_used(digits_root, tmp_path, caplog):
+    root = copy_digits(digits_root, tmp_path)
+    build_cache(root, "digits", 8, 1)
+    csv = root / "digits/split.csv"
+    csv.write_text(csv.read_text().replace("images/0000.png,0,train", "images/0000.png,0,test"))
+    assert load_cached(root, "digits", 8, 1, "train") is None
+    assert "stale image cache" in caplog.text
+
+
+def test_training_from_cache_is_identical(digits_root, tmp_path):
+    root = copy_digits(digits_root, tmp_path)
+    sets = {"steps": 20, "batch_size": 10, "device": "cpu", "eval_every": 0}
+    plain = train_run(root=root, dataset="digits", method="npair", seed=0, out=tmp_path / "a", overrides=sets)
+    build_cache(root, "digits", 8, 1)
+    cached = train_run(root=root, dataset="digits", method="npair", seed=0, out=tmp_path / "b", overrides=sets)
+    assert plain["metrics"] == cached["metrics"]
