@@ -83,25 +83,29 @@ def read_run(run_dir: Path) -> tuple[list[dict], pd.DataFrame, dict]:
 
 def read_benchmark(path: Path) -> dict[str, float]:
     """Wall seconds (mean over repeats), peak RSS in MB and CPU seconds (max) of one TSV;
-    NaN where Snakemake could not sample (`NA` or `-`)."""
+    NaN where Snakemake could not sample (`NA`, `-`, or an RSS of 0 for a job that ended
+    before its first sample)."""
     table = pd.read_csv(path, sep="\t", na_values=["NA", "-"])
     missing = {"s", "max_rss"} - set(table.columns)
     if missing or table.empty:
         raise ValueError(f"{path}: not a Snakemake benchmark file (needs rows and columns s, max_rss)")
     cpu = table["cpu_time"].max() if "cpu_time" in table.columns else math.nan
-    return {"seconds": float(table["s"].mean()), "max_rss_mb": float(table["max_rss"].max()),
+    rss = table["max_rss"].where(table["max_rss"] > 0)
+    return {"seconds": float(table["s"].mean()), "max_rss_mb": float(rss.max()),
             "cpu_seconds": float(cpu)}
 
 
 def collect_costs(keys: list[dict], benchmarks: Path) -> pd.DataFrame:
-    rows = []
+    rows, missing = [], []
     for key in keys:
         for stage in STAGES:
             path = benchmarks / stage / key["dataset"] / key["method"] / key["variant"] / f"seed{key['seed']}.tsv"
             if path.exists():
                 rows.append({**key, "stage": stage, **read_benchmark(path)})
             else:
-                log.warning("%s: no benchmark file; run left out of the costs", path)
+                missing.append(path)
+    if missing:
+        log.warning("%d benchmark file(s) missing, left out of the costs (first: %s)", len(missing), missing[0])
     return pd.DataFrame(rows, columns=COSTS_COLUMNS)
 
 

@@ -1,8 +1,31 @@
-"""Feature extractors: a small CNN for the embedded digits demo; GoogLeNet and ResNet-50
-(torchvision) for the paper's datasets. Each returns (module, feature dimension)."""
+"""Feature extractors: a small CNN for the embedded digits demo; GoogLeNet (1024-d, the
+paper's) and ResNet-50 (2048-d) from torchvision for the real datasets. Each builder returns
+(module, feature dimension); the module maps a normalised image batch to pooled features.
+
+Weights (run config): `pretrained: false` is random init; `pretrained: true` loads
+torchvision's ImageNet weights (IMAGENET1K_V1, downloaded to torch's cache), or the state dict
+in the local file `weights` (for machines without internet, or Caffe-converted weights).
+
+GoogLeNet's `transform_input` follows `image.normalize`, not the weights. torchvision's
+GoogLeNet weights were trained on inputs scaled to [-1, 1]; torchvision sets
+`transform_input=True` with them, so that the network takes ImageNet-normalised input and
+rescales it to [-1, 1] itself. We keep that for `imagenet` (the same network sees the same
+input scale whether its weights are downloaded, loaded from a file, or random, so a run
+re-evaluated from `model.pt` matches). With `caffe` the input is already what BVLC Caffe
+weights expect (BGR, 0-255, mean pixel removed) and passes unchanged; torchvision's own
+weights are refused with it, since they were not trained on that input.
+"""
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from torch import nn
+from torchvision import models
+
+FEATURE_DIMS = {"googlenet": 1024, "resnet50": 2048}
+# State-dict entries of the classifier parts we drop (ImageNet fc, GoogLeNet's auxiliary heads).
+DROPPED = ("fc.", "aux1.", "aux2.")
 
 
 def small_cnn(in_channels: int, width: int = 32) -> tuple[nn.Module, int]:
@@ -15,8 +38,68 @@ def small_cnn(in_channels: int, width: int = 32) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 4 * width
 
 
+def torchvision_weights(name: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet state dict of `name` (downloaded once into torch's cache)."""
+    weights = {"googlenet": models.GoogLeNet_Weights.IMAGENET1K_V1,
+               "resnet50": models.ResNet50_Weights.IMAGENET1K_V1}[name]
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except (OSError, RuntimeError) as exc:
+        raise ValueError(f"pretrained: cannot download torchvision's {name} weights from {weights.url} ({exc}); "
+                         f"without internet, save that file and set `weights: PATH`") from None
+
+
+def file_weights(path: str) -> dict[str, torch.Tensor]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"weights: {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for a bad file
+        raise ValueError(f"weights: {path}: not a PyTorch state dict ({exc})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"weights: {path}: expected a state dict (name -> tensor), got {type(state).__name__}")
+    return state
+
+
+def load_weights(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load every backbone tensor of `state` (classifier parts dropped); all must fit exactly."""
+    kept = {k: v for k, v in state.items() if not k.startswith(DROPPED)}
+    try:
+        missing, unexpected = net.load_state_dict(kept, strict=False)
+    except RuntimeError as exc:
+        raise ValueError(f"{source}: weights do not fit the backbone ({exc})") from None
+    if missing or unexpected:
+        raise ValueError(f"{source}: weights do not fit the backbone: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+
+
+def torchvision_backbone(name: str, cfg: dict, in_channels: int) -> tuple[nn.Module, int]:
+    """GoogLeNet without auxiliary heads, dropout or classifier, or ResNet-50 without classifier."""
+    if in_channels != 3:
+        raise ValueError(f"backbone: {name} takes RGB images; this dataset has {in_channels} channel(s)")
+    normalize, pretrained, weights = cfg["image"]["normalize"], cfg["pretrained"], cfg["weights"]
+    if weights is not None and not pretrained:
+        raise ValueError(f"weights: {weights} is given but pretrained is false; set pretrained: true to load it")
+    if pretrained and weights is None and normalize != "imagenet":
+        raise ValueError(f"image.normalize: torchvision's {name} weights expect 'imagenet', got {normalize!r} "
+                         f"(Caffe weights need a local file in `weights`)")
+    if name == "googlenet":
+        net = models.googlenet(weights=None, aux_logits=False, transform_input=normalize == "imagenet",
+                               init_weights=not pretrained)
+        net.dropout = nn.Identity()
+    else:
+        net = models.resnet50(weights=None)
+    net.fc = nn.Identity()
+    if pretrained:
+        state = file_weights(weights) if weights is not None else torchvision_weights(name)
+        load_weights(net, state, f"weights: {weights}" if weights is not None else f"torchvision {name}")
+    return net, FEATURE_DIMS[name]
+
+
 def build_backbone(cfg: dict, in_channels: int) -> tuple[nn.Module, int]:
     name = cfg["backbone"]
     if name == "smallcnn":
         return small_cnn(in_channels)
+    if name in FEATURE_DIMS:
+        return torchvision_backbone(name, cfg, in_channels)
     raise ValueError(f"backbone: unknown backbone {name!r}")

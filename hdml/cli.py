@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from hdml.config import ConfigError
-    from hdml.trainer import Interrupted, TrainingDiverged
+    from hdml.config import ConfigError, Interrupted, TrainingDiverged
 
     try:
         args.func(args)

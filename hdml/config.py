@@ -16,6 +16,14 @@ class ConfigError(ValueError):
     """A bad key or value in a run config or a workflow config."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss stayed NaN or infinite for too many consecutive steps."""
+
+
+class Interrupted(RuntimeError):
+    """A termination signal arrived; a checkpoint was written, a rerun resumes."""
+
+
 DEFAULTS: dict[str, Any] = {
     "steps": 8000,
     "batch_size": 128,

@@ -23,6 +23,14 @@ NORMALISATION = {
 }
 
 
+def normalisation_affine(normalize: str, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mul, add), shape C x 1 x 1, with x * mul + add == (x * scale - mean) / std:
+    one fused pass, and the same arithmetic on the batch and the per-image paths."""
+    mean, std, scale, _ = NORMALISATION[normalize]
+    mean_t, std_t = torch.tensor(mean, device=device), torch.tensor(std, device=device)
+    return (scale / std_t).view(-1, 1, 1), (-mean_t / std_t).view(-1, 1, 1)
+
+
 def read_split(root: str | Path, dataset: str) -> pd.DataFrame:
     """The dataset's split.csv with absolute image paths; checks columns and values."""
     path = Path(root) / dataset / "split.csv"
@@ -66,42 +74,50 @@ class ImageTensors:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, index: np.ndarray | slice) -> torch.Tensor:
-        """uint8 images at `index` (sorted reads are cheapest on a memory map)."""
-        return torch.from_numpy(np.ascontiguousarray(self.pixels[index]))
-
 
 class BatchTransform:
-    """uint8 batch -> float batch: random crop + flip (train) or centre crop (test), normalise."""
+    """Images -> float batch on the device, in two stages so only uint8 crops cross to it:
+    `crops` cuts random crops + flips (train) or centre crops (test) straight out of the source
+    array (in memory or memory-mapped), `normalise` converts and normalises on the device."""
 
     def __init__(self, crop: int, flip: bool, normalize: str, device: torch.device) -> None:
-        mean, std, scale, bgr = NORMALISATION[normalize]
-        self.crop, self.flip, self.scale, self.bgr = crop, flip, scale, bgr
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.crop, self.flip, self.bgr = crop, flip, NORMALISATION[normalize][3]
+        self.mul, self.add = normalisation_affine(normalize, device)
         self.device = device
 
-    def __call__(self, pixels: torch.Tensor, train: bool, gen: torch.Generator | None = None) -> torch.Tensor:
-        n, _, h, w = pixels.shape
-        c = self.crop
+    def crops(self, pixels: np.ndarray, index: np.ndarray, train: bool,
+              gen: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 crops of `pixels[index]`; random draws in the order `hdml.images` uses."""
+        n, (channels, h, w), c = len(index), pixels.shape[1:], self.crop
+        if h < c or w < c:
+            raise ValueError(f"image.crop {c} is larger than the cached images ({h}x{w})")
         if train and (h > c or w > c or self.flip):
-            top = torch.randint(0, h - c + 1, (n,), generator=gen)
-            left = torch.randint(0, w - c + 1, (n,), generator=gen)
-            flips = torch.rand(n, generator=gen) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
-            rows = top[:, None] + torch.arange(c)
-            cols = left[:, None] + torch.arange(c)
-            cols = torch.where(flips[:, None], cols.flip(1), cols)
-            idx_n = torch.arange(n)[:, None, None]
-            out = pixels.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+            tops = torch.randint(0, h - c + 1, (n,), generator=gen).tolist()
+            lefts = torch.randint(0, w - c + 1, (n,), generator=gen).tolist()
+            flips = (torch.rand(n, generator=gen) < 0.5).tolist() if self.flip else [False] * n
         else:
-            top, left = (h - c) // 2, (w - c) // 2
-            out = pixels[:, :, top : top + c, left : left + c]
+            tops, lefts, flips = [(h - c) // 2] * n, [(w - c) // 2] * n, [False] * n
+        out = np.empty((n, channels, c, c), dtype=np.uint8)
+        for k, (i, t, l, f) in enumerate(zip(index.tolist(), tops, lefts, flips)):
+            window = pixels[i, :, t : t + c, l : l + c]
+            out[k] = window[:, :, ::-1] if f else window
+        return torch.from_numpy(out)
+
+    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
-            out = out.pin_memory()
-        x = out.to(self.device, non_blocking=True).float()
+            batch = batch.pin_memory()
+        x = batch.to(self.device, non_blocking=True).float()
         if self.bgr:
             x = x.flip(1)
-        return (x * self.scale - self.mean) / self.std
+        return x.mul_(self.mul).add_(self.add)
+
+    def load(self, images: "ImageTensors", index: np.ndarray, train: bool,
+             gen: torch.Generator | None = None) -> torch.Tensor:
+        return self.normalise(self.crops(images.pixels, index, train, gen))
+
+    def __call__(self, pixels: torch.Tensor, train: bool, gen: torch.Generator | None = None) -> torch.Tensor:
+        """A whole uint8 batch already in memory (tests, small data)."""
+        return self.normalise(self.crops(pixels.numpy(), np.arange(len(pixels)), train, gen))
 
 
 def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int,

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from hdml import checkpoint, metrics
-from hdml.config import build_run_config
+from hdml.config import Interrupted, TrainingDiverged, build_run_config
 from hdml.data import BatchTransform, ImageTensors, load_splits
 from hdml.datasets import get_dataset
 from hdml.io import write_json, write_text, write_with
@@ -32,14 +32,6 @@ from hdml.model import EmbeddingNet, build_model
 from hdml.samplers import build_sampler
 
 log = logging.getLogger("hdml.train")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss stayed NaN or infinite for too many consecutive steps."""
-
-
-class Interrupted(RuntimeError):
-    """A termination signal arrived; a checkpoint was written, a rerun resumes."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,7 +53,7 @@ def embed(model: EmbeddingNet, images: ImageTensors, transform: BatchTransform, 
     """Test-mode embeddings (BatchNorm in eval mode, centre crop), not yet normalised."""
     was_training = model.training
     model.eval()
-    out = [model(transform(images.batch(slice(i, i + batch_size)), train=False)).float().cpu()
+    out = [model(transform.load(images, np.arange(i, min(i + batch_size, len(images))), train=False)).float().cpu()
            for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out).numpy()
@@ -141,7 +133,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     with SignalFlag() as stop:
         for step in range(start, cfg["steps"] + 1):
             idx = sampler()
-            x = transform(train_set.batch(idx), train=True, gen=augment_gen)
+            x = transform.load(train_set, idx, train=True, gen=augment_gen)
             logs = runner.step(x, targets[idx].to(device))
             losses.append({"step": step, **logs})
             bad_streak = 0 if all(math.isfinite(v) for v in logs.values()) else bad_streak + 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 
 class Preparer(Protocol):
@@ -46,4 +46,4 @@ def dataset_names() -> list[str]:
 
 
 def _load() -> None:
-    from hdml.datasets import digits  # noqa: F401  (registers on import)
+    from hdml.datasets import cars196, cub200, digits, sop  # noqa: F401  (each registers on import)

@@ -1,0 +1,98 @@
+"""Images/s of the decoded-image cache path vs the per-image PIL path, on generated JPEGs of
+CUB's typical size (500x375), both producing normalised 227 crops of 256x256 images.
+
+    python bench/loader.py [--images 400] [--batch 120]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from hdml.cache import build_cache, load_cached
+from hdml.data import BatchTransform, ImageTensors, decode
+from hdml.images import SplitImages
+
+IMAGE = {"resize": 256, "crop": 227, "flip": True, "normalize": "imagenet"}
+
+
+def make_dataset(root: Path, n: int) -> None:
+    """n photo-like JPEGs (smooth gradients + noise, 500x375) and a split.csv."""
+    rng = np.random.default_rng(0)
+    folder = root / "bench" / "images"
+    folder.mkdir(parents=True)
+    yy, xx = np.mgrid[0:375, 0:500]
+    rows = []
+    for i in range(n):
+        base = (np.sin(xx / (20 + i % 7)) + np.cos(yy / (15 + i % 5))) * 60 + 128
+        img = np.clip(base[..., None] + rng.normal(0, 25, (375, 500, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"{i:05d}.jpg", quality=90)
+        rows.append({"path": f"images/{i:05d}.jpg", "label": i % 20, "split": "train" if i % 2 == 0 else "test"})
+    pd.DataFrame(rows).to_csv(root / "bench" / "split.csv", index=False)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=400)
+    p.add_argument("--batch", type=int, default=120)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_dataset(root, args.images)
+        split = pd.read_csv(root / "bench/split.csv")
+        train = split[split.split == "train"].assign(path=lambda d: [str(root / "bench" / x) for x in d.path])
+        n = len(train)
+
+        # PIL path, per image: decode + resize + random crop + flip (uint8, what a worker hands
+        # over), and the same plus CPU normalisation (what SplitImages returns).
+        pil = SplitImages(train, IMAGE, 3, train=True)
+        gen = torch.Generator().manual_seed(0)
+
+        def pil_uint8(i: int) -> torch.Tensor:
+            pixels = torch.tensor(decode(pil.paths[i], 256, 3))
+            top, left, flip = pil.transform.draw(256, 256, gen)
+            out = pixels[:, top : top + 227, left : left + 227]
+            return out.flip(2).contiguous() if flip else out.contiguous()
+
+        pil_rate = rate(lambda: [pil_uint8(i) for i in range(n)], n)
+        pil_norm_rate = rate(lambda: [pil[i] for i in range(n)], n)
+
+        start = time.perf_counter()
+        build_cache(root, "bench", 256, 3, workers=args.threads)
+        cache_build_rate = len(split) / (time.perf_counter() - start)
+        images = ImageTensors(load_cached(root, "bench", 256, 3, "train"), train.label.to_numpy())
+        transform = BatchTransform(227, True, "imagenet", torch.device("cpu"))
+        batches = [np.sort(np.random.default_rng(b).choice(n, size=min(args.batch, n), replace=False))
+                   for b in range(8)]
+        seen = sum(len(b) for b in batches)
+        cache_rate = rate(lambda: [transform.crops(images.pixels, b, True, gen) for b in batches], seen)
+        cache_norm_rate = rate(lambda: [transform.load(images, b, True, gen) for b in batches], seen)
+
+    print(f"{n} training images of 500x375 -> 256x256 -> random 227 crop + flip; threads={args.threads}")
+    print("uint8 crops ready for the device (normalisation then runs there, in batches):")
+    print(f"  PIL decode+resize+crop path: {pil_rate:8.0f} images/s")
+    print(f"  cache path (memmap + crop/flip): {cache_rate:8.0f} images/s")
+    ratio = cache_rate / pil_rate
+    print(f"  ratio cache / PIL: {ratio:.1f}x (target >= 10x) {'MET' if ratio >= 10 else 'NOT MET'}")
+    print("including normalisation on this CPU (a CPU-only training run):")
+    print(f"  PIL path: {pil_norm_rate:8.0f} images/s, cache path: {cache_norm_rate:8.0f} images/s, "
+          f"ratio {cache_norm_rate / pil_norm_rate:.1f}x")
+    print(f"cache build (one-off decode of both splits): {cache_build_rate:8.0f} images/s")
+
+
+def rate(work, count: int) -> float:
+    start = time.perf_counter()
+    work()
+    return count / (time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Getting a dataset archive onto disk: mirrors in order, retries, resume, checksum.
+
+A download is written to `NAME.part` beside its destination and renamed onto the destination
+only once it is complete and its checksum (where one is known) matches, so a file under its
+final name is always whole. The `.part` file survives an interruption; the next attempt, or
+the next `hdml prepare`, resumes it with an HTTP Range request.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import time
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from http.cookiejar import CookieJar
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.parse import urlencode, urljoin, urlparse
+from urllib.request import HTTPCookieProcessor, OpenerDirector, Request, build_opener
+
+from tqdm import tqdm
+
+log = logging.getLogger("hdml.prepare")
+
+CHUNK = 1 << 20
+RETRY_WAIT = 2.0  # seconds before the second attempt at a mirror; doubles, triples after
+USER_AGENT = "hdml-repro/0.1 (dataset preparation; python urllib)"
+
+
+class PrepareError(ValueError):
+    """A prepare step failed (download, checksum, unsafe or malformed archive, wrong counts).
+
+    A ValueError, so the command line reports it as a one-line error."""
+
+
+class _MirrorFailed(Exception):
+    """This mirror cannot serve the file: try the next one, without retrying this one."""
+
+
+class _Incomplete(Exception):
+    """The transfer ended early: retry, resuming from what arrived."""
+
+
+TRANSIENT = (OSError, http.client.HTTPException, _Incomplete)
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def credentials_hint(url: str) -> str | None:
+    """Why a mirror refuses anonymous downloads, and what the user can do instead."""
+    host = urlparse(url).hostname or ""
+    if host == "kaggle.com" or host.endswith(".kaggle.com"):
+        return ("Kaggle serves its datasets only to signed-in users: download the file with the "
+                "`kaggle` client and your own API token (~/.kaggle/kaggle.json), then pass it with --archive")
+    return None
+
+
+class _ConfirmPage(HTMLParser):
+    """Finds the real download link on an interstitial page (Google Drive's "can't scan this
+    file for viruses" page): a form carrying a `confirm` field, or a link with `confirm=`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[tuple[str, dict[str, str]]] = []
+        self.links: list[str] = []
+        self._form: tuple[str, dict[str, str]] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self._form = (a.get("action", ""), {})
+            self.forms.append(self._form)
+        elif tag == "input" and self._form is not None and a.get("name"):
+            self._form[1][a["name"]] = a.get("value", "")
+        elif tag == "a" and "confirm=" in a.get("href", ""):
+            self.links.append(a["href"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._form = None
+
+
+def confirm_url(page: str, base: str) -> str | None:
+    """The URL that an HTML confirm page points to for the actual file, or None."""
+    parser = _ConfirmPage()
+    parser.feed(page)
+    for action, fields in parser.forms:
+        if "confirm" in fields:
+            return urljoin(base, action) + "?" + urlencode(fields)
+    return urljoin(base, parser.links[0]) if parser.links else None
+
+
+def _total_from_range(header: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total size) from a Content-Range header such as `bytes 100-999/1000`."""
+    if not header or not header.startswith("bytes "):
+        return None, None
+    span, _, total = header[6:].partition("/")
+    first = int(span.split("-")[0]) if span != "*" else None
+    return first, int(total) if total.isdigit() else None
+
+
+def _fetch(opener: OpenerDirector, url: str, part: Path, timeout: float, follow: bool = True,
+           resume: bool = True) -> None:
+    """One attempt: append to (or restart) `part` from `url` until the server's size is reached."""
+    start = part.stat().st_size if resume and part.exists() else 0
+    headers = {"User-Agent": USER_AGENT}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    try:
+        req = Request(url, headers=headers)
+    except ValueError as exc:
+        raise _MirrorFailed(str(exc)) from None
+    try:
+        resp = opener.open(req, timeout=timeout)
+    except HTTPError as exc:
+        if exc.code == 416 and start:
+            if _total_from_range(exc.headers.get("Content-Range"))[1] == start:
+                return  # the partial file is already the whole file
+            # Not this file's size: often a small HTML page in front of the file. Ask without
+            # a Range; a confirm page is then followed (resuming), a file restarts from zero.
+            return _fetch(opener, url, part, timeout, follow, resume=False)
+        if exc.code in (408, 429) or exc.code >= 500:
+            raise
+        raise _MirrorFailed(f"HTTP {exc.code} {exc.reason}") from None
+    with resp:
+        if resp.headers.get_content_type() == "text/html":
+            target = confirm_url(resp.read(CHUNK).decode("utf-8", "replace"), resp.geturl()) if follow else None
+            if target is None:
+                raise _MirrorFailed("served an HTML page instead of the file (a sign-in, quota or error page)")
+            return _fetch(opener, target, part, timeout, follow=False)  # resumes, if it can
+        if resp.status == 206:
+            first, total = _total_from_range(resp.headers.get("Content-Range"))
+            if first != start:
+                part.unlink()
+                raise _Incomplete(f"server resumed at byte {first}, not {start}; restarting")
+            mode = "ab"
+        else:
+            start, mode = 0, "wb"
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+        with open(part, mode) as fh, tqdm(total=total, initial=start, unit="B", unit_scale=True,
+                                          desc=part.name.removesuffix(".part"), disable=None) as bar:
+            while chunk := resp.read(CHUNK):
+                fh.write(chunk)
+                bar.update(len(chunk))
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise _Incomplete(f"connection ended at byte {size} of {total}")
+
+
+def download(urls: list[str], dest: Path, md5: str | None, *, retries: int = 3, wait: float | None = None,
+             timeout: float = 60.0) -> str:
+    """Download `dest` from the first mirror that delivers it whole (and with the right MD5,
+    if `md5` is given); returns the file's MD5. An existing `dest` is kept only if it has the
+    right MD5: without a checksum nothing tells it is the file these mirrors serve."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        if md5 is not None and md5sum(dest) == md5:
+            return md5
+        dest.unlink()
+    part = dest.with_name(dest.name + ".part")
+    opener = build_opener(HTTPCookieProcessor(CookieJar()))
+    failures = []
+    for url in urls:
+        for attempt in range(1, retries + 1):
+            try:
+                _fetch(opener, url, part, timeout)
+            except _MirrorFailed as exc:
+                failures.append(f"{url}: {exc}" + (f" ({hint})" if (hint := credentials_hint(url)) else ""))
+                break
+            except TRANSIENT as exc:
+                if attempt == retries:
+                    failures.append(f"{url}: {exc} (gave up after {retries} attempts)")
+                    break
+                log.warning("%s: %s; retrying (%d of %d)", url, exc, attempt + 1, retries)
+                time.sleep((RETRY_WAIT if wait is None else wait) * attempt)
+                continue
+            digest = md5sum(part)
+            if md5 is not None and digest != md5:
+                part.unlink()
+                failures.append(f"{url}: checksum mismatch: md5 {digest}, expected {md5}")
+                break
+            os.replace(part, dest)
+            return digest
+    raise PrepareError(f"could not download {dest.name}:\n  " + "\n  ".join(failures or ["no mirror given"]))
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An archive on disk; `official` when its MD5 is the published one."""
+
+    path: Path
+    official: bool
+
+
+def fetch(dest: Path, *, urls: list[str], md5: str | None, official_md5: str | None,
+          archive: Path | None) -> Fetched:
+    """The archive a prepare works from: the user's own file (checked against `md5` if given)
+    or a download to `dest` (checked against `md5`, else the published checksum)."""
+    if archive is not None:
+        if not archive.is_file():
+            raise FileNotFoundError(f"--archive {archive}: no such file")
+        digest = md5sum(archive)
+        if md5 is not None and digest != md5:
+            raise PrepareError(f"{archive}: checksum mismatch: md5 {digest}, expected {md5}")
+        return Fetched(archive, digest == official_md5)
+    digest = download(urls, dest, md5 or official_md5)
+    return Fetched(dest, digest == official_md5)
