@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models
 
 FEATURE_DIMS = {"googlenet": 1024, "resnet50": 2048}
 # State-dict entries of the classifier parts we drop (ImageNet fc, GoogLeNet's auxiliary heads).
@@ -40,6 +39,8 @@ def small_cnn(in_channels: int, width: int = 32) -> tuple[nn.Module, int]:
 
 def torchvision_weights(name: str) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet state dict of `name` (downloaded once into torch's cache)."""
+    from torchvision import models  # imported here: torchvision alone costs seconds per job
+
     weights = {"googlenet": models.GoogLeNet_Weights.IMAGENET1K_V1,
                "resnet50": models.ResNet50_Weights.IMAGENET1K_V1}[name]
     try:
@@ -83,6 +84,8 @@ def torchvision_backbone(name: str, cfg: dict, in_channels: int) -> tuple[nn.Mod
     if pretrained and weights is None and normalize != "imagenet":
         raise ValueError(f"image.normalize: torchvision's {name} weights expect 'imagenet', got {normalize!r} "
                          f"(Caffe weights need a local file in `weights`)")
+    from torchvision import models
+
     if name == "googlenet":
         net = models.googlenet(weights=None, aux_logits=False, transform_input=normalize == "imagenet",
                                init_weights=not pretrained)

@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from hdml.evaluate import evaluate_run
 
-    print(json.dumps(evaluate_run(args.run, args.root), indent=2))
+    print(json.dumps(evaluate_run(args.run), indent=2))
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
@@ -52,8 +52,12 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 
     from hdml.metrics import evaluate
 
-    emb, labels = np.load(args.embeddings), np.load(args.labels)
-    print(json.dumps(evaluate(emb, labels, args.ks, seed=args.seed), indent=2))
+    emb, labels = np.load(args.embeddings, allow_pickle=False), np.load(args.labels, allow_pickle=False)
+    try:
+        result = evaluate(emb, labels, args.ks, seed=args.seed)
+    except ValueError as exc:
+        raise ValueError(f"{args.embeddings}, {args.labels}: {exc}") from exc
+    print(json.dumps(result, indent=2))
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
@@ -112,9 +116,8 @@ def parser() -> argparse.ArgumentParser:
                    help="run-config override, dotted keys (steps=100, hdml.alpha=7)")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("evaluate", help="re-evaluate a finished run from its weights")
+    s = sub.add_parser("evaluate", help="full metrics of a finished run, from its saved test embeddings")
     s.add_argument("--run", required=True)
-    s.add_argument("--root", default="data")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("metrics", help="metrics of saved embeddings, as JSON")

@@ -46,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 1000,
     "keep_checkpoints": 2,
     "deterministic": False,
+    "amp": "fp32",
+    "channels_last": True,
+    "compile": False,
     "image": {"resize": 256, "crop": 227, "flip": True, "normalize": "imagenet"},
 }
 
@@ -53,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
 NULLABLE: dict[str, tuple[type, ...]] = {"weights": (str,), "hdml.lambda0": (float,), "hdml.alpha": (float,)}
 CHOICES: dict[str, tuple[str, ...]] = {
     "protocol": ("code", "paper"),
+    "amp": ("fp32", "bf16"),
     "image.normalize": ("imagenet", "caffe", "unit"),
     "backbone": ("smallcnn", "googlenet", "resnet50"),
     "triplet.reduction": ("sum", "mean"),

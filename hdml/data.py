@@ -109,7 +109,8 @@ class BatchTransform:
         x = batch.to(self.device, non_blocking=True).float()
         if self.bgr:
             x = x.flip(1)
-        return x.mul_(self.mul).add_(self.add)
+        x = x.mul_(self.mul).add_(self.add)
+        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
 
     def load(self, images: "ImageTensors", index: np.ndarray, train: bool,
              gen: torch.Generator | None = None) -> torch.Tensor:

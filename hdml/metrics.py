@@ -2,31 +2,34 @@
 
 Definitions (the whole test split is both the query set and the database):
 
-- Distance: squared Euclidean distance between L2-normalised float32 embeddings, as faiss
-  computes it. Each query's neighbours are all *other* points (excluded by index, not by
-  distance, so exact duplicates stay neighbours), ranked by distance, exact-distance ties by
-  smaller index (faiss's CPU order; a test checks it on vectors whose distances are exact).
-  A zero embedding stays zero.
+- Distance: squared Euclidean distance between the L2-normalised float32 embeddings, as faiss
+  computes it (the ranking of cosine similarity, and the same numbers pytorch-metric-learning
+  ranks by). A zero embedding stays zero.
+- Neighbours of a query: every *other* point (the query is excluded by index, not by
+  distance, so an exact duplicate stays a neighbour), by increasing distance; exact-distance
+  ties go to the smaller index (faiss's order on the CPU; a test checks it on vectors whose
+  distances are exact). On a GPU, faiss orders ties its own way.
 - Recall@K: a query is a hit if any of its K nearest neighbours has its class.
 - MAP@R and R-precision (Musgrave et al. 2020): a query with R positives (its class size - 1)
   scores, over its R nearest neighbours, (1/R) sum_{r <= R, rel(r)} P@r and (#positives)/R.
 - Singletons: a query whose class has no other member has no positive, so Recall@K, MAP@R and
-  R-precision are undefined for it; it is left out of these three means (as in
-  pytorch-metric-learning; the paper's code would count a miss, but its test splits have no
-  singletons). It stays in the database and in the clustering metrics.
-- Clustering: k-means with k = number of test classes, then NMI (arithmetic mean of the two
-  entropies, sklearn's default) and pairwise F1 (spec section 7) from the sparse class x cluster
-  contingency table.
-- k-means: Lloyd's algorithm exactly as faiss.Kmeans(d, k, niter=20, seed=seed) runs it (same
-  initial sample, centroid means, empty-cluster splits, then a final assignment), but each
-  assignment step searches only the centroids that moved: a point whose centroid did not move
-  can only switch to a moved one. Clusters equal faiss's up to float rounding of near-ties (the
-  tests compare them). Deterministic for a given seed; faiss subsamples when n > 256 k, this
-  does not.
+  R-precision are undefined for it; it is left out of these three means, as
+  pytorch-metric-learning does (the paper's code would count it as a miss; its test splits have
+  none). It stays in the database and in the clustering metrics. A warning says how many.
+- Clustering: k-means with k = number of test classes, then NMI (2 I / (H(classes) +
+  H(clusters)), sklearn's arithmetic normalisation) and pairwise F1 (spec section 7), both from
+  the nonzero cells of the class x cluster contingency table.
+- k-means: Lloyd's algorithm as faiss.Kmeans(d, k, niter=20, seed=seed) (faiss 1.15) runs it and
+  pytorch-metric-learning calls it: the same initial sample, float32 centroid means,
+  empty-cluster splits and early stop, then a final assignment. Each assignment step searches
+  only the centroids that moved, since a point whose centroid stayed can only switch to a moved
+  one; the clusters equal faiss's (the tests compare them) up to float rounding of near-ties.
+  Deterministic for a given seed. Unlike faiss, no subsampling when n > 256 k.
 
-faiss runs every search, on the GPU when faiss was built with CUDA and sees one, else on the
-CPU; the code path is the same. Memory is O(n d + chunk * max K): the k-NN search runs in query
-chunks and each chunk is reduced to per-query numbers at once.
+faiss runs every search, on the GPU when this faiss has CUDA and sees one, else on the CPU; the
+code path is the same. Memory is O(n (d + k1) + chunk * max K), k1 <= max(R, 64): no n x n
+matrix; the k-NN search runs in query chunks, each reduced at once to per-query numbers, and
+only each point's k1 nearest are kept (the first k-means step reads its nearest centroid there).
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ _SPLIT_EPS = np.float32(1 / 1024)  # faiss's symmetric perturbation of a split c
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit norm, as the contiguous float32 array faiss needs (zero rows stay 0)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
 
@@ -100,55 +104,80 @@ def _nearest(queries: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np
 
 def _chunks(n: int, size: int, d: int) -> list[tuple[int, int]]:
     """Query chunks aligned to `size`; a tail too small for faiss's BLAS path joins the previous
-    chunk, so every distance is computed as one whole-split faiss search would compute it."""
+    chunk, so distances come out as one whole-split faiss search computes them."""
     bounds = list(range(0, n, size)) + [n]
     if len(bounds) > 2 and (n - bounds[-2]) * d < faiss.cvar.distance_compute_blas_threshold:
         del bounds[-2]
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _drop_self(nbr: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Remove each query from its k+1 neighbours; where it is not among them (ties with
-    smaller-index duplicates), the first k are already its k nearest others."""
-    own = nbr == rows[:, None]
-    own[~own.any(axis=1), -1] = True
-    return nbr[~own].reshape(len(nbr), nbr.shape[1] - 1)
+def _neighbours(index: faiss.Index, queries: np.ndarray, rows: np.ndarray,
+                k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and squared distances of the k nearest others of each query (row `rows[i]` of
+    the indexed set): search k+1 and drop the query itself; where it is not among them (tied
+    with smaller-index duplicates), the first k are already its k nearest others."""
+    dist, nbr = index.search(queries, k + 1)
+    keep = nbr != rows[:, None]
+    keep[keep.all(axis=1), -1] = False
+    return nbr[keep].reshape(len(nbr), k), dist[keep].reshape(len(nbr), k)
+
+
+def _first_positive(match: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's first True, or the row length if none."""
+    return np.where(match.any(axis=1), match.argmax(axis=1), match.shape[1])
 
 
 def retrieval_metrics(x: np.ndarray, codes: np.ndarray, ks: list[int],
                       chunk: int | None = None) -> dict[str, float]:
     """Recall@K for every K in ks, MAP@R and R-precision of normalised `x` with class `codes`
-    (0..C-1), over queries that have a positive. One search with k = max(max K, max R)."""
-    n = len(x)
+    (0..C-1), over the queries that have a positive."""
+    return _retrieval(x, codes, ks, chunk)[0]
+
+
+def _retrieval(x: np.ndarray, codes: np.ndarray, ks: list[int],
+               chunk: int | None = None) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """retrieval_metrics, plus every point's k1 nearest others (indices, squared distances).
+
+    One pass finds every query's k1 = max(R, min(max K, 64)) nearest others (R: the largest
+    number of positives), which settles MAP@R, R-precision and Recall@K for K <= k1. Larger K
+    need a second search with k = max K only for the queries with no positive among their k1.
+    """
+    n, d = x.shape
+    chunk = chunk or faiss.cvar.distance_compute_blas_query_bs
     positives = np.bincount(codes)[codes] - 1
     valid = positives > 0
     r_max = int(positives.max())
-    k = min(n - 1, max(max(ks), r_max))
-    index = _l2_index(x, k + 1)
-    hits = dict.fromkeys(ks, 0)
-    ap_sum = rp_sum = 0.0
+    k1 = min(n - 1, max(r_max, min(max(ks), 64)))
+    index = _l2_index(x, max(ks) + 1)
+    nbr = np.empty((n, k1), dtype=np.int64)
+    nbr_dist = np.empty((n, k1), dtype=np.float32)
+    first = np.empty(n, dtype=np.int64)
+    ap = np.zeros(n)
+    rp = np.zeros(n)
     ranks = np.arange(1, r_max + 1)
-    for lo, hi in _chunks(n, chunk or faiss.cvar.distance_compute_blas_query_bs, x.shape[1]):
-        _, nbr = index.search(x[lo:hi], k + 1)
-        keep = valid[lo:hi]
-        nbr = _drop_self(nbr, np.arange(lo, hi))[keep]
-        query = codes[lo:hi][keep]
-        r = positives[lo:hi][keep]
-        match = codes[nbr] == query[:, None]
-        first = np.where(match.any(axis=1), match.argmax(axis=1), k)
-        for K in ks:
-            hits[K] += int((first < K).sum())
+    for lo, hi in _chunks(n, chunk, d):
+        rows = np.arange(lo, hi)
+        nbr[lo:hi], nbr_dist[lo:hi] = _neighbours(index, x[lo:hi], rows, k1)
+        match = codes[nbr[lo:hi]] == codes[rows, None]
+        first[lo:hi] = _first_positive(match)
+        r = np.maximum(positives[lo:hi], 1)
         rel = match[:, :r_max] & (ranks <= r[:, None])
-        ap_sum += float(((np.cumsum(rel, axis=1) * rel / ranks).sum(axis=1) / r).sum())
-        rp_sum += float((rel.sum(axis=1) / r).sum())
+        ap[lo:hi] = (np.cumsum(rel, axis=1) * rel / ranks).sum(axis=1) / r
+        rp[lo:hi] = rel.sum(axis=1) / r
+    k2 = min(n - 1, max(ks))
+    deep = np.flatnonzero(valid & (first >= k1))
+    if k2 > k1 and len(deep):
+        for lo, hi in _chunks(len(deep), chunk, d):
+            rows = deep[lo:hi]
+            first[rows] = _first_positive(codes[_neighbours(index, x[rows], rows, k2)[0]] == codes[rows, None])
     m = int(valid.sum())
     if m < n:
         log.warning("%d of %d queries have no positive (singleton class): left out of Recall@K, "
                     "MAP@R and R-precision", n - m, n)
-    out = {f"recall@{K}": hits[K] / m for K in ks}
-    out["map@r"] = ap_sum / m
-    out["r_precision"] = rp_sum / m
-    return out
+    out = {f"recall@{K}": float((first[valid] < K).sum() / m) for K in ks}
+    out["map@r"] = float(ap[valid].sum() / m)
+    out["r_precision"] = float(rp[valid].sum() / m)
+    return out, nbr, nbr_dist
 
 
 # --- k-means ---------------------------------------------------------------------------------
@@ -169,28 +198,35 @@ def _means(x: np.ndarray, assign: np.ndarray, clusters: np.ndarray, k: int) -> t
 
 
 def _split_empty(centroids: np.ndarray, count: np.ndarray, n: int) -> None:
-    """faiss's split_clusters: each empty cluster takes a perturbed copy of a cluster drawn with
-    probability ~ (size - 1), from faiss's own generator reseeded at every call."""
+    """faiss's split_clusters: each empty cluster, in index order, takes a perturbed copy of a
+    cluster drawn with probability (size - 1) / (n - k) by a cyclic scan of faiss's own generator
+    (reseeded at every call), or of the largest cluster after 10 k failed draws."""
     empty = np.flatnonzero(count == 0)
     if not len(empty):
         return
     k = len(centroids)
     weight = count.astype(np.float32)
+    scale = float(np.float32(n - k))
     rng = faiss.RandomGenerator(1234)
-    up, down = np.float32(1) + _SPLIT_EPS, np.float32(1) - _SPLIT_EPS
     even = np.arange(centroids.shape[1]) % 2 == 0
+    grow = np.where(even, np.float32(1) + _SPLIT_EPS, np.float32(1) - _SPLIT_EPS)
+    shrink = np.where(even, np.float32(1) - _SPLIT_EPS, np.float32(1) + _SPLIT_EPS)
     for ci in empty:
-        cj = 0
-        while not rng.rand_float() < np.float32((float(weight[cj]) - 1.0) / float(np.float32(n - k))):
-            cj = (cj + 1) % k
-        centroids[ci] = centroids[cj] * np.where(even, up, down)
-        centroids[cj] *= np.where(even, down, up)
+        p = ((weight.astype(np.float64) - 1.0) / scale).astype(np.float32).tolist()
+        cj = next((t % k for t in range(10 * k) if rng.rand_float() < p[t % k]), None)
+        if cj is None:
+            cj = int(np.argmax(weight))
+        centroids[ci] = centroids[cj] * grow
+        centroids[cj] *= shrink
         weight[ci] = weight[cj] / np.float32(2)
         weight[cj] -= weight[ci]
 
 
-def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = KMEANS_NITER) -> np.ndarray:
-    """Cluster index of each row of `x` after `niter` Lloyd iterations (see module docstring)."""
+def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = KMEANS_NITER,
+           neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Cluster index of each row of `x` after `niter` Lloyd iterations (see module docstring).
+    `neighbours` (each point's nearest others, as `_retrieval` returns them) spares most of
+    the first assignment step, whose centroids are data points."""
     n = len(x)
     if not 1 <= k <= n:
         raise ValueError(f"k-means: k = {k} clusters for {n} points")
@@ -199,7 +235,10 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = KMEANS_NITER) -> n
     perm = np.empty(n, dtype=np.int32)
     faiss.rand_perm(faiss.swig_ptr(perm), n, seed + 1)
     centroids = x[perm[:k]].copy()
-    assign, dist = _nearest(x, centroids)
+    if neighbours is None:
+        assign, dist = _nearest(x, centroids)
+    else:
+        assign, dist = _nearest_sampled(x, perm[:k], *neighbours)
     count, means = _means(x, assign, np.arange(k), k)
     prev_obj = None
     for _ in range(niter):
@@ -217,6 +256,25 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = KMEANS_NITER) -> n
         if len(changed):
             count[changed], means[changed] = _means(x, assign, changed, k)
     return assign
+
+
+def _nearest_sampled(x: np.ndarray, sample: np.ndarray, nbr: np.ndarray,
+                     nbr_dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_nearest(x, x[sample]) from each point's sorted nearest others: the nearest sampled
+    point is the point itself or the first sampled one in its list, if any; only points with
+    none search all centroids."""
+    n, k = len(x), len(sample)
+    slot = np.full(n, k)  # centroid index of each sampled point; k for the others
+    slot[sample] = np.arange(k)
+    cand = np.concatenate([slot[:, None], slot[nbr]], axis=1)
+    cand_dist = np.concatenate([np.zeros((n, 1), np.float32), nbr_dist], axis=1)
+    cand_dist[cand == k] = np.inf
+    dist = cand_dist.min(axis=1)
+    assign = np.where(cand_dist == dist[:, None], cand, k).min(axis=1)
+    rows = np.flatnonzero(assign == k)
+    if len(rows):
+        assign[rows], dist[rows] = _nearest(x[rows], x[sample])
+    return assign, dist
 
 
 def _reassign(x: np.ndarray, centroids: np.ndarray, assign: np.ndarray, dist: np.ndarray,
@@ -242,31 +300,28 @@ def _reassign(x: np.ndarray, centroids: np.ndarray, assign: np.ndarray, dist: np
 
 # --- clustering metrics ----------------------------------------------------------------------
 
-def clustering_metrics(codes: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
-    """NMI (arithmetic normalisation) and pairwise F1 of `clusters` against classes `codes`,
-    from the nonzero cells of the contingency table (O(n log n) time, O(n) memory)."""
-    _, cells = np.unique(codes * (int(clusters.max()) + 1) + clusters, return_counts=True)
-    _, a = np.unique(codes, return_counts=True)
-    _, b = np.unique(clusters, return_counts=True)
-    n = float(len(codes))
-    cells, a, b = cells.astype(np.float64), a.astype(np.float64), b.astype(np.float64)
+def clustering_metrics(classes: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
+    """NMI (arithmetic normalisation, as sklearn) and pairwise F1 of `clusters` against
+    `classes`, from the nonzero cells of the contingency table: O(n log n) time, O(n) memory."""
+    _, y = np.unique(classes, return_inverse=True)
+    _, c = np.unique(clusters, return_inverse=True)
+    a, b = np.bincount(y).astype(np.float64), np.bincount(c).astype(np.float64)
+    keys, cells = np.unique(y.astype(np.int64) * len(b) + c, return_counts=True)
+    cells = cells.astype(np.float64)
+    n = float(len(y))
 
     def entropy(counts: np.ndarray) -> float:
-        p = counts / n
-        return float(-(p * np.log(p)).sum())
+        return float(-(counts / n * np.log(counts / n)).sum())
 
-    h_class, h_cluster = entropy(a), entropy(b)
-    mi = max(0.0, float((cells / n * np.log(cells)).sum()) + np.log(n)
-             - float((a / n * np.log(a)).sum()) - float((b / n * np.log(b)).sum()))
-    nmi = 2 * mi / (h_class + h_cluster)
+    h = entropy(a) + entropy(b)
+    mi = float((cells / n * np.log(n * cells / (a[keys // len(b)] * b[keys % len(b)]))).sum())
+    nmi = 2 * max(mi, 0.0) / h if h else 1.0
 
     def pairs(counts: np.ndarray) -> float:
         return float((counts * (counts - 1) / 2).sum())
 
     tp, same_cluster, same_class = pairs(cells), pairs(b), pairs(a)
-    precision = tp / same_cluster if same_cluster else 0.0
-    recall = tp / same_class if same_class else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    f1 = 2 * tp / (same_cluster + same_class) if tp else 0.0
     return {"nmi": nmi, "f1": f1}
 
 
@@ -276,7 +331,6 @@ def evaluate(embeddings: np.ndarray, labels: np.ndarray, ks: list[int], seed: in
     check_inputs(embeddings, labels, ks)
     x = l2_normalise(embeddings)
     _, codes = np.unique(labels, return_inverse=True)
-    codes = codes.astype(np.int64)
-    out = retrieval_metrics(x, codes, [int(k) for k in ks])
-    out.update(clustering_metrics(codes, kmeans(x, int(codes.max()) + 1, seed)))
+    out, nbr, nbr_dist = _retrieval(x, codes, [int(k) for k in ks])
+    out.update(clustering_metrics(codes, kmeans(x, int(codes.max()) + 1, seed, neighbours=(nbr, nbr_dist))))
     return out

@@ -355,8 +355,14 @@ def band(ax: plt.Axes, long: pd.DataFrame, label: str, **style) -> None:
     """Mean over seeds per step with its 95% CI as a shaded band, in %."""
     s = summary(long, ["step"]).sort_values("step")
     line, = ax.plot(s.step, 100 * s["mean"], marker="o", ms=3, label=label, **style)
-    ci = s.ci.fillna(0).to_numpy()
-    ax.fill_between(s.step, 100 * (s["mean"] - ci), 100 * (s["mean"] + ci), color=line.get_color(), alpha=0.15)
+    low, high = ci_bounds(s["mean"].to_numpy(), s.ci.to_numpy())
+    ax.fill_between(s.step, low, high, color=line.get_color(), alpha=0.15)
+
+
+def ci_bounds(mean: np.ndarray, ci: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The interval in %, clipped to [0, 100] where few seeds make it wider than a metric can go."""
+    ci = np.nan_to_num(ci)
+    return np.clip(100 * (mean - ci), 0, 100), np.clip(100 * (mean + ci), 0, 100)
 
 
 def curve_figure(curves: pd.DataFrame, lines: list[tuple[str, str, str]], title: str) -> bytes:
@@ -372,15 +378,20 @@ def curve_figure(curves: pd.DataFrame, lines: list[tuple[str, str, str]], title:
         ax.set_xlabel("training step")
         ax.set_ylabel("%")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    legend = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    fig.legend(list(legend.values()), list(legend), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(len(legend), 4), fontsize=8, frameon=False)
     return figure_png(fig)
 
 
 def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, param: str, default_x: float | None,
                  title: str) -> bytes:
-    """Converged metrics against the swept value, with CI error bars (Figures 6-7).
+    """Last-checkpoint metrics against the swept value, with CI error bars (Figures 6-7).
 
     The default variant is a separate marker at its alpha; for lambda0 (default: adaptive, no
     fixed value) a dashed line with its CI band.
@@ -393,19 +404,22 @@ def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, param: str, defaul
     for ax, (name, metrics) in zip(axes[0], panels):
         for metric in metrics:
             s = points[points.metric == metric].sort_values("x")
-            bars = ax.errorbar(s.x, 100 * s["mean"], yerr=100 * s.ci.fillna(0), marker="o", ms=4, capsize=3,
+            y = 100 * s["mean"].to_numpy()
+            low, high = ci_bounds(s["mean"].to_numpy(), s.ci.to_numpy())
+            bars = ax.errorbar(s.x, y, yerr=[y - low, high - y], marker="o", ms=4, capsize=3,
                                label=metric_label(metric))
             colour = bars[0].get_color()
             d = default[default.metric == metric]
             if d.empty:
                 continue
-            mean, ci = 100 * d["mean"].iloc[0], 100 * np.nan_to_num(d.ci.iloc[0])
+            mean = 100 * d["mean"].iloc[0]
+            (low,), (high,) = ci_bounds(d["mean"].to_numpy()[:1], d.ci.to_numpy()[:1])
             if default_x is not None:
-                ax.errorbar([default_x], [mean], yerr=[ci], marker="*", ms=12, capsize=3, color=colour,
-                            markeredgecolor="black", linestyle="none")
+                ax.errorbar([default_x], [mean], yerr=[[mean - low], [high - mean]], marker="*", ms=12, capsize=3,
+                            color=colour, markeredgecolor="black", linestyle="none")
             else:
                 ax.axhline(mean, color=colour, linestyle="--", linewidth=1)
-                ax.axhspan(mean - ci, mean + ci, color=colour, alpha=0.1)
+                ax.axhspan(low, high, color=colour, alpha=0.1)
         ax.set_title(name)
         ax.set_xlabel(SWEEPS[param])
         ax.set_ylabel("%")
@@ -541,11 +555,11 @@ def pick_embeddings(paths: list[Path]) -> Path | None:
 
 @dataclass
 class Report:
+    """The page being built: its sections and contents list; figures also go to out_dir/figures."""
+
     out_dir: Path
     sections: list[str] = field(default_factory=list)
     toc: list[tuple[str, str]] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)
-    tables: list[str] = field(default_factory=list)
 
     def section(self, key: str, title: str, body: str) -> None:
         self.toc.append((key, title))
@@ -553,13 +567,11 @@ class Report:
 
     def figure(self, name: str, png: bytes, caption: str) -> str:
         write_with(self.out_dir / "figures" / f"{name}.png", lambda p: p.write_bytes(png))
-        self.figures.append(name)
         return (f'<figure id="fig-{name}"><img alt="{html.escape(caption)}" '
                 f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
     def table(self, table: Table) -> str:
-        self.tables.append(table.key)
         note = f'<p class="note">{html.escape(table.note)}</p>' if table.note else ""
         return f'<h3>{html.escape(table.title)}</h3>\n{table.html()}\n{note}'
 
@@ -656,7 +668,7 @@ def ablation_section(rep: Report, summ: pd.DataFrame, curves: pd.DataFrame | Non
                        if ((summ.dataset == dataset) & (summ.method == m) & (summ.variant == v)).any()]
             name = f"{dataset}-{method}"
             data = None if curves is None else curves[(curves.dataset == dataset)]
-            if data is not None and len(data):
+            if data is not None and set(CURVE_METRICS) & set(data.metric):
                 png = curve_figure(data, present, f"{DATASET_TITLES.get(dataset, dataset)}: ablation of "
                                                   f"{display(method)} (mean and 95% CI over seeds)")
                 parts.append(rep.figure(f"ablation_{name}", png,
@@ -676,9 +688,9 @@ def ablation_section(rep: Report, summ: pd.DataFrame, curves: pd.DataFrame | Non
 
 def sweep_section(rep: Report, summ: pd.DataFrame, runs: pd.DataFrame | None, datasets: list[str],
                   param: str) -> None:
-    """Figures 6-7 (alpha) and the fixed-lambda0 sweep: converged metric vs swept value."""
+    """Figures 6-7 (alpha) and the fixed-lambda0 sweep: last-checkpoint metrics vs swept value."""
     prefix = f"{param}="
-    title = (f"Sweep of HDML's pulling factor α (paper Figures 6-7)" if param == "alpha"
+    title = ("Sweep of HDML's pulling factor α (paper Figures 6-7)" if param == "alpha"
              else "Sweep of a fixed hardness λ0, no adaptation (beyond the paper)")
     swept = summ[summ.variant.str.startswith(prefix) & ~summ.metric.str.startswith(SELECTED)]
     if swept.empty:
@@ -782,16 +794,19 @@ def costs_section(rep: Report, costs: pd.DataFrame | None) -> None:
         rep.section("costs", title, note("No benchmark records in these results."))
         return
     rows = []
-    order = costs.assign(d=costs.dataset.map(lambda d: dataset_sort(costs.dataset).index(d)))
-    for (dataset, method, variant, stage), g in order.groupby(["d", "method", "variant", "stage"], sort=True):
-        rows.append([g.dataset.iloc[0], display(method), variant, stage, str(len(g)), hms(g.seconds.mean()),
+    datasets = dataset_sort(costs.dataset)
+    groups = costs.groupby(["dataset", "method", "variant", "stage"], sort=False)
+    for (dataset, method, variant, stage), g in sorted(
+            groups, key=lambda kv: (datasets.index(kv[0][0]), display(kv[0][1]), kv[0][2] != "default", kv[0][2],
+                                    kv[0][3] != "train")):
+        rows.append([dataset, display(method), variant, stage, str(len(g)), hms(g.seconds.mean()),
                      hms(g.seconds.max()), fmt_mb(g.max_rss_mb.mean()), fmt_mb(g.max_rss_mb.max())])
     total = costs.seconds.sum() / 3600
     table = simple_table("costs", "Cost per run (from Snakemake benchmarks)",
                          ["Dataset", "Method", "Variant", "Stage", "runs", "wall mean", "wall max",
                           "peak RSS mean (MB)", "peak RSS max (MB)"], rows, stub=4,
                          note=f"Wall time h:mm:ss per run; peak resident memory of the job's processes (host "
-                              f"memory, not GPU memory). Total wall time of all runs: {total:.2f} h.")
+                              f"memory, not GPU memory). Total wall time of all these jobs: {total:.2f} h.")
     write_text(rep.out_dir / "tables" / "costs.md", table.markdown())
     rep.section("costs", title, rep.table(table))
 

@@ -1,7 +1,8 @@
 """One training run: dataset -> sampler -> model -> method steps -> periodic and final evaluation.
 
 Outputs in the run directory: `config.yaml` (the resolved run config), `curve.csv` (metrics at
-every evaluation), `losses.csv` (every step's losses), `model.pt` (final weights), and
+every evaluation), `losses.csv` (every step's losses), `model.pt` (final weights),
+`embeddings.npz` (the final model's test embeddings and labels), and
 `metrics.json`, written last and only when the run completed, so its presence means a
 finished run. `ckpt/` holds checkpoints: a rerun with the same `--out` resumes from the
 newest readable one and, on the CPU, ends with exactly the metrics of an uninterrupted run.
@@ -26,6 +27,7 @@ from hdml import checkpoint, metrics
 from hdml.config import Interrupted, TrainingDiverged, build_run_config
 from hdml.data import BatchTransform, ImageTensors, load_splits
 from hdml.datasets import get_dataset
+from hdml.evaluate import save_npz
 from hdml.io import write_json, write_text, write_with
 from hdml.methods import build_method
 from hdml.model import EmbeddingNet, build_model
@@ -59,10 +61,6 @@ def embed(model: EmbeddingNet, images: ImageTensors, transform: BatchTransform, 
     return torch.cat(out).numpy()
 
 
-def evaluate_model(model: EmbeddingNet, images: ImageTensors, transform: BatchTransform,
-                   cfg: dict, seed: int) -> dict[str, float]:
-    z = embed(model, images, transform, cfg["eval_batch_size"])
-    return metrics.evaluate(z, images.labels, cfg["eval_ks"], seed=seed)
 
 
 class SignalFlag:
@@ -101,6 +99,10 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     train_set, test_set, transform = load_splits(root, dataset, cfg, spec.channels, device)
     _, train_targets = np.unique(train_set.labels, return_inverse=True)
     model = build_model(cfg, spec.channels).to(device)
+    if device.type == "cuda" and cfg["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg["compile"]:
+        model.backbone.compile()  # in place: state_dict keys stay those of the plain module
     runner = build_method(method, model, cfg, int(train_targets.max()) + 1, train_size=len(train_set))
     sample_gen = torch.Generator().manual_seed(2 * seed)
     augment_gen = torch.Generator().manual_seed(2 * seed + 1)
@@ -129,12 +131,16 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
             "bad_streak": bad_streak, "elapsed": elapsed + time.perf_counter() - started,
         }, cfg["keep_checkpoints"])
 
+    # bf16 autocast (fast path on GPUs; fp32, the default, for strict fidelity)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["amp"] == "bf16")
+    z = None  # the latest test embeddings
     started = time.perf_counter()
     with SignalFlag() as stop:
         for step in range(start, cfg["steps"] + 1):
             idx = sampler()
             x = transform.load(train_set, idx, train=True, gen=augment_gen)
-            logs = runner.step(x, targets[idx].to(device))
+            with autocast:
+                logs = runner.step(x, targets[idx].to(device))
             losses.append({"step": step, **logs})
             bad_streak = 0 if all(math.isfinite(v) for v in logs.values()) else bad_streak + 1
             if bad_streak:
@@ -144,7 +150,8 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
                         f"{bad_streak} consecutive steps with a NaN/infinite loss (last at step {step}); "
                         f"no metrics written (max_bad_steps={cfg['max_bad_steps']})")
             if step == cfg["steps"] or (cfg["eval_every"] and step % cfg["eval_every"] == 0):
-                row = {"step": step, **evaluate_model(model, test_set, transform, cfg, seed),
+                z = embed(model, test_set, transform, cfg["eval_batch_size"])
+                row = {"step": step, **metrics.evaluate(z, test_set.labels, cfg["eval_ks"], seed=seed),
                        **{f"train_{k}": v for k, v in logs.items()}}
                 curve.append(row)
                 log.info("step %d: %s", step, {k: round(v, 4) for k, v in row.items() if k != "step"})
@@ -154,10 +161,13 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
             if cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
                 save(step)
     train_seconds = elapsed + time.perf_counter() - started
+    if z is None:  # resumed from a checkpoint of the last step
+        z = embed(model, test_set, transform, cfg["eval_batch_size"])
 
     write_with(out / "curve.csv", lambda p: pd.DataFrame(curve).to_csv(p, index=False))
     write_with(out / "losses.csv", lambda p: pd.DataFrame(losses).to_csv(p, index=False))
     write_with(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
+    write_with(out / "embeddings.npz", lambda p: save_npz(p, embeddings=z.astype(np.float32), labels=test_set.labels))
     final = {k: v for k, v in curve[-1].items() if not k.startswith("train_") and k != "step"}
     result = {**header, "steps": cfg["steps"], "train_seconds": train_seconds, "metrics": final}
     write_json(out / "metrics.json", result)

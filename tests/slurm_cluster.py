@@ -53,7 +53,8 @@ def missing_requirements() -> list[str]:
     problems = []
     missing = [b for b in (*DAEMONS, *CLIENTS) if shutil.which(b, path=SEARCH_PATH) is None]
     if missing:
-        problems.append(f"SLURM/munge binaries not found: {', '.join(missing)} (install with: {INSTALL_HINT})")
+        problems.append(f"SLURM/munge binaries not found: {', '.join(missing)} "
+                        f"(install with: {INSTALL_HINT})")
     elif not MUNGE_KEY.is_file():
         problems.append(f"{MUNGE_KEY} is missing (the munge package creates it on install)")
     if os.geteuid() != 0:
@@ -175,8 +176,8 @@ class SlurmCluster:
             raise ClusterError("cannot start the test SLURM cluster: " + "; ".join(problems))
         if len(str(self.munge_socket)) > MAX_SOCKET_PATH:
             raise ClusterError(f"{self.munge_socket}: path too long for a unix socket; use a shorter DIR")
-        if self.running():
-            raise ClusterError(f"{self.root}: a cluster is already running there ({', '.join(self.running())})")
+        if running := self.running():
+            raise ClusterError(f"{self.root}: a cluster is already running there ({', '.join(running)})")
         self.root.mkdir(parents=True, exist_ok=True)
         self.write_config()
         self._link_system_conf()
@@ -265,7 +266,8 @@ class SlurmCluster:
         leftovers = []
         if "slurmctld" in self.running() and "slurmd" in self.running():
             # slurmstepd and the job's processes outlive slurmd: end the jobs first.
-            subprocess.run(["scancel", "-p", self.partition], env=self.env, capture_output=True, timeout=timeout)
+            subprocess.run(["scancel", "-p", self.partition], env=self.env, capture_output=True,
+                           timeout=timeout)
             deadline = time.monotonic() + timeout
             while (jobs := self.active_jobs()) and time.monotonic() < deadline:
                 time.sleep(0.25)

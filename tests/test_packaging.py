@@ -16,7 +16,8 @@ def name(spec: str) -> str:
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pip_deps = {name(d) for d in project["dependencies"]} | {name(d) for d in project["optional-dependencies"]["test"]}
+    extras = project["optional-dependencies"]
+    pip_deps = {name(d) for d in [*project["dependencies"], *extras["test"], *extras["slurm"]]}
     pip_deps = {"faiss" if d.startswith("faiss") else d for d in pip_deps}
     env = yaml.safe_load((REPO / "environment.yml").read_text())["dependencies"]
     conda, pip_section = set(), set()

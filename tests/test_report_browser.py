@@ -50,6 +50,7 @@ def run_chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_report_renders_in_chromium(tmp_path):
+    chromium()  # fail first, and clearly, where the browser is missing
     out = aggregate_all(tmp_path / "results")
     embeddings = sorted((tmp_path / "results").glob("runs/*/*/*/*/embeddings.npz"))
     with threadpool_limits(1):

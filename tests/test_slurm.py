@@ -105,7 +105,8 @@ def test_demo_workflow_through_slurm_profile(cluster, tmp_path):
     before = known_jobs(cluster)
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     output = done.stdout + done.stderr
-    assert done.returncode == 0, f"snakemake exit {done.returncode}:\n{output[-4000:]}\n{cluster.log_tail('slurmctld')}"
+    assert done.returncode == 0, (f"snakemake exit {done.returncode}:\n{output[-4000:]}\n"
+                                  f"{cluster.log_tail('slurmctld')}")
 
     # Results: every configured method and seed, through to the report.
     metrics = pd.read_csv(tmp_path / "results/metrics.csv")
@@ -120,9 +121,10 @@ def test_demo_workflow_through_slurm_profile(cluster, tmp_path):
     stats = job_stats(output)
     assert stats["train"] == stats["evaluate"] == len(METHODS) * len(SEEDS)
     assert stats["prepare"] == 1 and "localrule prepare" in output
-    logs = sorted((tmp_path / ".snakemake/slurm_logs").glob("rule_*/**/*.log"))
-    rule_of = {int(log.stem): log.relative_to(tmp_path / ".snakemake/slurm_logs").parts[0].removeprefix("rule_")
-               for log in logs}
+    log_dir = tmp_path / ".snakemake/slurm_logs"  # rule_<rule>/[<wildcards>/]<jobid>.log
+    logs = sorted(log_dir.glob("rule_*/**/*.log"))
+    rule_of = {int(log.stem): log.relative_to(log_dir).parts[0].removeprefix("rule_") for log in logs}
+    assert len(rule_of) == len(logs)
     assert Counter(rule_of.values()) == Counter({r: n for r, n in stats.items() if r not in LOCAL_RULES})
 
     # SLURM's side: exactly those jobs ran, in the test partition, with the rules' resources
@@ -133,4 +135,5 @@ def test_demo_workflow_through_slurm_profile(cluster, tmp_path):
         want = {**TINY["resources"]["default"], **TINY["resources"].get(rule, {})}
         assert (job["JobState"], job["ExitCode"], job["Partition"], job["Requeue"]) == (
             "COMPLETED", "0:0", cluster.partition, "1"), (rule, job)
-        assert (job["TimeLimit"], job["MinMemoryNode"]) == (f"00:{want['runtime']:02d}:00", f"{want['mem_mb']}M")
+        assert job["TimeLimit"] == f"00:{want['runtime']:02d}:00", (rule, job)
+        assert job["MinMemoryNode"] == f"{want['mem_mb']}M", (rule, job)

@@ -7,16 +7,26 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+METHODS = ["contrastive", "triplet", "semihard", "npair", "lifted", "angular", "hdml-triplet", "hdml-npair"]
+NPAIR_BATCH = {"batch_size": 10}
 TINY = {
     "data_root": "data",
     "results_dir": "results",
     "report_dir": "report",
     "seeds": [0, 1],
     "datasets": {"digits": {
-        "methods": ["triplet", "npair"],
-        "train": {"steps": 20, "eval_every": 10, "batch_size": 30, "lr": 1e-3, "device": "cpu"},
-        "per_method": {"npair": {"batch_size": 10}},
+        "methods": METHODS,
+        "train": {"steps": 16, "eval_every": 8, "batch_size": 30, "images_per_class": 6, "lr": 1e-3,
+                  "device": "cpu", "hdml.block": 4},
+        "per_method": {"npair": NPAIR_BATCH, "angular": NPAIR_BATCH, "hdml-npair": NPAIR_BATCH},
     }},
+    "variants": {
+        "no-softmax": {"datasets": ["digits"], "methods": ["hdml-npair"], "seeds": [0], "set": {"hdml.softmax": False}},
+        "alpha=0": {"datasets": ["digits"], "methods": ["hdml-npair"], "seeds": [0], "set": {"hdml.alpha": 0}},
+        "protocol=paper": {"datasets": ["digits"], "methods": ["hdml-npair"], "seeds": [0],
+                           "set": {"protocol": "paper"}},
+    },
+    "tsne": {"dataset": "digits", "method": "hdml-npair", "seed": 0},
 }
 
 
@@ -33,20 +43,27 @@ def test_demo_dag_end_to_end_then_nothing_to_do(tmp_path, venv_env):
     metrics = pd.read_csv(tmp_path / "results/metrics.csv")
     assert list(metrics.columns) == ["dataset", "method", "variant", "seed", "metric", "value"]
     plain = metrics[~metrics.metric.str.startswith("selected:")]
-    assert set(zip(plain.method, plain.seed)) == {(m, s) for m in ("triplet", "npair") for s in (0, 1)}
+    default = plain[plain.variant == "default"]
+    assert set(zip(default.method, default.seed)) == {(m, s) for m in METHODS for s in (0, 1)}
+    assert set(plain.variant) == {"default", *TINY["variants"]}
     assert plain.value.between(0, 1).all()
-    assert {"nmi", "f1", "recall@1", "recall@8"} <= set(plain.metric)
+    assert {"nmi", "f1", "recall@1", "recall@8", "map@r"} <= set(plain.metric)
     html = (tmp_path / "report/report.html").read_text()
-    assert "Triplet" in html and "N-pair" in html and "data:image/png;base64," in html
     table = (tmp_path / "report/tables/digits.md").read_text()
-    assert "Triplet" in table and "N-pair" in table
+    for name in ("Contrastive", "Triplet", "Triplet hard", "N-pair", "Lifted", "Angular", "HDML (Triplet)",
+                 "HDML (N-pair)"):
+        assert name in html and name in table, name
+    assert html.count("data:image/png;base64,") >= 4  # curves, ablation, sweep, t-SNE
     for seed in (0, 1):
-        for method in ("triplet", "npair"):
+        for method in METHODS:
             run = tmp_path / f"results/runs/digits/{method}/default/seed{seed}"
             assert (run / "evaluation.json").exists() and (run / "embeddings.npz").exists()
             assert (tmp_path / f"results/benchmarks/train/digits/{method}/default/seed{seed}.tsv").exists()
     again = snakemake(tmp_path, TINY, venv_env, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    bundled = snakemake(tmp_path, TINY, venv_env, "--report", "snakemake-report.html")
+    assert bundled.returncode == 0, bundled.stderr[-3000:]
+    assert "report.html" in (tmp_path / "snakemake-report.html").read_text()
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,10 @@
 rule evaluate:
     input:
         metrics=f"{RUN_DIR}/metrics.json",
-        model=f"{RUN_DIR}/model.pt",
+        embeddings=f"{RUN_DIR}/embeddings.npz",
         curve=f"{RUN_DIR}/curve.csv",
-        cache=run_cache,
     output:
         evaluation=f"{RUN_DIR}/evaluation.json",
-        embeddings=f"{RUN_DIR}/embeddings.npz",
     params:
         run=RUN_DIR,
     log:
@@ -19,4 +17,4 @@ rule evaluate:
         mem_mb=res("evaluate", "mem_mb"),
         runtime=res("evaluate", "runtime"),
     shell:
-        "hdml evaluate --run {params.run} --root {DATA} > {log} 2>&1"
+        "hdml evaluate --run {params.run} > {log} 2>&1"

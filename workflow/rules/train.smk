@@ -7,6 +7,7 @@ rule train:
         curve=f"{RUN_DIR}/curve.csv",
         model=f"{RUN_DIR}/model.pt",
         config=f"{RUN_DIR}/config.yaml",
+        embeddings=f"{RUN_DIR}/embeddings.npz",
     params:
         sets=run_sets,
         out=RUN_DIR,

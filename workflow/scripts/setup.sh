@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 "$PY" -c 'import sys; assert sys.version_info >= (3, 11), "hdml-repro needs Python >= 3.11 (Snakemake 9)"'
 extras=""
 if [[ "${1:-}" == "--test" ]]; then
-  extras="[test]"
+  extras="[test,slurm]"
   missing=()
   for cmd in slurmctld slurmd munged chromium; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
   if (( ${#missing[@]} )); then

@@ -1,0 +1,131 @@
+"""Evaluation at Stanford Online Products scale: hdml.metrics vs pytorch-metric-learning.
+
+Builds SOP-sized synthetic embeddings (60,502 x 512, 11,316 classes of 2-12 points; --small:
+an eighth of that), then times each side in its own subprocess, so that each peak RSS is its
+own:
+
+- hdml: `hdml.metrics.evaluate` with K = 1, 10, 100, 1000: Recall@K, MAP@R, R-precision, NMI, F1.
+- PML: `AccuracyCalculator(include=(NMI, precision_at_1, mean_average_precision_at_r,
+  r_precision), k="max_bin_count")` with its defaults (faiss k-means, niter=20, seed 1234).
+
+Both get the same L2-normalised float32 embeddings and the same k-means seed (1234), so every
+shared metric should be identical. Prints both times, their ratio, both peak RSS, and whether
+each target is met: time <= 0.6 x PML's, identical shared metrics, peak memory <= 1/3 of PML's.
+
+    python bench/eval.py            # full size (minutes on 2 cores)
+    python bench/eval.py --small
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SEED = 1234  # faiss.Kmeans's default seed, which PML's FaissKMeans keeps
+KS = [1, 10, 100, 1000]
+SHARED = {"recall@1": "precision_at_1", "map@r": "mean_average_precision_at_r",
+          "r_precision": "r_precision", "nmi": "NMI"}
+
+
+def sop_like(n_classes: int, n: int, d: int, sigma: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n points in classes of 2-12 (uniformly spread extra members), Gaussian around random
+    class centres; sigma sets the difficulty."""
+    rng = np.random.default_rng(seed)
+    slots = np.repeat(np.arange(n_classes), 10)  # up to 10 members beyond the first two
+    sizes = 2 + np.bincount(rng.choice(slots, size=n - 2 * n_classes, replace=False), minlength=n_classes)
+    labels = rng.permutation(np.repeat(np.arange(n_classes), sizes))
+    centres = rng.standard_normal((n_classes, d), dtype=np.float32)
+    x = centres[labels] + np.float32(sigma) * rng.standard_normal((n, d), dtype=np.float32)
+    return x, labels
+
+
+def worker(side: str, data: Path) -> None:
+    """Compute one side's metrics; print {metrics, seconds, peak_rss_mb} as JSON."""
+    from hdml.metrics import evaluate, l2_normalise
+
+    x, labels = np.load(data / "x.npy"), np.load(data / "labels.npy")
+    if side == "hdml":
+        def run() -> dict:
+            return evaluate(x, labels, KS, seed=SEED)
+    else:
+        from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+        x = l2_normalise(x)  # the exact array hdml.metrics searches
+        calc = AccuracyCalculator(include=tuple(SHARED.values()), k="max_bin_count")
+
+        def run() -> dict:
+            return calc.get_accuracy(x, labels)
+    cpu0, start = cpu_seconds(), time.perf_counter()
+    metrics = run()
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"metrics": metrics, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak}))
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads: less sensitive than wall time to
+    other jobs on a shared machine."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def run_side(side: str, data: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", side, "--data", str(data)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"{side} worker failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--small", action="store_true", help="an eighth of SOP: 7,563 x 512, 1,414 classes")
+    p.add_argument("--sigma", type=float, default=2.2, help="within-class noise (2.2: Recall@1 about 0.7)")
+    p.add_argument("--seed", type=int, default=0, help="data seed")
+    p.add_argument("--worker", choices=["hdml", "pml"], help=argparse.SUPPRESS)
+    p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args.worker, args.data)
+        return
+
+    n_classes, n = (1414, 7563) if args.small else (11316, 60502)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
+          f"{n} x 512 embeddings, {n_classes} classes of 2-12")
+    with tempfile.TemporaryDirectory() as tmp:
+        x, labels = sop_like(n_classes, n, 512, args.sigma, args.seed)
+        np.save(Path(tmp) / "x.npy", x)
+        np.save(Path(tmp) / "labels.npy", labels)
+        del x, labels
+        results = {side: run_side(side, Path(tmp)) for side in ("hdml", "pml")}
+    ours, pml = results["hdml"], results["pml"]
+    print(f"load average {os.getloadavg()[0]:.2f} after both runs")
+
+    print("\nmetric         hdml.metrics   PML            |diff|")
+    for key, value in ours["metrics"].items():
+        theirs = pml["metrics"].get(SHARED.get(key, ""))
+        cells = f"{theirs:<14.10f} {abs(value - theirs):.1e}" if theirs is not None else "-"
+        print(f"{key:<14} {value:<14.10f} {cells}")
+    diff = max(abs(ours["metrics"][k] - pml["metrics"][v]) for k, v in SHARED.items())
+    ratio = ours["seconds"] / pml["seconds"]
+    cpu_ratio = ours["cpu_seconds"] / pml["cpu_seconds"]
+    mem = ours["peak_rss_mb"] / pml["peak_rss_mb"]
+    print(f"\nwall time hdml {ours['seconds']:.1f} s   PML {pml['seconds']:.1f} s   ratio {ratio:.2f}")
+    print(f"CPU time  hdml {ours['cpu_seconds']:.1f} s   PML {pml['cpu_seconds']:.1f} s   ratio {cpu_ratio:.2f}")
+    print(f"peak RSS  hdml {ours['peak_rss_mb']:.0f} MB   PML {pml['peak_rss_mb']:.0f} MB   ratio {mem:.2f}")
+    print(f"\ntarget time <= 0.6 x PML:           {'met' if ratio <= 0.6 else 'NOT met'} "
+          f"(wall {ratio:.2f}, CPU {cpu_ratio:.2f})")
+    print(f"target identical shared metrics:    {'met' if diff <= 1e-9 else 'NOT met'} (max |diff| {diff:.1e})")
+    print(f"target peak memory <= 1/3 of PML:   {'met' if mem <= 1 / 3 else 'NOT met'} ({mem:.2f})")
+
+
+if __name__ == "__main__":
+    main()
