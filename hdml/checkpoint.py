@@ -30,8 +30,10 @@ def save(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     return path
 
 
-def load_latest(folder: Path) -> dict[str, Any] | None:
-    """The newest checkpoint that loads, or None when there is none."""
+def load_latest(folder: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The newest checkpoint that loads and was written by a run of the same `fingerprint`
+    (dataset, method, seed and run config), or None: a checkpoint of another configuration,
+    left in the run folder when the config changed, must never be resumed."""
     for path in checkpoint_files(folder):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -40,6 +42,9 @@ def load_latest(folder: Path) -> dict[str, Any] | None:
         except Exception as exc:  # a truncated zip, a bad pickle: any failure means unusable
             log.warning("%s: unreadable checkpoint (%s); trying the previous one", path, exc)
             continue
+        if state.get("fingerprint") != fingerprint:
+            log.warning("%s: written with another run config; not resumed, training starts over", path)
+            return None
         log.info("resuming from %s", path)
         return state
     return None

@@ -10,6 +10,7 @@ SIGTERM/SIGINT (what SLURM sends before preemption) checkpoint and exit non-zero
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -113,7 +114,8 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     losses: list[dict[str, float]] = []
     start, bad_streak, elapsed = 1, 0, 0.0
     ckpt_dir = out / "ckpt"
-    state = checkpoint.load_latest(ckpt_dir)
+    fingerprint = json.dumps({**header, **cfg}, sort_keys=True)
+    state = checkpoint.load_latest(ckpt_dir, fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
         runner.load_state_dict(state["method"])
@@ -129,6 +131,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
             "sample_gen": sample_gen.get_state(), "augment_gen": augment_gen.get_state(),
             "torch_rng": torch.get_rng_state(), "curve": curve, "losses": losses,
             "bad_streak": bad_streak, "elapsed": elapsed + time.perf_counter() - started,
+            "fingerprint": fingerprint,
         }, cfg["keep_checkpoints"])
 
     # bf16 autocast (fast path on GPUs; fp32, the default, for strict fidelity)

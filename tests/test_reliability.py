@@ -119,3 +119,15 @@ def test_unknown_method_and_dataset(digits_root, tmp_path):
         cmd = [sys.executable, "-m", "hdml.cli", "train", *args, "--root", str(digits_root), "--out", str(tmp_path)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         assert done.returncode == 2 and word in done.stderr
+
+
+def test_checkpoints_of_another_config_are_not_resumed(digits_root, tmp_path, caplog):
+    """A config change reruns a run in the same folder: it must start over, not resume."""
+    train_run(root=digits_root, dataset="digits", method="npair", seed=0, out=tmp_path, overrides=SETS)
+    (tmp_path / "metrics.json").unlink()
+    changed = {**SETS, "lr": 5e-4}
+    rerun = train_run(root=digits_root, dataset="digits", method="npair", seed=0, out=tmp_path, overrides=changed)
+    fresh = train_run(root=digits_root, dataset="digits", method="npair", seed=0, out=tmp_path / "fresh",
+                      overrides=changed)
+    assert "written with another run config" in caplog.text
+    assert rerun["metrics"] == fresh["metrics"]
