@@ -1,5 +1,6 @@
 """The whole Snakemake DAG through the `snakemake` command line, on a tiny digits config."""
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -31,8 +32,11 @@ TINY = {
 
 
 def snakemake(workdir: Path, config: dict, env: dict, *extra: str) -> subprocess.CompletedProcess:
+    """`.venv/bin/snakemake` as the README runs it: the environment's bin not on PATH."""
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--cores", "2", *extra]
+    env = {**env, "PATH": "/usr/bin:/bin"}
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
+           "config.yaml", "--cores", "2", *extra]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -1,11 +1,18 @@
 # Config validation (schema, then every run's own config) before any job, and the run plan.
+import os
 import shlex
+import sys
+from pathlib import Path
 
 from snakemake.utils import validate
 
 from hdml.config import ConfigError, build_run_config
 from hdml.datasets import get_dataset
 from hdml.plan import set_args, validate_workflow_config
+
+# Jobs find the `hdml` installed beside the Python running Snakemake (`.venv/bin/snakemake`
+# works without activating the environment).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 validate(config, "../schemas/config.schema.yaml")
 try:
