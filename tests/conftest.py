@@ -11,6 +11,7 @@ import torch
 from hdml.datasets.digits import prepare
 
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["httpserver"]  # the `http_server` fixture of tests/httpserver.py
 torch.set_num_threads(1)
 
 

@@ -1,5 +1,6 @@
 """A local HTTP file server on 127.0.0.1 for download tests: Range requests, 404s, dropped
-connections, HTML pages. Import the `http_server` fixture into a test module to use it."""
+connections, HTML pages. `tests/conftest.py` registers this module as a plugin, so its
+`http_server` fixture is available to every test."""
 from __future__ import annotations
 
 import threading

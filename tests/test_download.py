@@ -5,7 +5,7 @@ import hashlib
 import random
 
 import pytest
-from httpserver import FileServer, http_server  # noqa: F401  (fixture)
+from httpserver import FileServer
 
 from hdml.datasets.download import PrepareError, confirm_url, credentials_hint, download, fetch
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fakedata import Fake, cars_kaggle, cars_original, edited_zip
-from httpserver import FileServer, http_server  # noqa: F401  (fixture)
+from httpserver import FileServer
 
 from hdml.datasets import cars196
 from hdml.datasets.download import PrepareError

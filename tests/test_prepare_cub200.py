@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fakedata import Fake, cub, write_tgz
-from httpserver import FileServer, http_server  # noqa: F401  (fixture)
+from httpserver import FileServer
 
 from hdml.cli import main
 from hdml.datasets import cub200, get_dataset

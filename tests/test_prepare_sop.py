@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fakedata import edited_zip, sop
-from httpserver import FileServer, http_server  # noqa: F401  (fixture)
+from httpserver import FileServer
 
 from hdml.datasets import sop as sop_module
 from hdml.datasets.download import PrepareError
