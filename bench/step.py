@@ -7,6 +7,9 @@ and the projected GPU-hours of the paper grid.
     python bench/step.py                       # CPU, small CNN
     python bench/step.py --backbone googlenet --size 64 --batch 32
     python bench/step.py --device cuda --backbone googlenet --size 227 --batch 128 --amp bf16
+
+The model goes through the trainer's own `place_model` and `autocast`, so `--amp`,
+`--compile` and `--channels-last` time exactly what `amp`, `compile` and `channels_last` train.
 """
 from __future__ import annotations
 
@@ -18,30 +21,35 @@ import torch
 from hdml.config import build_run_config
 from hdml.methods import build_method
 from hdml.model import build_model
+from hdml.trainer import autocast, place_model
 
 
 def time_method(method: str, args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
     channels = 1 if args.backbone == "smallcnn" else 3
     cfg = build_run_config({}, {"backbone": args.backbone, "pretrained": False, "embedding_dim": args.embedding,
                                 "batch_size": args.batch, "device": str(device), "lr": 1e-4,
-                                "hdml.block": 4})
+                                "hdml.block": 4, "amp": args.amp, "compile": args.compile,
+                                "channels_last": args.channels_last})
     torch.manual_seed(0)
-    model = build_model(cfg, channels).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = place_model(build_model(cfg, channels), cfg, device)
     runner = build_method(method, model, cfg, num_classes=args.batch // 2, train_size=10_000)
     x = torch.randn(args.batch, channels, args.size, args.size, device=device)
-    if device.type == "cuda":
+    if device.type == "cuda" and args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.arange(args.batch, device=device) % (args.batch // 2)
+
+    def step() -> None:
+        with autocast(cfg, device):
+            runner.step(x, y)
+
     for _ in range(args.warmup):
-        runner.step(x, y)
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for _ in range(args.steps):
-        runner.step(x, y)
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / args.steps
@@ -59,10 +67,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--amp", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone (warm-up compiles)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"device={device} backbone={args.backbone} size={args.size} batch={args.batch} threads={args.threads}")
+    print(f"device={device} backbone={args.backbone} size={args.size} batch={args.batch} threads={args.threads} "
+          f"amp={args.amp} compile={args.compile} channels_last={args.channels_last}")
     results = {m: time_method(m, args, device) for m in ("npair", "hdml-npair")}
     for m, (s, peak) in results.items():
         print(f"{m:>11}: {s * 1000:8.2f} ms/step  {args.batch / s:9.0f} images/s  peak GPU {peak:.2f} GiB")

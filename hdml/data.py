@@ -76,19 +76,24 @@ class ImageTensors:
 
 
 class BatchTransform:
-    """Images -> float batch on the device, in two stages so only uint8 crops cross to it:
-    `crops` cuts random crops + flips (train) or centre crops (test) straight out of the source
-    array (in memory or memory-mapped), `normalise` converts and normalises on the device."""
+    """Images -> float batch on the device, in three stages so only uint8 crops cross to it:
+    `draw` picks the crop offsets and flips (train: random; test: centre), `cut` copies those
+    crops out of the source array (in memory or memory-mapped; the costly part, which
+    `hdml.loader` runs in worker threads), `normalise` converts and normalises on the device."""
 
-    def __init__(self, crop: int, flip: bool, normalize: str, device: torch.device) -> None:
+    def __init__(self, crop: int, flip: bool, normalize: str, device: torch.device,
+                 channels_last: bool = True) -> None:
         self.crop, self.flip, self.bgr = crop, flip, NORMALISATION[normalize][3]
         self.mul, self.add = normalisation_affine(normalize, device)
         self.device = device
+        self.cuda = device.type == "cuda"
+        self.channels_last = channels_last and self.cuda
 
-    def crops(self, pixels: np.ndarray, index: np.ndarray, train: bool,
-              gen: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 crops of `pixels[index]`; random draws in the order `hdml.images` uses."""
-        n, (channels, h, w), c = len(index), pixels.shape[1:], self.crop
+    def draw(self, n: int, shape: tuple[int, ...], train: bool,
+             gen: torch.Generator | None = None) -> list[tuple[int, int, bool]]:
+        """(top, left, flip) of n crops of C x H x W images; random draws in the order
+        `hdml.images` uses."""
+        h, w, c = shape[1], shape[2], self.crop
         if h < c or w < c:
             raise ValueError(f"image.crop {c} is larger than the cached images ({h}x{w})")
         if train and (h > c or w > c or self.flip):
@@ -97,20 +102,31 @@ class BatchTransform:
             flips = (torch.rand(n, generator=gen) < 0.5).tolist() if self.flip else [False] * n
         else:
             tops, lefts, flips = [(h - c) // 2] * n, [(w - c) // 2] * n, [False] * n
-        out = np.empty((n, channels, c, c), dtype=np.uint8)
-        for k, (i, t, l, f) in enumerate(zip(index.tolist(), tops, lefts, flips)):
+        return list(zip(tops, lefts, flips))
+
+    def cut(self, pixels: np.ndarray, index: np.ndarray, plan: list[tuple[int, int, bool]]) -> torch.Tensor:
+        """uint8 crops of `pixels[index]` as `plan` says; in pinned memory when the device is a
+        GPU, so that the copy there is asynchronous."""
+        c = self.crop
+        out = torch.empty((len(index), pixels.shape[1], c, c), dtype=torch.uint8, pin_memory=self.cuda)
+        view = out.numpy()
+        for k, (i, (t, l, f)) in enumerate(zip(index.tolist(), plan)):
             window = pixels[i, :, t : t + c, l : l + c]
-            out[k] = window[:, :, ::-1] if f else window
-        return torch.from_numpy(out)
+            view[k] = window[:, :, ::-1] if f else window
+        return out
+
+    def crops(self, pixels: np.ndarray, index: np.ndarray, train: bool,
+              gen: torch.Generator | None = None) -> torch.Tensor:
+        return self.cut(pixels, index, self.draw(len(index), pixels.shape[1:], train, gen))
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
+        if self.cuda and not batch.is_pinned():
             batch = batch.pin_memory()
         x = batch.to(self.device, non_blocking=True).float()
         if self.bgr:
             x = x.flip(1)
         x = x.mul_(self.mul).add_(self.add)
-        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def load(self, images: "ImageTensors", index: np.ndarray, train: bool,
              gen: torch.Generator | None = None) -> torch.Tensor:
@@ -135,4 +151,5 @@ def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int,
         cached = load_cached(root, dataset, img["resize"], channels, name)
         sets.append(ImageTensors(cached, rows["label"].to_numpy()) if cached is not None
                     else ImageTensors.from_frame(rows, img["resize"], channels))
-    return sets[0], sets[1], BatchTransform(img["crop"], img["flip"], img["normalize"], device)
+    transform = BatchTransform(img["crop"], img["flip"], img["normalize"], device, cfg["channels_last"])
+    return sets[0], sets[1], transform

@@ -30,6 +30,7 @@ from hdml.data import BatchTransform, ImageTensors, load_splits
 from hdml.datasets import get_dataset
 from hdml.evaluate import save_npz
 from hdml.io import write_json, write_text, write_with
+from hdml.loader import BatchLoader
 from hdml.methods import build_method
 from hdml.model import EmbeddingNet, build_model
 from hdml.samplers import build_sampler
@@ -49,6 +50,22 @@ def set_determinism(enabled: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.benchmark = not enabled
+
+
+def place_model(model: EmbeddingNet, cfg: dict, device: torch.device) -> EmbeddingNet:
+    """The model on `device` with the run config's fast paths (channels_last on a GPU,
+    torch.compile of the backbone); shared with bench/step.py so it times what trains."""
+    model = model.to(device)
+    if device.type == "cuda" and cfg["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg["compile"]:
+        model.backbone.compile()  # in place: state_dict keys stay those of the plain module
+    return model
+
+
+def autocast(cfg: dict, device: torch.device) -> torch.autocast:
+    """bf16 autocast when `amp: bf16` (a fast path on GPUs); fp32, the default, for strict fidelity."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["amp"] == "bf16")
 
 
 @torch.no_grad()
@@ -99,11 +116,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     device = resolve_device(cfg["device"])
     train_set, test_set, transform = load_splits(root, dataset, cfg, spec.channels, device)
     _, train_targets = np.unique(train_set.labels, return_inverse=True)
-    model = build_model(cfg, spec.channels).to(device)
-    if device.type == "cuda" and cfg["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    if cfg["compile"]:
-        model.backbone.compile()  # in place: state_dict keys stay those of the plain module
+    model = place_model(build_model(cfg, spec.channels), cfg, device)
     runner = build_method(method, model, cfg, int(train_targets.max()) + 1, train_size=len(train_set))
     sample_gen = torch.Generator().manual_seed(2 * seed)
     augment_gen = torch.Generator().manual_seed(2 * seed + 1)
@@ -112,7 +125,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
 
     curve: list[dict[str, Any]] = []
     losses: list[dict[str, float]] = []
-    start, bad_streak, elapsed = 1, 0, 0.0
+    start, bad_streak, elapsed, data_wait = 1, 0, 0.0, 0.0
     ckpt_dir = out / "ckpt"
     fingerprint = json.dumps({**header, **cfg}, sort_keys=True)
     state = checkpoint.load_latest(ckpt_dir, fingerprint)
@@ -123,27 +136,26 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
         augment_gen.set_state(state["augment_gen"])
         torch.set_rng_state(state["torch_rng"])
         curve, losses, bad_streak, elapsed = state["curve"], state["losses"], state["bad_streak"], state["elapsed"]
+        data_wait = state["data_wait"]
         start = state["step"] + 1
 
-    def save(step: int) -> None:
+    def save(step: int, rng: dict[str, torch.Tensor]) -> None:
         checkpoint.save(ckpt_dir, step, {
-            "model": model.state_dict(), "method": runner.state_dict(),
-            "sample_gen": sample_gen.get_state(), "augment_gen": augment_gen.get_state(),
+            "model": model.state_dict(), "method": runner.state_dict(), **rng,
             "torch_rng": torch.get_rng_state(), "curve": curve, "losses": losses,
             "bad_streak": bad_streak, "elapsed": elapsed + time.perf_counter() - started,
-            "fingerprint": fingerprint,
+            "data_wait": data_wait + loader.wait, "fingerprint": fingerprint,
         }, cfg["keep_checkpoints"])
 
-    # bf16 autocast (fast path on GPUs; fp32, the default, for strict fidelity)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["amp"] == "bf16")
     z = None  # the latest test embeddings
     started = time.perf_counter()
-    with SignalFlag() as stop:
+    loader = BatchLoader(train_set, sampler, transform, sample_gen, augment_gen, cfg["num_workers"])
+    with SignalFlag() as stop, loader:
         for step in range(start, cfg["steps"] + 1):
-            idx = sampler()
-            x = transform.load(train_set, idx, train=True, gen=augment_gen)
-            with autocast:
-                logs = runner.step(x, targets[idx].to(device))
+            batch = next(loader)
+            x = transform.normalise(batch.crops)
+            with autocast(cfg, device):
+                logs = runner.step(x, targets[batch.index].to(device))
             losses.append({"step": step, **logs})
             bad_streak = 0 if all(math.isfinite(v) for v in logs.values()) else bad_streak + 1
             if bad_streak:
@@ -159,11 +171,14 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
                 curve.append(row)
                 log.info("step %d: %s", step, {k: round(v, 4) for k, v in row.items() if k != "step"})
             if stop.received is not None:
-                save(step)
+                save(step, batch.rng)
                 raise Interrupted(f"signal {stop.received} at step {step}: checkpoint written, rerun to resume")
             if cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
-                save(step)
+                save(step, batch.rng)
     train_seconds = elapsed + time.perf_counter() - started
+    data_wait += loader.wait
+    log.info("training: %.1f s, of which %.1f s (%.1f%%) waiting for batches", train_seconds, data_wait,
+             100 * data_wait / max(train_seconds, 1e-9))
     if z is None:  # resumed from a checkpoint of the last step
         z = embed(model, test_set, transform, cfg["eval_batch_size"])
 
@@ -172,6 +187,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     write_with(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
     write_with(out / "embeddings.npz", lambda p: save_npz(p, embeddings=z.astype(np.float32), labels=test_set.labels))
     final = {k: v for k, v in curve[-1].items() if not k.startswith("train_") and k != "step"}
-    result = {**header, "steps": cfg["steps"], "train_seconds": train_seconds, "metrics": final}
+    result = {**header, "steps": cfg["steps"], "train_seconds": train_seconds, "data_wait_seconds": data_wait,
+              "metrics": final}
     write_json(out / "metrics.json", result)
     return result

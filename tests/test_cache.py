@@ -23,7 +23,7 @@ def test_cache_equals_decoding_and_is_memory_mapped(digits_root, tmp_path):
         decoded = ImageTensors.from_frame(split[split.split == name], 8, 1)
         assert isinstance(cached, np.memmap) and cached.dtype == np.uint8
         assert np.array_equal(cached, decoded.pixels)
-    cfg = {"image": {"resize": 8, "crop": 8, "flip": False, "normalize": "unit"}}
+    cfg = {"image": {"resize": 8, "crop": 8, "flip": False, "normalize": "unit"}, "channels_last": True}
     train, test, _ = load_splits(root, "digits", cfg, 1, torch.device("cpu"))
     assert isinstance(train.pixels, np.memmap) and len(test) == (split.split == "test").sum()
 
