@@ -110,8 +110,8 @@ class BatchTransform:
         c = self.crop
         out = torch.empty((len(index), pixels.shape[1], c, c), dtype=torch.uint8, pin_memory=self.cuda)
         view = out.numpy()
-        for k, (i, (t, l, f)) in enumerate(zip(index.tolist(), plan)):
-            window = pixels[i, :, t : t + c, l : l + c]
+        for k, (i, (top, left, f)) in enumerate(zip(index.tolist(), plan)):
+            window = pixels[i, :, top : top + c, left : left + c]
             view[k] = window[:, :, ::-1] if f else window
         return out
 

@@ -8,7 +8,7 @@ Definitions (the whole test split is both the query set and the database):
 - Neighbours of a query: every *other* point (the query is excluded by index, not by
   distance, so an exact duplicate stays a neighbour), by increasing distance; exact-distance
   ties go to the smaller index (faiss's order on the CPU; a test checks it on vectors whose
-  distances are exact). On a GPU, faiss orders ties its own way.
+  distances are exact). On a GPU, faiss orders ties its own way; TorchFlatL2 keeps this rule.
 - Recall@K: a query is a hit if any of its K nearest neighbours has its class.
 - MAP@R and R-precision (Musgrave et al. 2020): a query with R positives (its class size - 1)
   scores, over its R nearest neighbours, (1/R) sum_{r <= R, rel(r)} P@r and (#positives)/R.
@@ -26,15 +26,22 @@ Definitions (the whole test split is both the query set and the database):
   one; the clusters equal faiss's (the tests compare them) up to float rounding of near-ties.
   Deterministic for a given seed. Unlike faiss, no subsampling when n > 256 k.
 
-faiss runs every search, on the GPU when this faiss has CUDA and sees one, else on the CPU; the
-code path is the same. Memory is O(n (d + k1) + chunk * max K), k1 <= max(R, 64): no n x n
-matrix; the k-NN search runs in query chunks, each reduced at once to per-query numbers, and
-only each point's k1 nearest are kept (the first k-means step reads its nearest centroid there).
+Search backends (`device`, see `resolve_device`): faiss on the CPU, faiss on the GPU when this
+faiss has CUDA (pip's faiss has none), or `TorchFlatL2`, the same exact search in torch, for
+CUDA machines whose faiss is CPU-only. "auto" takes a GPU when there is one: faiss's, else
+torch's if the caller has already imported torch (the trainer has; the standalone evaluation
+does not pay torch's import, ten times this module's, to find out). The code path is the
+same for all. Memory is O(n (d + k1) + chunk * max K), k1 <= max(R, 64): no n x n matrix;
+the k-NN search runs in query chunks, each reduced at once to per-query numbers, and only
+each point's k1 nearest are kept (the first k-means step reads its nearest centroid there).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import sys
+from collections.abc import Iterator
 
 import faiss
 import numpy as np
@@ -43,6 +50,10 @@ log = logging.getLogger(__name__)
 
 KMEANS_NITER = 20
 GPU_MAX_K = 2048  # faiss GPU k-selection limit; larger k searches on the CPU
+# Distances per query block of TorchFlatL2 (16 bytes each at peak): large on a GPU, whose kernels
+# need the parallelism; smaller on the CPU, where larger blocks only cost memory.
+TORCH_BLOCK_ELEMENTS = {"cuda": 1 << 26, "cpu": 1 << 22}
+DEVICES = "'auto', 'cpu', 'cuda' or 'torch:<torch device>' (e.g. 'torch:cpu')"
 _SPLIT_EPS = np.float32(1 / 1024)  # faiss's symmetric perturbation of a split centroid
 
 
@@ -73,7 +84,7 @@ def check_inputs(embeddings: np.ndarray, labels: np.ndarray, ks: list[int] | Non
         raise ValueError(f"ks: expected positive integers, got {ks}")
 
 
-# --- faiss backend ---------------------------------------------------------------------------
+# --- search backends -------------------------------------------------------------------------
 
 @functools.cache
 def _gpu_resources() -> object | None:
@@ -83,21 +94,144 @@ def _gpu_resources() -> object | None:
     return None
 
 
-def _l2_index(vectors: np.ndarray, k: int = 1) -> faiss.Index:
-    """Exact L2 index over `vectors` for k-NN searches: GPU if available and k allows, else CPU."""
-    res = _gpu_resources()
-    if res is not None and k <= GPU_MAX_K:
-        index = faiss.GpuIndexFlatL2(res, vectors.shape[1])
+def resolve_device(device: str) -> str:
+    """The backend a `device` setting selects, spelt as the setting that selects only it:
+    "cpu" (faiss on the CPU), "cuda" (faiss on the GPU) or "torch:<device>" (TorchFlatL2).
+
+    "auto": faiss's GPU, else torch's CUDA if torch is already imported, else "cpu".
+    "cuda": faiss's GPU, else torch's; an error without either.
+    """
+    if device == "auto":
+        if _gpu_resources() is not None:
+            return "cuda"
+        torch = sys.modules.get("torch")
+        return "torch:cuda" if torch is not None and torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda":
+        if _gpu_resources() is not None:
+            return device
+        import torch
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda': no CUDA GPU here (this faiss has no GPU support and "
+                             "torch.cuda.is_available() is False); use 'cpu' or 'auto'")
+        return "torch:cuda"
+    if device.startswith("torch:"):
+        import torch
+        try:
+            torch_device = torch.device(device.removeprefix("torch:"))
+        except RuntimeError as e:
+            raise ValueError(f"device={device!r}: not a torch device ({e})") from None
+        if torch_device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: torch.cuda.is_available() is False")
+        return device
+    raise ValueError(f"device: expected {DEVICES}, got {device!r}")
+
+
+def _l2_index(vectors: np.ndarray, k: int = 1, device: str = "auto") -> faiss.Index | TorchFlatL2:
+    """Exact L2 index over `vectors` for k-NN searches on `device`; faiss's GPU index only
+    where k allows, else its CPU one."""
+    device = resolve_device(device)
+    if device.startswith("torch:"):
+        index = TorchFlatL2(vectors.shape[1], device.removeprefix("torch:"))
+    elif device == "cuda" and k <= GPU_MAX_K:
+        index = faiss.GpuIndexFlatL2(_gpu_resources(), vectors.shape[1])
     else:
         index = faiss.IndexFlatL2(vectors.shape[1])
     index.add(vectors)
     return index
 
 
-def _nearest(queries: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _nearest(queries: np.ndarray, centroids: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
     """(index, squared distance) of each query's nearest centroid, ties by smaller index."""
-    dist, idx = _l2_index(centroids).search(queries, 1)
+    dist, idx = _l2_index(centroids, device=device).search(queries, 1)
     return idx[:, 0], dist[:, 0]
+
+
+@contextlib.contextmanager
+def _full_precision_matmul() -> Iterator[None]:
+    """float32 matmuls in full float32 inside, whatever the caller set: a TF32 (CUDA) or bf16
+    (oneDNN) product moves a distance by up to ~1e-3 and reorders neighbours. torch 2.14 checks at
+    each cuBLAS call that its legacy setting (set_float32_matmul_precision, allow_tf32) agrees
+    with the per-backend fp32_precision, and raises if not, so setting one of them alone would
+    break; set_float32_matmul_precision sets all together. Restored after; not thread-safe."""
+    import torch
+
+    legacy = torch.get_float32_matmul_precision()
+    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+    precisions = [b.fp32_precision for b in backends]
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(legacy)
+        for b, precision in zip(backends, precisions):
+            b.fp32_precision = precision
+
+
+class TorchFlatL2:
+    """Exact squared-L2 k-NN on a torch device with the interface of faiss's flat index
+    (`add`, `search`), for CUDA machines whose faiss has no GPU support.
+
+    Distances as faiss computes them: (|q|^2 + |x|^2) - 2 q.x in float32, clamped at 0, with
+    the product in full float32 precision (`_full_precision_matmul`). Queries go in blocks of
+    `block_elements` / n rows, so memory stays O(block x n). Each distance is packed with its
+    index into one int64 key (a non-negative float32's bits order as an integer), so top-k
+    takes the k smallest (distance, index) pairs: ascending, ties to the smaller index also
+    across the k-th place, as faiss on the CPU (faiss's GPU breaks such ties its own way).
+    The distances can differ from faiss's in the last bits (another BLAS; faiss's non-BLAS path
+    for small searches), so near-ties can order differently.
+    """
+
+    def __init__(self, d: int, device: str, block_elements: int | None = None) -> None:
+        import torch
+
+        self.d = d
+        self.device = torch.device(device)
+        default = TORCH_BLOCK_ELEMENTS.get(self.device.type, TORCH_BLOCK_ELEMENTS["cpu"])
+        self.block_elements = block_elements or default
+        self._x = torch.empty((0, d), dtype=torch.float32, device=self.device)
+        self._norms = torch.empty(0, dtype=torch.float32, device=self.device)
+
+    @property
+    def ntotal(self) -> int:
+        return len(self._x)
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append `vectors` (n x d), copied to the device."""
+        import torch
+
+        x = torch.tensor(np.ascontiguousarray(vectors, dtype=np.float32), device=self.device)
+        self._x = torch.cat([self._x, x])
+        self._norms = torch.cat([self._norms, (x * x).sum(1)])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Squared distances (float32) and indices (int64) of each query's k nearest indexed
+        vectors, both (len(queries), k) numpy arrays, by increasing (distance, index)."""
+        import torch
+
+        n = self.ntotal
+        if not 1 <= k <= n:
+            raise ValueError(f"k = {k} neighbours of {n} indexed vectors")
+        q_all = torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32))
+        dist = np.empty((len(q_all), k), dtype=np.float32)
+        idx = np.empty((len(q_all), k), dtype=np.int64)
+        step = max(1, self.block_elements // n)
+        ids = torch.arange(n, device=self.device)
+        with _full_precision_matmul(), torch.autocast(self.device.type, enabled=False):
+            for lo in range(0, len(q_all), step):
+                q = q_all[lo:lo + step].to(self.device)
+                d = (q * q).sum(1, keepdim=True) + self._norms
+                d.sub_(torch.mm(q, self._x.T).mul_(2)).clamp_(min=0)  # never -0: sign bit clear
+                key = d.view(torch.int32).to(torch.int64)
+                del d
+                key.bitwise_left_shift_(32).bitwise_or_(ids)
+                # k = 1 (every k-means step): one reduction instead of a selection
+                top = key.amin(1, keepdim=True) if k == 1 else key.topk(k, dim=1, largest=False).values
+                del key
+                dist[lo:lo + step] = (top >> 32).to(torch.int32).view(torch.float32).cpu().numpy()
+                idx[lo:lo + step] = (top & 0xFFFFFFFF).cpu().numpy()
+        return dist, idx
 
 
 # --- retrieval -------------------------------------------------------------------------------
@@ -128,14 +262,14 @@ def _first_positive(match: np.ndarray) -> np.ndarray:
 
 
 def retrieval_metrics(x: np.ndarray, codes: np.ndarray, ks: list[int],
-                      chunk: int | None = None) -> dict[str, float]:
+                      chunk: int | None = None, device: str = "auto") -> dict[str, float]:
     """Recall@K for every K in ks, MAP@R and R-precision of normalised `x` with class `codes`
     (0..C-1), over the queries that have a positive."""
-    return _retrieval(x, codes, ks, chunk)[0]
+    return _retrieval(x, codes, ks, chunk, resolve_device(device))[0]
 
 
-def _retrieval(x: np.ndarray, codes: np.ndarray, ks: list[int],
-               chunk: int | None = None) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+def _retrieval(x: np.ndarray, codes: np.ndarray, ks: list[int], chunk: int | None = None,
+               device: str = "auto") -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """retrieval_metrics, plus every point's k1 nearest others (indices, squared distances).
 
     One pass finds every query's k1 = max(R, min(max K, 64)) nearest others (R: the largest
@@ -148,7 +282,7 @@ def _retrieval(x: np.ndarray, codes: np.ndarray, ks: list[int],
     valid = positives > 0
     r_max = int(positives.max())
     k1 = min(n - 1, max(r_max, min(max(ks), 64)))
-    index = _l2_index(x, max(ks) + 1)
+    index = _l2_index(x, max(ks) + 1, device)
     nbr = np.empty((n, k1), dtype=np.int64)
     nbr_dist = np.empty((n, k1), dtype=np.float32)
     first = np.empty(n, dtype=np.int64)
@@ -223,7 +357,7 @@ def _split_empty(centroids: np.ndarray, count: np.ndarray, n: int) -> None:
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = KMEANS_NITER,
-           neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+           neighbours: tuple[np.ndarray, np.ndarray] | None = None, device: str = "auto") -> np.ndarray:
     """Cluster index of each row of `x` after `niter` Lloyd iterations (see module docstring).
     `neighbours` (each point's nearest others, as `_retrieval` returns them) spares most of
     the first assignment step, whose centroids are data points."""
@@ -232,13 +366,14 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = KMEANS_NITER,
         raise ValueError(f"k-means: k = {k} clusters for {n} points")
     if seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed}")
+    device = resolve_device(device)
     perm = np.empty(n, dtype=np.int32)
     faiss.rand_perm(faiss.swig_ptr(perm), n, seed + 1)
     centroids = x[perm[:k]].copy()
     if neighbours is None:
-        assign, dist = _nearest(x, centroids)
+        assign, dist = _nearest(x, centroids, device)
     else:
-        assign, dist = _nearest_sampled(x, perm[:k], *neighbours)
+        assign, dist = _nearest_sampled(x, perm[:k], *neighbours, device)
     count, means = _means(x, assign, np.arange(k), k)
     prev_obj = None
     for _ in range(niter):
@@ -248,7 +383,7 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = KMEANS_NITER,
         moved = np.flatnonzero((new != centroids).any(axis=1))
         centroids = new
         old = assign
-        assign, dist = _reassign(x, centroids, assign, dist, moved)
+        assign, dist = _reassign(x, centroids, assign, dist, moved, device)
         if obj == prev_obj:  # faiss's early stop (threshold 0): the objective repeated exactly
             break
         prev_obj = obj
@@ -258,8 +393,8 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = KMEANS_NITER,
     return assign
 
 
-def _nearest_sampled(x: np.ndarray, sample: np.ndarray, nbr: np.ndarray,
-                     nbr_dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _nearest_sampled(x: np.ndarray, sample: np.ndarray, nbr: np.ndarray, nbr_dist: np.ndarray,
+                     device: str) -> tuple[np.ndarray, np.ndarray]:
     """_nearest(x, x[sample]) from each point's sorted nearest others: the nearest sampled
     point is the point itself or the first sampled one in its list, if any; only points with
     none search all centroids."""
@@ -273,12 +408,12 @@ def _nearest_sampled(x: np.ndarray, sample: np.ndarray, nbr: np.ndarray,
     assign = np.where(cand_dist == dist[:, None], cand, k).min(axis=1)
     rows = np.flatnonzero(assign == k)
     if len(rows):
-        assign[rows], dist[rows] = _nearest(x[rows], x[sample])
+        assign[rows], dist[rows] = _nearest(x[rows], x[sample], device)
     return assign, dist
 
 
 def _reassign(x: np.ndarray, centroids: np.ndarray, assign: np.ndarray, dist: np.ndarray,
-              moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+              moved: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid of every point after `moved` centroids changed. A point whose centroid
     stayed keeps it unless a moved centroid is nearer (or as near with a smaller index); a point
     whose centroid moved searches them all."""
@@ -287,14 +422,14 @@ def _reassign(x: np.ndarray, centroids: np.ndarray, assign: np.ndarray, dist: np
         return assign, dist
     stale = np.isin(assign, moved)
     if stale.sum() * k + n * len(moved) >= n * k:
-        return _nearest(x, centroids)
+        return _nearest(x, centroids, device)
     assign, dist = assign.copy(), dist.copy()
-    near, d_near = _nearest(x, centroids[moved])
+    near, d_near = _nearest(x, centroids[moved], device)
     near = moved[near]
     better = ~stale & ((d_near < dist) | ((d_near == dist) & (near < assign)))
     assign[better], dist[better] = near[better], d_near[better]
     rows = np.flatnonzero(stale)
-    assign[rows], dist[rows] = _nearest(x[rows], centroids)
+    assign[rows], dist[rows] = _nearest(x[rows], centroids, device)
     return assign, dist
 
 
@@ -325,12 +460,16 @@ def clustering_metrics(classes: np.ndarray, clusters: np.ndarray) -> dict[str, f
     return {"nmi": nmi, "f1": f1}
 
 
-def evaluate(embeddings: np.ndarray, labels: np.ndarray, ks: list[int], seed: int = 0) -> dict[str, float]:
-    """All metrics of spec section 7: recall@K for K in ks, nmi, f1, map@r, r_precision."""
+def evaluate(embeddings: np.ndarray, labels: np.ndarray, ks: list[int], seed: int = 0,
+             device: str = "auto") -> dict[str, float]:
+    """All metrics of spec section 7: recall@K for K in ks, nmi, f1, map@r, r_precision.
+    `device` picks where the searches run (`resolve_device`), once for the whole call."""
     embeddings, labels = np.asarray(embeddings), np.asarray(labels)
+    device = resolve_device(device)
     check_inputs(embeddings, labels, ks)
     x = l2_normalise(embeddings)
     _, codes = np.unique(labels, return_inverse=True)
-    out, nbr, nbr_dist = _retrieval(x, codes, [int(k) for k in ks])
-    out.update(clustering_metrics(codes, kmeans(x, int(codes.max()) + 1, seed, neighbours=(nbr, nbr_dist))))
+    out, nbr, nbr_dist = _retrieval(x, codes, [int(k) for k in ks], device=device)
+    out.update(clustering_metrics(codes, kmeans(x, int(codes.max()) + 1, seed, neighbours=(nbr, nbr_dist),
+                                                device=device)))
     return out

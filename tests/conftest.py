@@ -15,6 +15,13 @@ pytest_plugins = ["httpserver"]  # the `http_server` fixture of tests/httpserver
 torch.set_num_threads(1)
 
 
+@pytest.hookimpl(trylast=True)  # after `-m` has deselected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`pytest -m gpu` on a machine without CUDA is an error, not a run of skips."""
+    if any(item.get_closest_marker("gpu") for item in items) and not torch.cuda.is_available():
+        raise pytest.UsageError("tests marked gpu were selected but torch sees no CUDA device")
+
+
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")

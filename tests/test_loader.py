@@ -17,12 +17,12 @@ PIXELS = np.random.default_rng(0).integers(0, 256, (len(LABELS), 3, 12, 12), dty
 CFG = {"batch_size": 8, "images_per_class": 2}
 
 
-def make_loader(workers: int, seed: int = 0, states: dict | None = None) -> BatchLoader:
+def make_loader(workers: int, seed: int = 0, states: dict | None = None, sampler=None) -> BatchLoader:
     sample_gen, augment_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
     if states:
         sample_gen.set_state(states["sample_gen"])
         augment_gen.set_state(states["augment_gen"])
-    sampler = build_sampler("npair", LABELS, CFG, sample_gen)
+    sampler = sampler or build_sampler("npair", LABELS, CFG, sample_gen)
     return BatchLoader(ImageTensors(PIXELS, LABELS), sampler, BatchTransform(9, True, "imagenet", CPU),
                        sample_gen, augment_gen, workers)
 
@@ -77,3 +77,19 @@ def test_num_workers_does_not_change_training(digits_root, tmp_path):
     pd.testing.assert_frame_equal(a, b)
     assert runs[0]["metrics"] == runs[2]["metrics"]
     assert all(r["data_wait_seconds"] >= 0 for r in runs.values())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_failing_draw_reaches_the_training_loop(workers):
+    calls = []
+
+    def sampler():
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("batch needs 4 classes")
+        return np.arange(8)
+
+    with make_loader(workers, sampler=sampler) as loader:
+        next(loader), next(loader)
+        with pytest.raises(ValueError, match="batch needs 4 classes"):
+            next(loader)
