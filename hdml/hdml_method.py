@@ -123,11 +123,11 @@ def check_hparams(h: dict[str, Any]) -> None:
             raise ConfigError(f"hdml.{key}: must be {what}, got {h[key]!r}")
 
 
-def _set_grads(params: list[nn.Parameter], loss: torch.Tensor) -> bool:
+def _set_grads(params: list[nn.Parameter], loss: torch.Tensor, retain_graph: bool) -> bool:
     """Store d loss / d params in `.grad` (None where unused); False if there is nothing to apply."""
     if not loss.requires_grad or not math.isfinite(loss.item()):
         return False
-    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
     for p, g in zip(params, grads):
         p.grad = g
     return True
@@ -215,12 +215,15 @@ class HDMLMethod(Method):
         j_avg, j_gen_avg = self.j_avg.value, self.j_gen_avg.value
         L = self.losses(x, labels)
         groups = [
-            (self.opt, [p for p in self.model.parameters() if p.requires_grad], L["j_metric"]),
-            (self.gen_opt, list(self.generator.parameters()), L["j_gen"]),
             (self.cls_opt, list(self.classifier.parameters()), L["j_cls"]),
+            (self.gen_opt, list(self.generator.parameters()), L["j_gen"]),
+            (self.opt, [p for p in self.model.parameters() if p.requires_grad], L["j_metric"]),
         ]
         # All gradients first: an optimiser step changes weights the other losses' graphs still use.
-        apply = [_set_grads(params, loss) for _, params, loss in groups]
+        # J_metric's last, without retaining the graph: the backbone's activations are freed
+        # during its backward pass, as in a plain step, instead of living until the step ends.
+        apply = [_set_grads(params, loss, retain_graph=i < len(groups) - 1)
+                 for i, (_, params, loss) in enumerate(groups)]
         for (opt, params, _), ok in zip(groups, apply):
             if ok:
                 opt.step()
