@@ -8,7 +8,7 @@ and the projected GPU-hours of the paper grid.
     python bench/step.py --backbone googlenet --size 64 --batch 32
     python bench/step.py --device cuda --backbone googlenet --size 227 --batch 128 --amp bf16
 
-The model goes through the trainer's own `place_model` and `autocast`, so `--amp`,
+The model goes through the trainer's own `place_model`, so `--amp`,
 `--compile` and `--channels-last` time exactly what `amp`, `compile` and `channels_last` train.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from hdml.config import build_run_config
 from hdml.methods import build_method
 from hdml.model import build_model
-from hdml.trainer import autocast, place_model
+from hdml.trainer import place_model
 
 
 def time_method(method: str, args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
@@ -38,18 +38,14 @@ def time_method(method: str, args: argparse.Namespace, device: torch.device) -> 
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.arange(args.batch, device=device) % (args.batch // 2)
 
-    def step() -> None:
-        with autocast(cfg, device):
-            runner.step(x, y)
-
     for _ in range(args.warmup):
-        step()
+        runner.step(x, y)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for _ in range(args.steps):
-        step()
+        runner.step(x, y)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / args.steps

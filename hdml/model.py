@@ -22,17 +22,27 @@ class EmbeddingHead(nn.Module):
 
 
 class EmbeddingNet(nn.Module):
+    """Backbone features -> embedding head. With `amp_dtype` set (run config `amp: bf16`) the
+    backbone, nearly all of a step's arithmetic, runs under autocast in that dtype, and its
+    features return to float32: head, losses, HDML's augmentor and generator stay in float32,
+    where the hardness comparisons and the losses keep their precision for a negligible cost."""
+
     def __init__(self, backbone: nn.Module, feature_dim: int, embedding_dim: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.head = EmbeddingHead(feature_dim, embedding_dim)
+        self.amp_dtype: torch.dtype | None = None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        if self.amp_dtype is None:
+            return self.backbone(x)
+        with torch.autocast(x.device.type, dtype=self.amp_dtype):
+            y = self.backbone(x)
+        return y.float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head(self.features(x))
 
     def decayed_weights(self) -> Iterator[nn.Parameter]:
         """Conv and linear weights (the tensors the authors' weight decay covers)."""

@@ -53,19 +53,16 @@ def set_determinism(enabled: bool) -> None:
 
 
 def place_model(model: EmbeddingNet, cfg: dict, device: torch.device) -> EmbeddingNet:
-    """The model on `device` with the run config's fast paths (channels_last on a GPU,
-    torch.compile of the backbone); shared with bench/step.py so it times what trains."""
+    """The model on `device` with the run config's fast paths (bf16 autocast of the backbone,
+    channels_last on a GPU, torch.compile of the backbone); shared with bench/step.py so it
+    times what trains."""
     model = model.to(device)
+    model.amp_dtype = torch.bfloat16 if cfg["amp"] == "bf16" else None
     if device.type == "cuda" and cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     if cfg["compile"]:
         model.backbone.compile()  # in place: state_dict keys stay those of the plain module
     return model
-
-
-def autocast(cfg: dict, device: torch.device) -> torch.autocast:
-    """bf16 autocast when `amp: bf16` (a fast path on GPUs); fp32, the default, for strict fidelity."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["amp"] == "bf16")
 
 
 @torch.no_grad()
@@ -154,8 +151,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
         for step in range(start, cfg["steps"] + 1):
             batch = next(loader)
             x = transform.normalise(batch.crops)
-            with autocast(cfg, device):
-                logs = runner.step(x, targets[batch.index].to(device))
+            logs = runner.step(x, targets[batch.index].to(device))
             losses.append({"step": step, **logs})
             bad_streak = 0 if all(math.isfinite(v) for v in logs.values()) else bad_streak + 1
             if bad_streak:

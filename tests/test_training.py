@@ -59,6 +59,25 @@ def test_bf16_autocast_trains(digits_root, tmp_path):
     assert losses.j_m.notna().all() and losses.j_m.iloc[-15:].mean() < losses.j_m.iloc[:15].mean()
 
 
+@pytest.mark.parametrize("amp", ["bf16", "fp32"])
+def test_bf16_covers_the_backbone_only(amp):
+    """`amp: bf16`: the backbone's convolutions in bf16, features and embeddings in float32."""
+    import torch
+
+    from hdml.config import build_run_config
+    from hdml.model import build_model
+    from hdml.trainer import place_model
+
+    cfg = build_run_config({}, {"backbone": "smallcnn", "pretrained": False, "embedding_dim": 8, "amp": amp})
+    model = place_model(build_model(cfg, 1), cfg, torch.device("cpu"))
+    seen = []
+    model.backbone[0].register_forward_hook(lambda module, inputs, out: seen.append(out.dtype))
+    y = model.features(torch.randn(4, 1, 8, 8))
+    z = model.head(y)
+    assert seen == [torch.bfloat16 if amp == "bf16" else torch.float32]
+    assert y.dtype == z.dtype == torch.float32
+
+
 @pytest.mark.slow
 def test_compiled_backbone_trains_like_eager(digits_root, tmp_path):
     """`compile: true` (inductor, here on the CPU): the eager run's losses and embeddings up to
