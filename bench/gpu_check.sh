@@ -12,7 +12,7 @@ if ! python3 -c "import faiss" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 CUBLAS_WORKSPACE_CONFIG=:4096:8  # before cuBLAS starts (deterministic test)
 
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, keep going on failure
     local limit=$1 name=$2

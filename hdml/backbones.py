@@ -27,6 +27,19 @@ FEATURE_DIMS = {"googlenet": 1024, "resnet50": 2048}
 DROPPED = ("fc.", "aux1.", "aux2.")
 
 
+class GlobalAvgPool(nn.Module):
+    """Mean over height and width (N x C x 1 x 1 with `keepdim`, else N x C). Replaces
+    nn.AdaptiveAvgPool2d(1), whose CUDA backward has no deterministic implementation, so that
+    `deterministic: true` runs on a GPU instead of raising; same value up to float rounding."""
+
+    def __init__(self, keepdim: bool = False) -> None:
+        super().__init__()
+        self.keepdim = keepdim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=self.keepdim)
+
+
 def small_cnn(in_channels: int, width: int = 32) -> tuple[nn.Module, int]:
     """Three conv blocks and global average pooling: enough for 8x8 digits on a CPU."""
 
@@ -34,7 +47,7 @@ def small_cnn(in_channels: int, width: int = 32) -> tuple[nn.Module, int]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
     layers = [*block(in_channels, width), *block(width, 2 * width), nn.MaxPool2d(2), *block(2 * width, 4 * width)]
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 4 * width
+    return nn.Sequential(*layers, GlobalAvgPool()), 4 * width
 
 
 def torchvision_weights(name: str) -> dict[str, torch.Tensor]:
@@ -93,6 +106,7 @@ def torchvision_backbone(name: str, cfg: dict, in_channels: int) -> tuple[nn.Mod
     else:
         net = models.resnet50(weights=None)
     net.fc = nn.Identity()
+    net.avgpool = GlobalAvgPool(keepdim=True)  # both nets flatten after it
     if pretrained:
         state = file_weights(weights) if weights is not None else torchvision_weights(name)
         load_weights(net, state, f"weights: {weights}" if weights is not None else f"torchvision {name}")

@@ -12,7 +12,7 @@ from torch import nn
 from torchvision import models
 
 from hdml import backbones
-from hdml.backbones import build_backbone
+from hdml.backbones import GlobalAvgPool, build_backbone
 from hdml.datasets import cub200
 from hdml.trainer import train_run
 
@@ -44,6 +44,21 @@ def test_resnet50_is_2048d():
     net, dim = build_backbone(cfg("resnet50"), 3)
     assert dim == 2048 and isinstance(net.fc, nn.Identity)
     assert net.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 2048)
+
+
+@pytest.mark.parametrize("name", ["smallcnn", "googlenet", "resnet50"])
+def test_global_pool_is_deterministic_and_equals_adaptive_pooling(name):
+    """No nn.AdaptiveAvgPool2d left (its CUDA backward refuses deterministic mode); our pool
+    gives its values and gradients."""
+    net, _ = build_backbone(cfg(name), 1 if name == "smallcnn" else 3)
+    assert not any(isinstance(m, nn.AdaptiveAvgPool2d) for m in net.modules())
+    x = torch.randn(3, 5, 7, 6, requires_grad=True)
+    ours = GlobalAvgPool()(x)
+    ref = nn.AdaptiveAvgPool2d(1)(x).flatten(1)
+    assert torch.allclose(ours, ref, atol=1e-6) and GlobalAvgPool(keepdim=True)(x).shape == (3, 5, 1, 1)
+    g_ours, = torch.autograd.grad(ours.sum(), x)
+    g_ref, = torch.autograd.grad(ref.sum(), x)
+    assert torch.allclose(g_ours, g_ref)
 
 
 def test_weights_from_a_local_file_equal_the_saved_network(tmp_path):
