@@ -63,7 +63,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--amp", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--amp", default="fp32", choices=["fp32", "tf32", "bf16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (warm-up compiles)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args()

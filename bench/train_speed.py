@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--crop", type=int, default=227)
     p.add_argument("--images", type=int, default=5864, help="training images (CUB: 5,864)")
     p.add_argument("--test-images", type=int, default=1000)
-    p.add_argument("--amp", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--amp", default="fp32", choices=["fp32", "tf32", "bf16"])
     p.add_argument("--compile", action="store_true")
     p.add_argument("--workers", type=int, default=2, help="num_workers of the run")
     p.add_argument("--cache-workers", type=int, default=8)

@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
 NULLABLE: dict[str, tuple[type, ...]] = {"weights": (str,), "hdml.lambda0": (float,), "hdml.alpha": (float,)}
 CHOICES: dict[str, tuple[str, ...]] = {
     "protocol": ("code", "paper"),
-    "amp": ("fp32", "bf16"),
+    "amp": ("fp32", "tf32", "bf16"),
     "image.normalize": ("imagenet", "caffe", "unit"),
     "backbone": ("smallcnn", "googlenet", "resnet50"),
     "triplet.reduction": ("sum", "mean"),

@@ -52,10 +52,23 @@ def set_determinism(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = not enabled
 
 
+def set_precision(amp: str, device: torch.device) -> None:
+    """float32 arithmetic on a GPU: IEEE for `fp32` (and `bf16`'s float32 parts: head, losses,
+    generator), TF32 for `tf32`. PyTorch's default runs cuDNN convolutions in TF32, so strict
+    `fp32` has to ask for IEEE. Set through the per-backend API only (torch 2.14 refuses a mix
+    with the legacy `allow_tf32` flags). On the CPU nothing changes."""
+    if device.type != "cuda":
+        return
+    tf32 = amp == "tf32"
+    torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
 def place_model(model: EmbeddingNet, cfg: dict, device: torch.device) -> EmbeddingNet:
-    """The model on `device` with the run config's fast paths (bf16 autocast of the backbone,
-    channels_last on a GPU, torch.compile of the backbone); shared with bench/step.py so it
-    times what trains."""
+    """The model on `device` with the run config's numerics and fast paths (float32 precision,
+    bf16 autocast of the backbone, channels_last on a GPU, torch.compile of the backbone);
+    shared with bench/step.py so it times what trains."""
+    set_precision(cfg["amp"], device)
     model = model.to(device)
     model.amp_dtype = torch.bfloat16 if cfg["amp"] == "bf16" else None
     if device.type == "cuda" and cfg["channels_last"]:

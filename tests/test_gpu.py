@@ -37,7 +37,8 @@ def test_cuda_run_matches_the_cpu_run(digits_root, tmp_path):
     assert abs(runs["cpu"]["metrics"]["recall@1"] - runs["cuda"]["metrics"]["recall@1"]) < 0.05
 
 
-@pytest.mark.parametrize("fast", [{"amp": "bf16"}, {"amp": "bf16", "compile": True}, {"num_workers": 0}])
+@pytest.mark.parametrize("fast", [{"amp": "bf16"}, {"amp": "tf32"}, {"amp": "bf16", "compile": True},
+                                  {"num_workers": 0}])
 def test_fast_paths_train(digits_root, tmp_path, fast):
     train_run(root=digits_root, dataset="digits", method="hdml-npair", seed=0, out=tmp_path,
               overrides={**TINY, "device": "cuda", **fast})

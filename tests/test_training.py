@@ -103,3 +103,29 @@ def test_compiled_backbone_trains_like_eager(digits_root, tmp_path):
     assert np.allclose(z_eager, z_comp, atol=1e-4)
     plain = build_model(build_run_config(get_dataset("digits").run_defaults, overrides), 1)
     plain.load_state_dict(torch.load(tmp_path / "compiled" / "model.pt", weights_only=True))
+
+
+@pytest.mark.parametrize(("amp", "conv", "matmul"), [("fp32", "ieee", "highest"), ("bf16", "ieee", "highest"),
+                                                    ("tf32", "tf32", "high")])
+def test_float32_precision_on_a_gpu_follows_amp(amp, conv, matmul):
+    """cuDNN convolutions default to TF32: `fp32` must switch them to IEEE (flags only; no GPU
+    needed to set them). The CPU leaves every flag as it was."""
+    import torch
+
+    from hdml.trainer import set_precision
+
+    before = torch.backends.cudnn.conv.fp32_precision, torch.get_float32_matmul_precision()
+    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+    saved = [b.fp32_precision for b in backends]
+    try:
+        set_precision(amp, torch.device("cpu"))
+        assert (torch.backends.cudnn.conv.fp32_precision, torch.get_float32_matmul_precision()) == before
+        set_precision(amp, torch.device("cuda"))
+        assert torch.backends.cudnn.conv.fp32_precision == conv
+        assert torch.get_float32_matmul_precision() == matmul
+        assert torch.backends.cuda.matmul.fp32_precision == ("tf32" if amp == "tf32" else "ieee")
+    finally:
+        torch.backends.cudnn.conv.fp32_precision = before[0]
+        torch.set_float32_matmul_precision(before[1])
+        for b, value in zip(backends, saved):
+            b.fp32_precision = value
