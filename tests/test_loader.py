@@ -93,3 +93,20 @@ def test_a_failing_draw_reaches_the_training_loop(workers):
         next(loader), next(loader)
         with pytest.raises(ValueError, match="batch needs 4 classes"):
             next(loader)
+
+
+def test_resume_with_worker_threads_ends_as_the_uninterrupted_run(digits_root, tmp_path, caplog):
+    """The checkpoint of step 4 holds the generator states of batch 4, although the drawing
+    thread had already drawn batches 5 and 6: a rerun from it ends where the full run ended."""
+    overrides = {"steps": 8, "batch_size": 10, "device": "cpu", "embedding_dim": 16, "eval_every": 0,
+                 "num_workers": 2, "checkpoint_every": 4}
+    full = train_run(root=digits_root, dataset="digits", method="hdml-npair", seed=1, out=tmp_path,
+                     overrides=overrides)
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["step-00000004.pt"]
+    with caplog.at_level("INFO"):
+        resumed = train_run(root=digits_root, dataset="digits", method="hdml-npair", seed=1, out=tmp_path,
+                            overrides=overrides)
+    assert "resuming from" in caplog.text and "step-00000004.pt" in caplog.text
+    assert resumed["metrics"] == full["metrics"]
+    losses = pd.read_csv(tmp_path / "losses.csv")
+    assert list(losses.step) == list(range(1, 9))
