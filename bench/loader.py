@@ -16,29 +16,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from hdml.cache import build_cache, load_cached
 from hdml.data import BatchTransform, ImageTensors, decode
 from hdml.images import SplitImages
 from hdml.loader import BatchLoader
 from hdml.samplers import build_sampler
+from photos import write_photos
 
 IMAGE = {"resize": 256, "crop": 227, "flip": True, "normalize": "imagenet"}
 
 
 def make_dataset(root: Path, n: int) -> None:
-    """n photo-like JPEGs (smooth gradients + noise, 500x375) and a split.csv."""
-    rng = np.random.default_rng(0)
-    folder = root / "bench" / "images"
-    folder.mkdir(parents=True)
-    yy, xx = np.mgrid[0:375, 0:500]
-    rows = []
-    for i in range(n):
-        base = (np.sin(xx / (20 + i % 7)) + np.cos(yy / (15 + i % 5))) * 60 + 128
-        img = np.clip(base[..., None] + rng.normal(0, 25, (375, 500, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"{i:05d}.jpg", quality=90)
-        rows.append({"path": f"images/{i:05d}.jpg", "label": i % 20, "split": "train" if i % 2 == 0 else "test"})
+    """n photo-like JPEGs and a split.csv."""
+    rows = [{"path": f"images/{name}", "label": i % 20, "split": "train" if i % 2 == 0 else "test"}
+            for i, name in enumerate(write_photos(root / "bench" / "images", n))]
     pd.DataFrame(rows).to_csv(root / "bench" / "split.csv", index=False)
 
 

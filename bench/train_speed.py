@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from hdml.cache import build_cache
 from hdml.trainer import train_run
+from photos import write_photos
 
 PAPER_STEPS = 8000
 
@@ -29,17 +29,10 @@ PAPER_STEPS = 8000
 def make_dataset(root: Path, train_images: int, classes: int, test_images: int, distinct: int = 64) -> None:
     """`root/cub200/split.csv` over `distinct` generated photo-like JPEGs reused across rows
     (what costs in training is reading the decoded cache, not how varied it is)."""
-    folder = root / "cub200" / "images"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:375, 0:500]
-    for i in range(distinct):
-        base = (np.sin(xx / (20 + i % 7)) + np.cos(yy / (15 + i % 5))) * 60 + 128
-        img = np.clip(base[..., None] + rng.normal(0, 25, (375, 500, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"{i:03d}.jpg", quality=90)
+    names = write_photos(root / "cub200" / "images", distinct)
     n = train_images + test_images
     test_classes = max(2, min(classes, test_images // 10))
-    rows = pd.DataFrame({"path": [f"images/{i % distinct:03d}.jpg" for i in range(n)],
+    rows = pd.DataFrame({"path": [f"images/{names[i % distinct]}" for i in range(n)],
                          "label": np.r_[np.arange(train_images) % classes,
                                         classes + np.arange(test_images) % test_classes],
                          "split": ["train"] * train_images + ["test"] * test_images})

@@ -128,10 +128,10 @@ def resolve_device(device: str) -> str:
     raise ValueError(f"device: expected {DEVICES}, got {device!r}")
 
 
-def _l2_index(vectors: np.ndarray, k: int = 1, device: str = "auto") -> faiss.Index | TorchFlatL2:
-    """Exact L2 index over `vectors` for k-NN searches on `device`; faiss's GPU index only
-    where k allows, else its CPU one."""
-    device = resolve_device(device)
+def _l2_index(vectors: np.ndarray, k: int = 1, device: str = "cpu") -> faiss.Index | TorchFlatL2:
+    """Exact L2 index over `vectors` for k-NN searches on `device`, a backend as `resolve_device`
+    returns it (the public entry points resolve once per call); faiss's GPU index only where k
+    allows, else its CPU one."""
     if device.startswith("torch:"):
         index = TorchFlatL2(vectors.shape[1], device.removeprefix("torch:"))
     elif device == "cuda" and k <= GPU_MAX_K:
@@ -269,7 +269,7 @@ def retrieval_metrics(x: np.ndarray, codes: np.ndarray, ks: list[int],
 
 
 def _retrieval(x: np.ndarray, codes: np.ndarray, ks: list[int], chunk: int | None = None,
-               device: str = "auto") -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+               device: str = "cpu") -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """retrieval_metrics, plus every point's k1 nearest others (indices, squared distances).
 
     One pass finds every query's k1 = max(R, min(max K, 64)) nearest others (R: the largest

@@ -55,8 +55,10 @@ def set_determinism(enabled: bool) -> None:
 def set_precision(amp: str, device: torch.device) -> None:
     """float32 arithmetic on a GPU: IEEE for `fp32` (and `bf16`'s float32 parts: head, losses,
     generator), TF32 for `tf32`. PyTorch's default runs cuDNN convolutions in TF32, so strict
-    `fp32` has to ask for IEEE. Set through the per-backend API only (torch 2.14 refuses a mix
-    with the legacy `allow_tf32` flags). On the CPU nothing changes."""
+    `fp32` has to ask for IEEE. Never through the legacy `allow_tf32` flags, which torch 2.14
+    refuses to mix with the per-backend ones: cuDNN through its per-backend flag, matrix products
+    through set_float32_matmul_precision, which sets both kinds at once. On the CPU nothing
+    changes."""
     if device.type != "cuda":
         return
     tf32 = amp == "tf32"
