@@ -13,10 +13,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from hdml.backbones import input_normalisation
+
 NORMALISATION = {
     # torchvision's ImageNet weights: RGB in [0, 1], per-channel mean/std.
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0 / 255, False),
-    # Caffe's BVLC GoogLeNet: BGR in [0, 255] minus the mean pixel.
+    # Caffe's BVLC GoogLeNet: BGR in [0, 255] minus the mean pixel; the HDML authors' values
+    # (their FLAGS.py image_mean, subtracted in lib/nn_Ops.py batch_data).
     "caffe": ((104.0, 117.0, 123.0), (1.0, 1.0, 1.0), 1.0, True),
     # Grey digits: [0, 1] mapped to [-1, 1].
     "unit": ((0.5,), (0.5,), 1.0 / 255, False),
@@ -140,7 +143,7 @@ class BatchTransform:
 def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int,
                 device: torch.device) -> tuple[ImageTensors, ImageTensors, BatchTransform]:
     """Train and test images of a prepared dataset (from the image cache when one matches),
-    and the batch transform of the run config."""
+    and the batch transform of the run config (`image.normalize: auto`: the backbone's input)."""
     from hdml.cache import load_cached
 
     split = read_split(root, dataset)
@@ -151,5 +154,5 @@ def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int,
         cached = load_cached(root, dataset, img["resize"], channels, name)
         sets.append(ImageTensors(cached, rows["label"].to_numpy()) if cached is not None
                     else ImageTensors.from_frame(rows, img["resize"], channels))
-    transform = BatchTransform(img["crop"], img["flip"], img["normalize"], device, cfg["channels_last"])
+    transform = BatchTransform(img["crop"], img["flip"], input_normalisation(cfg), device, cfg["channels_last"])
     return sets[0], sets[1], transform

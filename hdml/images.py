@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from hdml.backbones import input_normalisation
 from hdml.data import NORMALISATION, decode, normalisation_affine, read_split
 
 
@@ -75,4 +76,5 @@ class SplitImages(Dataset):
 def split_images(root: str | Path, dataset: str, cfg: dict, channels: int, split: str) -> SplitImages:
     """The `split` ("train" or "test") of a prepared dataset under the run config's `image` section."""
     rows = read_split(root, dataset)
-    return SplitImages(rows[rows["split"] == split], cfg["image"], channels, train=split == "train")
+    image = {**cfg["image"], "normalize": input_normalisation(cfg)}
+    return SplitImages(rows[rows["split"] == split], image, channels, train=split == "train")
