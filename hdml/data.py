@@ -34,6 +34,12 @@ def normalisation_affine(normalize: str, device: torch.device | None = None) -> 
     return (scale / std_t).view(-1, 1, 1), (-mean_t / std_t).view(-1, 1, 1)
 
 
+def centre_offset(size: int, crop: int) -> int:
+    """Start of the test crop: half the margin, rounded up as the authors' centre crop does
+    (their random_fixed_size_crop_mod.py: 256 -> 227 starts at pixel 15, not 14)."""
+    return (size - crop + 1) // 2
+
+
 def read_split(root: str | Path, dataset: str) -> pd.DataFrame:
     """The dataset's split.csv with absolute image paths; checks columns and values."""
     path = Path(root) / dataset / "split.csv"
@@ -104,7 +110,7 @@ class BatchTransform:
             lefts = torch.randint(0, w - c + 1, (n,), generator=gen).tolist()
             flips = (torch.rand(n, generator=gen) < 0.5).tolist() if self.flip else [False] * n
         else:
-            tops, lefts, flips = [(h - c) // 2] * n, [(w - c) // 2] * n, [False] * n
+            tops, lefts, flips = [centre_offset(h, c)] * n, [centre_offset(w, c)] * n, [False] * n
         return list(zip(tops, lefts, flips))
 
     def cut(self, pixels: np.ndarray, index: np.ndarray, plan: list[tuple[int, int, bool]]) -> torch.Tensor:

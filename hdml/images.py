@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hdml.backbones import input_normalisation
-from hdml.data import NORMALISATION, decode, normalisation_affine, read_split
+from hdml.data import NORMALISATION, centre_offset, decode, normalisation_affine, read_split
 
 
 class ImageTransform:
@@ -50,7 +50,7 @@ class ImageTransform:
             raise ValueError(f"image.crop {self.crop} is larger than the image ({h}x{w})")
         if train and (h > self.crop or w > self.crop or self.flip):
             return self.apply(pixels, *self.draw(h, w, gen))
-        return self.apply(pixels, (h - self.crop) // 2, (w - self.crop) // 2, False)
+        return self.apply(pixels, centre_offset(h, self.crop), centre_offset(w, self.crop), False)
 
 
 class SplitImages(Dataset):
