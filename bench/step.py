@@ -56,7 +56,7 @@ def time_method(method: str, args: argparse.Namespace, device: torch.device) -> 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--backbone", default="smallcnn", choices=["smallcnn", "googlenet", "resnet50"])
+    p.add_argument("--backbone", default="smallcnn", choices=["smallcnn", "googlenet", "resnet50", "googlenet-caffe"])
     p.add_argument("--size", type=int, default=8)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--embedding", type=int, default=64)

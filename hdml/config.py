@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "amp": "fp32",
     "channels_last": True,
     "compile": False,
-    "image": {"resize": 256, "crop": 227, "flip": True, "normalize": "imagenet"},
+    "image": {"resize": 256, "crop": 227, "flip": True, "normalize": "auto"},
 }
 
 # Keys whose default is None, with the types they accept.
@@ -57,8 +57,8 @@ NULLABLE: dict[str, tuple[type, ...]] = {"weights": (str,), "hdml.lambda0": (flo
 CHOICES: dict[str, tuple[str, ...]] = {
     "protocol": ("code", "paper"),
     "amp": ("fp32", "tf32", "bf16"),
-    "image.normalize": ("imagenet", "caffe", "unit"),
-    "backbone": ("smallcnn", "googlenet", "resnet50"),
+    "image.normalize": ("auto", "imagenet", "caffe", "unit"),
+    "backbone": ("smallcnn", "googlenet", "resnet50", "googlenet-caffe"),
     "triplet.reduction": ("sum", "mean"),
     "contrastive.reduction": ("mean", "sum"),
     "semihard.reduction": ("sum", "mean"),

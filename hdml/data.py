@@ -13,10 +13,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from hdml.backbones import input_normalisation
+
 NORMALISATION = {
     # torchvision's ImageNet weights: RGB in [0, 1], per-channel mean/std.
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0 / 255, False),
-    # Caffe's BVLC GoogLeNet: BGR in [0, 255] minus the mean pixel.
+    # Caffe's BVLC GoogLeNet: BGR in [0, 255] minus the mean pixel; the HDML authors' values
+    # (their FLAGS.py image_mean, subtracted in lib/nn_Ops.py batch_data).
     "caffe": ((104.0, 117.0, 123.0), (1.0, 1.0, 1.0), 1.0, True),
     # Grey digits: [0, 1] mapped to [-1, 1].
     "unit": ((0.5,), (0.5,), 1.0 / 255, False),
@@ -29,6 +32,12 @@ def normalisation_affine(normalize: str, device: torch.device | None = None) -> 
     mean, std, scale, _ = NORMALISATION[normalize]
     mean_t, std_t = torch.tensor(mean, device=device), torch.tensor(std, device=device)
     return (scale / std_t).view(-1, 1, 1), (-mean_t / std_t).view(-1, 1, 1)
+
+
+def centre_offset(size: int, crop: int) -> int:
+    """Start of the test crop: half the margin, rounded up as the authors' centre crop does
+    (their random_fixed_size_crop_mod.py: 256 -> 227 starts at pixel 15, not 14)."""
+    return (size - crop + 1) // 2
 
 
 def read_split(root: str | Path, dataset: str) -> pd.DataFrame:
@@ -101,7 +110,7 @@ class BatchTransform:
             lefts = torch.randint(0, w - c + 1, (n,), generator=gen).tolist()
             flips = (torch.rand(n, generator=gen) < 0.5).tolist() if self.flip else [False] * n
         else:
-            tops, lefts, flips = [(h - c) // 2] * n, [(w - c) // 2] * n, [False] * n
+            tops, lefts, flips = [centre_offset(h, c)] * n, [centre_offset(w, c)] * n, [False] * n
         return list(zip(tops, lefts, flips))
 
     def cut(self, pixels: np.ndarray, index: np.ndarray, plan: list[tuple[int, int, bool]]) -> torch.Tensor:
@@ -140,7 +149,7 @@ class BatchTransform:
 def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int,
                 device: torch.device) -> tuple[ImageTensors, ImageTensors, BatchTransform]:
     """Train and test images of a prepared dataset (from the image cache when one matches),
-    and the batch transform of the run config."""
+    and the batch transform of the run config (`image.normalize: auto`: the backbone's input)."""
     from hdml.cache import load_cached
 
     split = read_split(root, dataset)
@@ -151,5 +160,5 @@ def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int,
         cached = load_cached(root, dataset, img["resize"], channels, name)
         sets.append(ImageTensors(cached, rows["label"].to_numpy()) if cached is not None
                     else ImageTensors.from_frame(rows, img["resize"], channels))
-    transform = BatchTransform(img["crop"], img["flip"], img["normalize"], device, cfg["channels_last"])
+    transform = BatchTransform(img["crop"], img["flip"], input_normalisation(cfg), device, cfg["channels_last"])
     return sets[0], sets[1], transform

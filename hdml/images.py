@@ -15,7 +15,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from hdml.data import NORMALISATION, decode, normalisation_affine, read_split
+from hdml.backbones import input_normalisation
+from hdml.data import NORMALISATION, centre_offset, decode, normalisation_affine, read_split
 
 
 class ImageTransform:
@@ -49,7 +50,7 @@ class ImageTransform:
             raise ValueError(f"image.crop {self.crop} is larger than the image ({h}x{w})")
         if train and (h > self.crop or w > self.crop or self.flip):
             return self.apply(pixels, *self.draw(h, w, gen))
-        return self.apply(pixels, (h - self.crop) // 2, (w - self.crop) // 2, False)
+        return self.apply(pixels, centre_offset(h, self.crop), centre_offset(w, self.crop), False)
 
 
 class SplitImages(Dataset):
@@ -75,4 +76,5 @@ class SplitImages(Dataset):
 def split_images(root: str | Path, dataset: str, cfg: dict, channels: int, split: str) -> SplitImages:
     """The `split` ("train" or "test") of a prepared dataset under the run config's `image` section."""
     rows = read_split(root, dataset)
-    return SplitImages(rows[rows["split"] == split], cfg["image"], channels, train=split == "train")
+    image = {**cfg["image"], "normalize": input_normalisation(cfg)}
+    return SplitImages(rows[rows["split"] == split], image, channels, train=split == "train")

@@ -20,7 +20,7 @@ def test_dotted_and_nested_overrides_with_types():
     assert cfg["hdml"]["alpha"] == 7.0 and isinstance(cfg["hdml"]["alpha"], float)
     assert cfg["image"]["crop"] == 8 and cfg["hdml"]["softmax"] is False and cfg["eval_ks"] == [1, 10]
     cfg = build_run_config({}, {"image": {"flip": False}})
-    assert cfg["image"] == {"resize": 256, "crop": 227, "flip": False, "normalize": "imagenet"}
+    assert cfg["image"] == {"resize": 256, "crop": 227, "flip": False, "normalize": "auto"}
 
 
 def test_dataset_defaults_sit_between_defaults_and_overrides():

@@ -59,6 +59,15 @@ def test_transform_random_crop_is_a_window_possibly_flipped():
     assert 0 < flips < 16
 
 
+def test_centre_crop_starts_where_the_authors_does():
+    """Their centre crop of 256 -> 227 starts at pixel 15 (half the odd margin rounded up)."""
+    pixels = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256).expand(1, 1, 256, 256).contiguous()
+    out = BatchTransform(227, False, "unit", torch.device("cpu"))(pixels, train=False)
+    raw = ((out * 0.5 + 0.5) * 255).round().to(torch.uint8)
+    assert raw[0, 0, 0, 0] == 15 and raw[0, 0, 0, -1] == 241  # columns 15..241, 14 left over on the right
+    assert torch.equal(raw, pixels[:, :, 15:242, 15:242])
+
+
 def test_caffe_normalisation_is_bgr_minus_mean():
     pixels = torch.tensor([10, 20, 30], dtype=torch.uint8).view(1, 3, 1, 1)
     out = BatchTransform(1, False, "caffe", torch.device("cpu"))(pixels, train=False)

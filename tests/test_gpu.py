@@ -8,7 +8,7 @@ import torch
 from hdml.config import build_run_config
 from hdml.data import BatchTransform
 from hdml.model import build_model
-from hdml.trainer import place_model, train_run
+from hdml.trainer import place_model, set_determinism, train_run
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -46,8 +46,9 @@ def test_fast_paths_train(digits_root, tmp_path, fast):
     assert losses.j_m.notna().all() and losses.j_m.iloc[-10:].mean() < losses.j_m.iloc[:10].mean()
 
 
-def test_googlenet_channels_last_equals_contiguous():
-    cfg = build_run_config({}, {"backbone": "googlenet", "pretrained": False, "device": "cuda"})
+@pytest.mark.parametrize("backbone", ["googlenet", "googlenet-caffe"])
+def test_googlenet_channels_last_equals_contiguous(backbone):
+    cfg = build_run_config({}, {"backbone": backbone, "pretrained": False, "device": "cuda"})
     torch.manual_seed(0)
     plain = place_model(build_model(cfg, 3), {**cfg, "channels_last": False}, CUDA).eval()
     fast = place_model(build_model(cfg, 3), cfg, CUDA).eval()
@@ -56,6 +57,25 @@ def test_googlenet_channels_last_equals_contiguous():
     with torch.no_grad():
         a, b = plain(x), fast(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+
+
+def test_caffe_googlenet_backward_in_deterministic_mode():
+    """Its LRN (shifted sums, not nn.LocalResponseNorm's avg_pool3d) and its pools have
+    deterministic CUDA backwards: `deterministic: true` runs, and two passes agree bit for bit."""
+    cfg = build_run_config({}, {"backbone": "googlenet-caffe", "pretrained": False, "device": "cuda"})
+    torch.manual_seed(0)
+    net = build_model(cfg, 3).backbone.to(CUDA)
+    x = torch.randn(8, 3, 227, 227, device=CUDA) * 60
+    grads = []
+    set_determinism(True)
+    try:
+        for _ in range(2):
+            net.zero_grad()
+            net(x).square().sum().backward()
+            grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    finally:
+        set_determinism(False)
+    assert torch.isfinite(grads[0]).all() and torch.equal(grads[0], grads[1])
 
 
 def test_torch_search_on_cuda_equals_faiss_on_the_cpu():
