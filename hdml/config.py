@@ -7,6 +7,7 @@ a key or a value of the wrong type fails before anything runs, naming the key.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import yaml
@@ -109,6 +110,21 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _number(key: str, value: Any, expected: str) -> float:
+    """A finite float from a number or from YAML 1.1's unparsed `1e-3` (a string to it, a
+    float to `--set`); NaN and infinities are refused, wherever they come from."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected {expected}, got {value!r}") from None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+    return float(value)
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
     if default is None:
         allowed = NULLABLE.get(key)
@@ -116,8 +132,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{key}: no type known for this key")
         if value is None:
             return None
-        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+        if float in allowed:
+            return _number(key, value, "a number or null")
         if not isinstance(value, allowed):
             raise ConfigError(f"{key}: expected {'/'.join(t.__name__ for t in allowed)} or null, got {value!r}")
         return value
@@ -126,9 +142,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return _number(key, value, "a number")
     if isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
