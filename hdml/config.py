@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -89,9 +90,30 @@ def default_config(dataset_defaults: dict[str, Any] | None = None) -> dict[str, 
     return cfg
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file holding a mapping (or nothing); malformed YAML or another kind of top level
+    is a ConfigError naming the file and, where YAML says, the line."""
+    try:
+        value = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}:" if where is not None else ""
+        raise ConfigError(f"{path}:{line} malformed YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc})") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got a {type(value).__name__}")
+    return value
+
+
 def parse_value(text: str) -> Any:
     """YAML scalar/list syntax; `1e-3` (a string to YAML 1.1) becomes a float."""
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{text!r}: not a YAML value ({str(exc).splitlines()[0]})") from None
     if isinstance(value, str):
         try:
             return float(value)

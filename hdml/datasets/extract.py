@@ -33,6 +33,7 @@ import pandas as pd
 
 from hdml.datasets.download import PrepareError, fetch
 from hdml.io import write_with
+from hdml.labels import check_labels
 
 log = logging.getLogger("hdml.prepare")
 
@@ -235,10 +236,12 @@ def check_split(frame: pd.DataFrame, *, name: str, expected: tuple[int, int, int
                 official: bool) -> pd.DataFrame:
     """The split, sorted and checked: train and test classes disjoint; counts equal to the
     published ones when the archive is the official one, reported with a warning otherwise."""
-    frame = frame[["path", "label", "split"]].sort_values(["split", "label", "path"], ascending=[False, True, True])
-    overlap = set(frame.loc[frame["split"] == "train", "label"]) & set(frame.loc[frame["split"] == "test", "label"])
-    if overlap:
-        raise PrepareError(f"{name}: classes in both train and test: {sorted(overlap)[:5]}")
+    frame = frame[["path", "label", "split"]].copy()
+    try:
+        frame["label"] = check_labels(frame, name)
+    except ValueError as exc:
+        raise PrepareError(str(exc)) from None
+    frame = frame.sort_values(["split", "label", "path"], ascending=[False, True, True])
     counts = split_counts(frame)
     text = "train {} classes / {} images, test {} classes / {} images"
     if official and counts != expected:
