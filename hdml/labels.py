@@ -15,7 +15,7 @@ def check_labels(df: pd.DataFrame, source: str) -> pd.Series:
     bad = ~text.str.fullmatch(r"[+-]?\d+")
     if bad.any():
         row = int(bad.to_numpy().argmax())
-        raise ValueError(f"{source}: label {df['label'].iloc[row]!r} (row {row + 1}) is not an integer class id")
+        raise ValueError(f"{source}: label {text.iloc[row]!r} (row {row + 1}) is not an integer class id")
     labels = text.astype("int64")
     shared = set(labels[df["split"] == "train"]) & set(labels[df["split"] == "test"])
     if shared:
