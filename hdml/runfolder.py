@@ -3,9 +3,9 @@
 Two `hdml train` on the same `--out` would each write half of the folder (one's config, the
 other's model and metrics). The first takes an exclusive `flock` on `OUT/.lock` and writes
 its pid, host and start time into it; the kernel releases the lock when the process ends,
-however it ends (a SIGKILL leaves no stale lock), and the file itself is left in place
-(removing it would let a third process lock a different file). A second process fails at
-once, naming the holder. `flock` is per host on some network file systems: on NFS, Linux
+however it ends (a SIGKILL leaves no stale lock). The file stays in place, except in a
+folder a failed start created (a locker that finds it removed locks the new one instead). A
+second process fails at once, naming the holder. `flock` is per host on some network file systems: on NFS, Linux
 maps it to byte-range locks, which the server arbitrates across clients.
 """
 from __future__ import annotations
@@ -51,26 +51,49 @@ def remove_stale_temporaries(*folders: Path) -> list[Path]:
     return stale
 
 
-@contextmanager
-def claim(out: Path) -> Iterator[None]:
-    """Hold `out` exclusively for the block, after checking it (and `out/ckpt`) can be written
-    and removing stale temporary files."""
-    out = Path(out)
-    check_writable(out)
-    check_writable(out / "ckpt")
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+def _lock(out: Path) -> int:
+    """An open descriptor of `out/.lock`, exclusively locked, holding this process's record."""
+    while True:
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "holder not yet recorded"
+            os.close(fd)
             raise RunFolderError(f"{out}: in use by another training process ({holder}); "
                                  f"wait for it to end or choose another --out") from None
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {stamp}\n".encode(), 0)
+        try:
+            current = os.stat(out / LOCK).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # locked a file its holder removed on the way out: lock the one there now
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {stamp}\n".encode(), 0)
+    return fd
+
+
+@contextmanager
+def claim(out: Path) -> Iterator[None]:
+    """Hold `out` exclusively for the block, after checking it (and `out/ckpt`) can be written
+    and removing stale temporary files. A folder this call created is removed again if the
+    block fails before anything but the lock was written (a bad run config writes nothing)."""
+    out = Path(out)
+    created = not out.exists()
+    check_writable(out)
+    check_writable(out / "ckpt")
+    fd = _lock(out)
+    try:
         remove_stale_temporaries(out, out / "ckpt")
         yield
+    except BaseException:
+        if created and not any((out / "ckpt").iterdir()) and {p.name for p in out.iterdir()} == {LOCK, "ckpt"}:
+            (out / "ckpt").rmdir()
+            (out / LOCK).unlink()
+            out.rmdir()
+        raise
     finally:
         os.close(fd)  # releases the lock
 
