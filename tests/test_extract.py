@@ -160,10 +160,24 @@ def test_zip_links_devices_and_fifos_are_refused_before_writing(box):
 def test_a_destination_resolving_outside_the_root_is_refused(box):
     outer, target = box
     (target / "top").symlink_to(outer)  # a link already there: the write must not follow it
-    archive = write_tgz(outer.parent / "x.tgz", {"top/evil.txt": b"evil"})
-    with pytest.raises(PrepareError, match="outside .*refusing to extract"):
-        extract(archive, target)
-    assert not (outer / "evil.txt").exists()
+    for archive in (write_tgz(outer.parent / "x.tgz", {"top/sub/evil.txt": b"evil"}),
+                    write_zip(outer.parent / "x.zip", {"top/sub/evil.txt": b"evil"})):
+        with pytest.raises(PrepareError, match=r"top is not a folder \(a link\?\); refusing to extract"):
+            extract(archive, target)
+        assert everything_under(outer) == {"data", "data/into", "data/into/top"}
+
+
+def test_empty_folders_are_created(tmp_path: Path):
+    tgz = tar_with(tmp_path / "x.tgz", member("top/empty/deeper", tarfile.DIRTYPE), member("top/a.txt"))
+    zipped = tmp_path / "x.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("top/empty/deeper/", b"")
+        zf.writestr("top/a.txt", b"evil")
+    for archive in (tgz, zipped):
+        into = tmp_path / archive.suffix[1:]
+        into.mkdir()
+        extract(archive, into)
+        assert everything_under(into) == {"top", "top/empty", "top/empty/deeper", "top/a.txt"}
 
 
 def zeros_zip(path: Path, n: int, size: int) -> Path:

@@ -85,18 +85,29 @@ def _check_sizes(archive: Path, into: Path, declared: int, limit: int) -> None:
                            f"refusing to extract")
 
 
-def _destination(archive: Path, root: Path, name: str) -> Path:
-    """Where member `name` goes, its folder created and resolved (strictly: a path too long to
-    resolve is an error, not a guess) to a place inside `root`."""
-    dest = root / name.replace("\\", "/")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+def _destination(archive: Path, root: Path, name: str, *, folder: bool = False) -> Path:
+    """Where member `name` goes, its folders created one at a time, each checked to be a real
+    folder (never followed through a link), then resolved strictly (a path too long to resolve
+    is an error, not a guess) to a place inside `root`."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts:
+        raise PrepareError(f"{archive}: member {name!r} has an empty name; refusing to extract")
+    current = root
+    for part in parts if folder else parts[:-1]:
+        current = current / part
+        try:
+            os.mkdir(current)
+        except FileExistsError:
+            pass
+        if not stat.S_ISDIR(os.lstat(current).st_mode):
+            raise PrepareError(f"{archive}: member {name!r}: {current} is not a folder (a link?); refusing to extract")
     try:
-        parent = os.path.realpath(dest.parent, strict=True)
+        resolved = os.path.realpath(current, strict=True)
     except OSError as exc:
         raise PrepareError(f"{archive}: member {name!r}: cannot resolve its folder ({exc}); refusing to extract")
-    if os.path.commonpath([parent, str(root)]) != str(root):
-        raise PrepareError(f"{archive}: member {name!r} resolves to {parent}, outside {root}; refusing to extract")
-    return dest
+    if os.path.commonpath([resolved, str(root)]) != str(root):
+        raise PrepareError(f"{archive}: member {name!r} resolves to {resolved}, outside {root}; refusing to extract")
+    return root.joinpath(*parts)
 
 
 def _extract_tar(archive: Path, into: Path, limit: int) -> None:
@@ -114,7 +125,7 @@ def _extract_tar(archive: Path, into: Path, limit: int) -> None:
         budget = Budget(archive, limit)
         for m in members:
             if m.isdir():
-                _destination(archive, into, f"{m.name}/.")
+                _destination(archive, into, m.name, folder=True)
                 continue
             src = tf.extractfile(m)
             assert src is not None  # a regular file
@@ -136,7 +147,7 @@ def _extract_zip(archive: Path, into: Path, limit: int) -> None:
         budget = Budget(archive, limit)
         for info in infos:
             if info.is_dir():
-                _destination(archive, into, f"{info.filename.rstrip('/')}/.")
+                _destination(archive, into, info.filename, folder=True)
                 continue
             with zf.open(info) as src:
                 budget.copy(src, _destination(archive, into, info.filename))
