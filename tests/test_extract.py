@@ -108,7 +108,8 @@ def long_chain_tar(path: Path, victim_depth: int, depth: int = 17, width: int = 
     and a file written through it."""
     members, short = [member("top", tarfile.DIRTYPE)], "top"
     for i in range(depth):
-        members += [member(f"{short}/{'d' * width}", tarfile.DIRTYPE), member(f"{short}/s{i}", tarfile.SYMTYPE, "d" * width)]
+        members += [member(f"{short}/{'d' * width}", tarfile.DIRTYPE),
+                    member(f"{short}/s{i}", tarfile.SYMTYPE, "d" * width)]
         short = f"{short}/s{i}"
     members.append(member(f"{short}/e", tarfile.SYMTYPE, "."))
     target = "/".join([f"s{i}" for i in range(depth)] + ["e"] * victim_depth + [".."] * (depth + victim_depth))
@@ -228,7 +229,8 @@ def test_archive_larger_than_the_free_disk_is_refused(tmp_path: Path, monkeypatc
     archive = write_zip(tmp_path / "x.zip", {"top/a.bin": bytes(1000)})
     into = tmp_path / "into"
     into.mkdir()
-    monkeypatch.setattr(extract_module.shutil, "disk_usage", lambda p: shutil_usage(total=1 << 40, used=0, free=1 << 20))
+    monkeypatch.setattr(extract_module.shutil, "disk_usage",
+                        lambda p: shutil_usage(total=1 << 40, used=0, free=1 << 20))
     with pytest.raises(PrepareError, match=r"needs 1000 bytes once extracted, 1048576 free"):
         extract(archive, into)
     assert not any(into.iterdir())

@@ -205,7 +205,8 @@ def stage_archive(tmp: Path, downloads: Path, *, top: str, marker: str, urls: li
                   official_md5: str, archive: Path | None, limit: int) -> bool:
     """Put a one-archive dataset's folder `top` into the staging folder `tmp`: extracted from the
     user's archive or a download, or linked when `archive` is an already-extracted folder
-    (holding `marker`, or holding `top/marker`); at most `limit` bytes extracted. Returns whether the archive is the official one."""
+    (holding `marker`, or holding `top/marker`); at most `limit` bytes extracted. Returns
+    whether the archive is the official one."""
     if archive is not None and archive.is_dir():
         folder = archive if (archive / marker).is_file() else archive / top
         if not (folder / marker).is_file():
