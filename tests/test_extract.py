@@ -169,7 +169,8 @@ def test_a_destination_resolving_outside_the_root_is_refused(box):
 
 
 def test_empty_folders_are_created(tmp_path: Path):
-    tgz = tar_with(tmp_path / "x.tgz", member("top/empty/deeper", tarfile.DIRTYPE), member("top/a.txt"))
+    tgz = tar_with(tmp_path / "x.tgz", member("./", tarfile.DIRTYPE), member("./top/empty/deeper", tarfile.DIRTYPE),
+                   member("./top/a.txt"))
     zipped = tmp_path / "x.zip"
     with zipfile.ZipFile(zipped, "w") as zf:
         zf.writestr("top/empty/deeper/", b"")

@@ -90,7 +90,7 @@ def _destination(archive: Path, root: Path, name: str, *, folder: bool = False) 
     folder (never followed through a link), then resolved strictly (a path too long to resolve
     is an error, not a guess) to a place inside `root`."""
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if not parts:
+    if not parts and not folder:  # a folder `./` is the root itself
         raise PrepareError(f"{archive}: member {name!r} has an empty name; refusing to extract")
     current = root
     for part in parts if folder else parts[:-1]:
