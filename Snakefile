@@ -6,7 +6,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo config applies only when no --configfile is given: a --configfile stands alone.
+# (Snakemake would merge it into this one, and a config without `tsne:` or `variants:` would
+# silently inherit the demo's.) `--config key=value` still updates whichever config is used.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

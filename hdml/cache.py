@@ -80,11 +80,22 @@ def load_cached(root: str | Path, dataset: str, size: int, channels: int, split:
     meta_path = folder / "meta.json"
     if not meta_path.exists():
         return None
-    meta = json.loads(meta_path.read_text())
-    if meta["split_sha256"] != split_hash(root, dataset) or meta["channels"] != channels:
+    rebuild = f"rebuild it with `hdml cache {dataset} --root {root} --size {size}`"
+    try:
+        meta = json.loads(meta_path.read_text())
+        stale = meta["split_sha256"] != split_hash(root, dataset) or meta["channels"] != channels
+        expected = int(meta["counts"][split])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{meta_path}: unreadable cache metadata ({exc!r}); {rebuild}") from None
+    if stale:
         log.warning("%s: stale image cache (split.csv changed); decoding images instead", folder)
         return None
-    pixels = np.load(folder / f"{split}.npy", mmap_mode="r")
-    if len(pixels) != meta["counts"][split]:
-        raise ValueError(f"{folder / f'{split}.npy'}: {len(pixels)} images, meta.json says {meta['counts'][split]}")
+    path = folder / f"{split}.npy"
+    try:
+        pixels = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # empty, truncated, not an .npy
+        raise ValueError(f"{path}: unreadable image cache ({exc}); {rebuild}") from None
+    want = (expected, channels, size, size)
+    if pixels.dtype != np.uint8 or pixels.shape != want:
+        raise ValueError(f"{path}: {pixels.dtype} array of shape {pixels.shape}, expected uint8 {want}; {rebuild}")
     return pixels

@@ -8,8 +8,6 @@ import sys
 import traceback
 from pathlib import Path
 
-import yaml
-
 
 EXIT_USAGE = 2  # bad input: config, files, arguments
 EXIT_DIVERGED = 3  # NaN/infinite losses: rerunning will not help
@@ -76,11 +74,12 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
+    from hdml.config import read_yaml
     from hdml.plan import load_schema, validate_workflow_config
 
     config = {}
     for path in args.configfile:
-        config.update(yaml.safe_load(Path(path).read_text()) or {})
+        config.update(read_yaml(path))
     schema = load_schema(Path(args.schema)) if args.schema else None
     runs = validate_workflow_config(config, schema, source=", ".join(args.configfile))
     print(f"{len(runs)} runs OK")

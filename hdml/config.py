@@ -7,6 +7,8 @@ a key or a value of the wrong type fails before anything runs, naming the key.
 from __future__ import annotations
 
 import copy
+import math
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -88,9 +90,30 @@ def default_config(dataset_defaults: dict[str, Any] | None = None) -> dict[str, 
     return cfg
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file holding a mapping (or nothing); malformed YAML or another kind of top level
+    is a ConfigError naming the file and, where YAML says, the line."""
+    try:
+        value = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}:" if where is not None else ""
+        raise ConfigError(f"{path}:{line} malformed YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc})") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got a {type(value).__name__}")
+    return value
+
+
 def parse_value(text: str) -> Any:
     """YAML scalar/list syntax; `1e-3` (a string to YAML 1.1) becomes a float."""
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{text!r}: not a YAML value ({str(exc).splitlines()[0]})") from None
     if isinstance(value, str):
         try:
             return float(value)
@@ -109,6 +132,21 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _number(key: str, value: Any, expected: str) -> float:
+    """A finite float from a number or from YAML 1.1's unparsed `1e-3` (a string to it, a
+    float to `--set`); NaN and infinities are refused, wherever they come from."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected {expected}, got {value!r}") from None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+    return float(value)
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
     if default is None:
         allowed = NULLABLE.get(key)
@@ -116,8 +154,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{key}: no type known for this key")
         if value is None:
             return None
-        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+        if float in allowed:
+            return _number(key, value, "a number or null")
         if not isinstance(value, allowed):
             raise ConfigError(f"{key}: expected {'/'.join(t.__name__ for t in allowed)} or null, got {value!r}")
         return value
@@ -126,9 +164,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return _number(key, value, "a number")
     if isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
             return value

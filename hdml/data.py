@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from hdml.backbones import input_normalisation
+from hdml.labels import check_labels
 
 NORMALISATION = {
     # torchvision's ImageNet weights: RGB in [0, 1], per-channel mean/std.
@@ -45,13 +46,20 @@ def read_split(root: str | Path, dataset: str) -> pd.DataFrame:
     path = Path(root) / dataset / "split.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no split file; run `hdml prepare {dataset} --root {root}` first")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path, dtype={"path": str, "split": str, "label": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable split file ({exc})") from None
     missing = {"path", "label", "split"} - set(df.columns)
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
     bad = set(df["split"]) - {"train", "test"}
     if bad:
         raise ValueError(f"{path}: column split has values {sorted(bad)}; expected train/test")
+    df["label"] = check_labels(df, str(path))
+    for name in ("train", "test"):
+        if not (df["split"] == name).any():
+            raise ValueError(f"{path}: no {name} images")
     df["path"] = [str(path.parent / p) for p in df["path"]]
     return df
 

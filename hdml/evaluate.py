@@ -6,14 +6,16 @@ it needs neither torch nor the images.
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from hdml import metrics
+from hdml.config import read_yaml
 from hdml.io import write_json
 
 
@@ -22,11 +24,25 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
         np.savez_compressed(fh, **arrays)
 
 
+def load_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (n x d) and labels (n) of a saved run; a damaged file is an error naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            z, labels = data["embeddings"], data["labels"]
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: unreadable embeddings ({exc!r}); rerun the training to rewrite it") from None
+    if z.ndim != 2 or labels.shape != (len(z),):
+        raise ValueError(f"{path}: embeddings of shape {z.shape} with labels of shape {labels.shape}; expected "
+                         f"n x d and n")
+    return z, labels
+
+
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    with np.load(run_dir / "embeddings.npz") as data:
-        z, labels = data["embeddings"], data["labels"]
+    saved = read_yaml(run_dir / "config.yaml")
+    z, labels = load_embeddings(run_dir / "embeddings.npz")
     result = metrics.evaluate(z, labels, saved["eval_ks"], seed=saved["seed"])
     curve = pd.read_csv(run_dir / "curve.csv")
     best = curve.loc[curve["nmi"].idxmax()]

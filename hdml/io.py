@@ -1,4 +1,8 @@
-"""Atomic writes: a reader never sees a half-written output, an interrupted job leaves none."""
+"""Atomic writes: a reader never sees a half-written output, an interrupted job leaves none.
+
+The temporary file (created 0600 by `mkstemp`) gets the mode a plain `open` would have given
+the output, 0666 less the umask, before the rename: results on a shared file system stay
+readable by the group when the umask says so."""
 from __future__ import annotations
 
 import json
@@ -19,10 +23,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> None:

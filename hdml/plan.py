@@ -58,6 +58,12 @@ def validate_workflow_config(config: dict, schema: dict | None = None, source: s
             if run.variant != "default":
                 section += f" + variants.{run.variant}.set"
             raise ConfigError(f"{source}: {section}: {exc}") from None
+    tsne = config.get("tsne")
+    if tsne:
+        wanted = Run(tsne["dataset"], tsne["method"], "default", tsne.get("seed", min(config["seeds"])))
+        if wanted not in runs:
+            raise ConfigError(f"{source}: tsne: {wanted.path} is not a run of this config (the t-SNE map shows "
+                              f"one of its default runs)")
     return runs
 
 

@@ -33,6 +33,7 @@ from hdml.io import write_json, write_text, write_with
 from hdml.loader import BatchLoader
 from hdml.methods import build_method
 from hdml.model import EmbeddingNet, build_model
+from hdml.runfolder import exclusive
 from hdml.samplers import build_sampler
 
 log = logging.getLogger("hdml.train")
@@ -113,6 +114,7 @@ class SignalFlag:
             signal.signal(sig, handler)
 
 
+@exclusive  # one process per run folder; checks it is writable, removes stale temporaries
 def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: str | Path,
               overrides: dict[str, Any]) -> dict[str, Any]:
     out = Path(out)

@@ -56,3 +56,62 @@ def test_set_syntax_errors():
     with pytest.raises(ConfigError, match="key=value"):
         parse_sets(["steps"])
     assert parse_value("1e-3") == 1e-3 and parse_value("null") is None and parse_value("abc") == "abc"
+
+
+def float_keys() -> list[str]:
+    """Every run-config key that holds a float (float default, or nullable float)."""
+    from hdml.config import NULLABLE, default_config
+
+    def walk(node: dict, prefix: str) -> list[str]:
+        out = []
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict):
+                out += walk(value, f"{dotted}.")
+            elif isinstance(value, float) and not isinstance(value, bool) or float in NULLABLE.get(dotted, ()):
+                out.append(dotted)
+        return out
+
+    return walk(default_config(), "")
+
+
+def test_float_keys_cover_the_known_ones():
+    keys = float_keys()
+    assert {"lr", "lr_gamma", "weight_decay", "hdml.alpha", "hdml.lambda0", "triplet.margin"} <= set(keys)
+    assert len(keys) > 15
+
+
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf", "nan", "inf", "-Infinity"])
+def test_non_finite_numbers_are_refused_for_every_float_key(text):
+    for key in float_keys():
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: must be a finite number"):
+            build_run_config({}, parse_sets([f"{key}={text}"]))  # --set
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: must be a finite number"):
+            build_run_config({}, {key: float(text.replace(".", "")) if text.startswith((".", "-.")) else text})
+
+
+def test_yaml_exponent_without_dot_is_a_number_in_a_workflow_config(tmp_path):
+    # YAML 1.1 (PyYAML, Snakemake) reads `1e-3` as a string; it is a number, as with --set.
+    import yaml
+
+    from hdml.plan import validate_workflow_config
+
+    text = ("data_root: d\nresults_dir: r\nreport_dir: p\nseeds: [0]\n"
+            "datasets: {digits: {methods: [triplet], train: {lr: 1e-3, hdml.alpha: 2e1, triplet.margin: 5E-1}}}\n")
+    config = yaml.safe_load(text)
+    assert config["datasets"]["digits"]["train"]["lr"] == "1e-3"  # the YAML 1.1 reading
+    (run,) = validate_workflow_config(config)
+    cfg = build_run_config({}, run.overrides)
+    assert cfg["lr"] == 1e-3 and cfg["hdml"]["alpha"] == 20.0 and cfg["triplet"]["margin"] == 0.5
+    with pytest.raises(ConfigError, match="lr: expected a number, got 'fast'"):
+        build_run_config({}, {"lr": "fast"})
+
+
+def test_check_config_refuses_nan(tmp_path, capsys):
+    from hdml.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data_root: d\nresults_dir: r\nreport_dir: p\nseeds: [0]\n"
+                    "datasets: {digits: {methods: [triplet], train: {lr: .nan}}}\n")
+    assert main(["check-config", str(path)]) == 2
+    assert "lr: must be a finite number, got nan" in capsys.readouterr().err

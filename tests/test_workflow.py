@@ -1,4 +1,6 @@
 """The whole Snakemake DAG through the `snakemake` command line, on a tiny digits config."""
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +88,27 @@ def test_bad_config_stops_before_any_job(tmp_path, venv_env, edit, message):
     assert failed.returncode != 0
     assert message in failed.stdout + failed.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()
+
+
+def test_configfile_stands_alone_without_tsne_or_variants(tmp_path, venv_env):
+    # Run where a config/config.yaml exists (the repository root, as the README does): the
+    # --configfile must not inherit its `tsne` and `variants`.
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    del config["tsne"], config["variants"]
+    config["datasets"]["digits"]["methods"] = ["triplet"]
+    config["seeds"] = [0]
+    planned = snakemake(tmp_path, config, venv_env, "-n")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    out = planned.stdout + planned.stderr
+    assert re.search(r"^train\s+1$", out, re.M) and "hdml-npair" not in out and "no-softmax" not in out
+
+
+def test_tsne_must_name_a_run_of_the_config():
+    from hdml.config import ConfigError
+    from hdml.plan import validate_workflow_config
+
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["tsne"] = {"dataset": "digits", "method": "hdml-npair", "seed": 5}
+    with pytest.raises(ConfigError, match="tsne: digits/hdml-npair/default/seed5 is not a run of this config"):
+        validate_workflow_config(config, source="c.yaml")

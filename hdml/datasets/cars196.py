@@ -28,7 +28,7 @@ import pandas as pd
 
 from hdml.datasets import DatasetSpec, register
 from hdml.datasets.download import Fetched, PrepareError, credentials_hint, download, fetch
-from hdml.datasets.extract import finish, link_folder, safe_extract, staging
+from hdml.datasets.extract import GB, finish, link_folder, safe_extract, staging
 
 NAME = "cars196"
 IMAGES, ANNOS = "car_ims.tgz", "cars_annos.mat"
@@ -45,6 +45,7 @@ KAGGLE_ZIP = "stanford-car-dataset-by-classes-folder.zip"
 KAGGLE_ENTRIES = ("names.csv", "anno_train.csv", "anno_test.csv", "car_data")
 LAST_TRAIN_CLASS = 98
 EXPECTED = (98, 8054, 98, 8131)
+MAX_EXTRACTED = 4 * GB  # car_ims.tgz (1.9 GB) and the Kaggle zip each unpack to about 2 GB
 
 
 def _is_kaggle_url(url: str) -> bool:
@@ -125,7 +126,7 @@ def build_split(staged: Path) -> tuple[pd.DataFrame, str]:
 
 
 def _stage_original(tmp: Path, images: Fetched, annos: Fetched) -> bool:
-    safe_extract(images.path, tmp)
+    safe_extract(images.path, tmp, limit=MAX_EXTRACTED)
     if not (tmp / "car_ims").is_dir():
         raise PrepareError(f"{images.path}: no car_ims/ folder inside; not the original car_ims.tgz")
     shutil.copyfile(annos.path, tmp / ANNOS)
@@ -134,7 +135,7 @@ def _stage_original(tmp: Path, images: Fetched, annos: Fetched) -> bool:
 
 def _stage_kaggle(tmp: Path, downloads: Path, urls: list[str], md5: str | None, archive: Path | None) -> bool:
     got = fetch(downloads / KAGGLE_ZIP, urls=urls, md5=md5, official_md5=None, archive=archive)
-    safe_extract(got.path, tmp)
+    safe_extract(got.path, tmp, limit=MAX_EXTRACTED)
     return False
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from hdml.datasets import DatasetSpec, register
 from hdml.datasets.download import PrepareError
-from hdml.datasets.extract import finish, stage_archive, staging
+from hdml.datasets.extract import GB, finish, stage_archive, staging
 
 NAME = "cub200"
 TOP = "CUB_200_2011"
@@ -21,6 +21,7 @@ MD5 = "97eceeb196236b17998738112f37df78"
 URLS = ["https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"]
 LAST_TRAIN_CLASS = 100
 EXPECTED = (100, 5864, 100, 5924)
+MAX_EXTRACTED = 3 * GB  # the official archive unpacks to about 1.2 GB
 
 
 def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -66,7 +67,8 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
     target = Path(root) / NAME
     with staging(target) as tmp:
         official = stage_archive(tmp, Path(root) / "downloads" / FILENAME, top=TOP, marker="images.txt",
-                                 urls=urls or URLS, md5=md5, official_md5=MD5, archive=archive)
+                                 urls=urls or URLS, md5=md5, official_md5=MD5, archive=archive,
+                                 limit=MAX_EXTRACTED)
         return finish(tmp, target, build_split(tmp / TOP), name=NAME, listing=f"{TOP}/images.txt",
                       expected=EXPECTED, official=official)
 

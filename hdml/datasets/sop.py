@@ -12,7 +12,7 @@ import pandas as pd
 
 from hdml.datasets import DatasetSpec, register
 from hdml.datasets.download import PrepareError
-from hdml.datasets.extract import finish, stage_archive, staging
+from hdml.datasets.extract import GB, finish, stage_archive, staging
 
 NAME = "sop"
 TOP = "Stanford_Online_Products"
@@ -25,6 +25,7 @@ URLS = [
 ]
 HEADER = ["image_id", "class_id", "super_class_id", "path"]
 EXPECTED = (11318, 59551, 11316, 60502)
+MAX_EXTRACTED = 6 * GB  # the official zip (about 2.9 GB) holds JPEGs, stored as they are
 
 
 def read_listing(path: Path) -> pd.DataFrame:
@@ -55,7 +56,8 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
     target = Path(root) / NAME
     with staging(target) as tmp:
         official = stage_archive(tmp, Path(root) / "downloads" / FILENAME, top=TOP, marker="Ebay_train.txt",
-                                 urls=urls or URLS, md5=md5, official_md5=MD5, archive=archive)
+                                 urls=urls or URLS, md5=md5, official_md5=MD5, archive=archive,
+                                 limit=MAX_EXTRACTED)
         return finish(tmp, target, build_split(tmp / TOP), name=NAME, listing=f"{TOP}/Ebay_*.txt",
                       expected=EXPECTED, official=official)
 
