@@ -61,6 +61,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "backbone": ("smallcnn", "googlenet", "resnet50"),
     "triplet.reduction": ("sum", "mean"),
     "contrastive.reduction": ("mean", "sum"),
+    "ddml.reduction": ("mean", "sum"),
     "semihard.reduction": ("sum", "mean"),
     "semihard.fallback": ("easiest", "skip"),
 }
