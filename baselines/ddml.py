@@ -14,17 +14,18 @@ hyperparameter. Embeddings are not normalised: the paper's distance is the plain
 Euclidean distance between the network's outputs. g is evaluated as
 (relu(beta c) + log1p(exp(-|beta c|))) / beta, exact and free of overflow for any beta c.
 
-Defaults (tau 3, beta 2): recalled from the DDML paper's experimental settings (Sec. 4.1, face
-verification on LFW / YouTube Faces with a 3-layer tanh MLP, where tau, beta, the regulariser
-lambda and the learning rate mu are set empirically to 3, 2, 1e-2 and 1e-3). No copy of the paper could be reached from this project's
-search tools to confirm them, so they are marked [unverified] in the fidelity ledger
-(docs/fidelity-ddml.md) until checked against the PDF. The paper's regulariser
-lambda/2 sum_m (||W_m||_F^2 + ||b_m||_2^2) is not part of this loss: it is the suite's
-`weight_decay` (hdml.methods.weight_penalty adds weight_decay/2 * sum ||W||^2 to every baseline's
-objective, the same form with lambda = weight_decay, biases and BatchNorm excluded), set per
-dataset like every other method's so that the comparison holds the protocol fixed.
-`mean` rescales the paper's sum by a constant (a learning-rate change for SGD, almost none for
-Adam) so the loss keeps its scale across batch sizes, as the contrastive baseline does.
+Defaults tau 3, beta 2 [unverified]: the values of the DDML paper's experimental settings
+(Sec. 4, face verification on LFW / YouTube Faces with a 3-layer tanh MLP; tau, beta, the
+regulariser weight lambda and the learning rate mu set empirically to 3, 2, 1e-2, 1e-3) as
+recalled by the author of this module; the paper's text could not be reached through this
+project's search tools, so docs/fidelity-ddml.md marks them unverified until checked against
+the PDF. The paper's regulariser lambda/2 sum_m (||W_m||_F^2 + ||b_m||_2^2) is not part of this
+loss: it is the suite's `weight_decay`, which hdml.methods.weight_penalty adds to every
+baseline's objective in the same form, weight_decay/2 * sum ||W||^2 (lambda = weight_decay;
+biases and BatchNorm excluded), set per dataset like every other method's so that the
+comparison holds the protocol fixed. `mean` rescales the paper's sum by a constant (a
+learning-rate change for SGD, almost none for Adam) so the loss keeps its scale across batch
+sizes, as the contrastive baseline does.
 
 HDML's paper (Zheng et al. 2019) runs DDML "using the same pre-trained CNN model" as every other
 method and states no DDML settings of its own; its Tables 1-3 DDML row is taken as published.
@@ -55,7 +56,8 @@ class DDMLLoss(MetricLoss):
         if not self.hparams["beta"] > 0:
             raise ValueError(f"ddml.beta: must be > 0 (g divides by beta), got {self.hparams['beta']}")
         if not self.hparams["tau"] > 1:
-            raise ValueError(f"ddml.tau: must be > 1 (the positive pairs' threshold tau - 1 must be > 0), got {self.hparams['tau']}")
+            raise ValueError(f"ddml.tau: must be > 1 (positive pairs aim at D2 <= tau - 1, which must be > 0), "
+                             f"got {self.hparams['tau']}")
         check_choice(self.name, self.hparams, "reduction", ("mean", "sum"))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

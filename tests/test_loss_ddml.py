@@ -186,3 +186,44 @@ def test_one_step_on_a_random_googlenet():
     assert math.isfinite(logs["loss"]) and logs["loss"] > 0
     assert any(not torch.equal(b, p) for b, p in zip(before, model.backbone.parameters()))
     assert not torch.equal(head_before, model.head.fc.weight)
+
+
+def test_report_puts_our_ddml_beside_the_papers_row():
+    """The method name maps to the paper's 'DDML' row (hdml.report.DISPLAY): ours, the paper's 47.3
+    NMI on CUB-200-2011 and the difference in one row, in the paper's row order."""
+    import pandas as pd
+
+    from hdml.report import paper_table, results_table
+
+    summ = pd.DataFrame([{"dataset": "cub200", "method": m, "variant": "default", "metric": "nmi", "mean": v,
+                          "n": 3, "ci": 0.01} for m, v in (("ddml", 0.45), ("contrastive", 0.44))])
+    table = results_table(summ, paper_table(), "cub200", selected=False)
+    header = table.flat_header()
+    rows = {row[0].text: [cell.text for cell in row] for row in table.rows}
+    assert [row[0].text for row in table.rows][:3] == ["Contrastive", "DDML", "Lifted"]
+    ddml = dict(zip(header, rows["DDML"]))
+    assert (ddml["seeds"], ddml["NMI ours"], ddml["NMI paper"], ddml["NMI Δ"]) == ("3", "45.0 ± 1.0", "47.3", "-2.3")
+
+
+def test_the_papers_regulariser_is_the_suites_weight_decay():
+    """DDML's lambda/2 sum ||W||_F^2 is `weight_decay`: a step's objective is the DDML loss plus
+    weight_decay/2 times the squared conv and linear weights, computed independently here."""
+    from hdml.config import default_config, merge, validate
+    from hdml.methods import build_method
+    from hdml.model import build_model
+
+    cfg = default_config()
+    merge(cfg, {"backbone": "smallcnn", "pretrained": False, "embedding_dim": 8, "weight_decay": 0.01})
+    validate(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, 1)
+    x, y = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 0, 1, 1, 2, 2])
+    weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(weights) >= 2
+    with torch.no_grad():
+        model.train()
+        expected = Loss()(model(x), y).item() + 0.01 / 2 * sum(float((w * w).sum()) for w in weights)
+    torch.manual_seed(0)
+    fresh = build_model(cfg, 1)
+    logs = build_method("ddml", fresh, cfg, 3).step(x, y)
+    assert logs["loss"] == pytest.approx(expected, rel=1e-6)
