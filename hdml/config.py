@@ -63,6 +63,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "backbone": ("smallcnn", "googlenet", "resnet50", "googlenet-caffe"),
     "triplet.reduction": ("sum", "mean"),
     "contrastive.reduction": ("mean", "sum"),
+    "ddml.reduction": ("mean", "sum"),
     "semihard.reduction": ("sum", "mean"),
     "semihard.fallback": ("easiest", "skip"),
 }

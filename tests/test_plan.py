@@ -59,7 +59,7 @@ def test_paper_config_plans_the_papers_grid():
     paper = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/paper.yaml").read_text())
     runs = validate_workflow_config(paper)
     table = [r for r in runs if r.variant == "default"]
-    assert {r.dataset for r in table} == {"cub200", "cars196", "sop"} and len(table) == 3 * 8 * 3
+    assert {r.dataset for r in table} == {"cub200", "cars196", "sop"} and len(table) == 3 * 9 * 3
     by = {(r.dataset, r.method, r.seed): r.overrides for r in table}
     assert by[("cars196", "hdml-npair", 0)]["batch_size"] == 128 and by[("cars196", "triplet", 0)]["batch_size"] == 120
     assert by[("cub200", "npair", 0)]["lr"] == 6e-5 and by[("cub200", "npair", 0)]["npair"]["l2_reg"] == 1.5e-2
@@ -72,6 +72,6 @@ def test_demo_config_exercises_every_report_section():
     variants = set(DEMO["variants"])
     assert {"no-softmax", "no-recon", "protocol=paper"} <= variants
     assert any(v.startswith("alpha=") for v in variants) and any(v.startswith("lambda0=") for v in variants)
-    assert set(DEMO["datasets"]["digits"]["methods"]) == {"contrastive", "triplet", "semihard", "npair", "lifted",
-                                                          "angular", "hdml-triplet", "hdml-npair"}
+    assert set(DEMO["datasets"]["digits"]["methods"]) == {"contrastive", "ddml", "triplet", "semihard", "npair",
+                                                          "lifted", "angular", "hdml-triplet", "hdml-npair"}
     assert DEMO["tsne"]["dataset"] == "digits"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-METHODS = ["contrastive", "triplet", "semihard", "npair", "lifted", "angular", "hdml-triplet", "hdml-npair"]
+METHODS = ["contrastive", "ddml", "triplet", "semihard", "npair", "lifted", "angular", "hdml-triplet", "hdml-npair"]
 NPAIR_BATCH = {"batch_size": 10}
 TINY = {
     "data_root": "data",
@@ -56,7 +56,7 @@ def test_demo_dag_end_to_end_then_nothing_to_do(tmp_path, venv_env):
     assert {"nmi", "f1", "recall@1", "recall@8", "map@r"} <= set(plain.metric)
     html = (tmp_path / "report/report.html").read_text()
     table = (tmp_path / "report/tables/digits.md").read_text()
-    for name in ("Contrastive", "Triplet", "Triplet hard", "N-pair", "Lifted", "Angular", "HDML (Triplet)",
+    for name in ("Contrastive", "DDML", "Triplet", "Triplet hard", "N-pair", "Lifted", "Angular", "HDML (Triplet)",
                  "HDML (N-pair)"):
         assert name in html and name in table, name
     assert html.count("data:image/png;base64,") >= 4  # curves, ablation, sweep, t-SNE
