@@ -257,7 +257,7 @@ def configure_logging(verbosity: int) -> None:
     does not open every log."""
     logging.basicConfig(level=logging.INFO if verbosity >= 2 else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("hdml").setLevel(logging.INFO if verbosity else logging.WARNING)
+    logging.getLogger("hdml").setLevel(logging.INFO if verbosity else logging.NOTSET)  # NOTSET: the root's
 
 
 def main(argv: list[str] | None = None) -> int:

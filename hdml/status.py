@@ -22,7 +22,8 @@ from typing import Any
 from hdml import progress
 from hdml.plan import Run
 
-STALE = 900.0  # seconds without an update after which a run on another host counts as dead
+STALE = 3600.0  # seconds without an update after which a run on another host counts as dead
+# (generous: progress.json is not rewritten during an evaluation, minutes on SOP)
 STATES = ("done", "running", "interrupted", "failed", "pending")
 
 

@@ -18,7 +18,7 @@ from hdml import progress
 from hdml.cli import main
 from hdml.config import ConfigError
 from hdml.plan import Run
-from hdml.status import grid_eta, grid_status, render, run_status, summary
+from hdml.status import STALE, grid_eta, grid_status, render, run_status, summary
 
 
 def test_plain_lines_off_a_terminal_carry_every_fact(tmp_path):
@@ -153,7 +153,7 @@ def test_status_of_another_hosts_run_goes_by_its_age(tmp_path):
     folder = tmp_path / "runs" / RUNS[0].path
     _progress(folder, host="elsewhere", pid=1, updated=time.time() - 60)
     assert run_status(tmp_path, RUNS[0]).state == "running"
-    _progress(folder, host="elsewhere", pid=1, updated=time.time() - 3600)
+    _progress(folder, host="elsewhere", pid=1, updated=time.time() - 2 * STALE)
     assert run_status(tmp_path, RUNS[0]).state == "failed"
 
 
@@ -162,7 +162,7 @@ def test_a_fresh_log_without_progress_is_a_starting_run(tmp_path):
     log.parent.mkdir(parents=True)
     log.write_text("loading\n")
     assert run_status(tmp_path, RUNS[0]).detail == "starting"
-    os.utime(log, (time.time() - 7200, time.time() - 7200))
+    os.utime(log, (time.time() - 2 * STALE, time.time() - 2 * STALE))
     failed = run_status(tmp_path, RUNS[0])
     assert failed.state == "failed" and failed.detail == "loading"
 

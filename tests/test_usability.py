@@ -128,7 +128,7 @@ def test_config_list_shows_key_default_and_allowed_values(capsys):
     assert main(["config", "--list", "--dataset", "digits", "--method", "npair"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line.split(None, 2)[1:] for line in lines[1:]}
-    assert rows["batch_size"] == ["10", "integer > 0"]
+    assert rows["batch_size"] == ["10", "integer > 0"]  # digits: one pair from each of its 5 classes
     assert rows["amp"] == ['"fp32"', "fp32 | tf32 | bf16"]
     assert rows["hdml.lambda0"] == ["null", "number | null, in [0, 1)"]
     assert rows["tensorboard"] == ["false", "true | false"]
