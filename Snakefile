@@ -27,3 +27,13 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         f"{REPORT}/report.html",
+
+
+# At the end: where the report is, each dataset's best method, what failed (`hdml summary`);
+# `hdml status` tells the same while the workflow runs.
+onsuccess:
+    print(end_summary())
+
+
+onerror:
+    print(end_summary())

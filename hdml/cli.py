@@ -32,11 +32,51 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from hdml.config import parse_sets
+    from hdml.progress import record_failure
     from hdml.trainer import train_run
 
-    result = train_run(root=args.root, dataset=args.dataset, method=args.method, seed=args.seed,
-                       out=args.out, overrides=parse_sets(args.set))
+    try:
+        result = train_run(root=args.root, dataset=args.dataset, method=args.method, seed=args.seed,
+                           out=args.out, overrides=parse_sets(args.set))
+    except BaseException as exc:
+        record_failure(Path(args.out), {"dataset": args.dataset, "method": args.method, "seed": args.seed}, exc)
+        raise
     print(json.dumps(result["metrics"], indent=2))
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from hdml.config import build_run_config, describe_keys, parse_sets
+    from hdml.datasets import get_dataset
+
+    spec = get_dataset(args.dataset) if args.dataset else None
+    if args.method and not spec:
+        raise ValueError("--method needs --dataset (defaults depend on both)")
+    defaults = (spec.defaults_for(args.method) if args.method else spec.run_defaults) if spec else {}
+    cfg = build_run_config(defaults, parse_sets(args.set))
+    if not args.list:
+        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+        return
+    rows = [(key, json.dumps(value), allowed) for key, value, allowed in describe_keys(cfg)]
+    width = [max(len(r[i]) for r in rows) for i in range(2)]
+    print(f"{'key':<{width[0]}}  {'default':<{width[1]}}  allowed")
+    for key, value, allowed in rows:
+        print(f"{key:<{width[0]}}  {value:<{width[1]}}  {allowed}")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from hdml.status import grid_status, planned, render
+
+    config, runs = planned(args.configfile)
+    results = Path(args.results or config["results_dir"])
+    print(render(grid_status(results, runs), verbose=args.all))
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from hdml.status import grid_status, planned, summary
+
+    config, runs = planned(args.configfile)
+    results = Path(config["results_dir"])
+    print(summary(grid_status(results, runs), results / "metrics.csv", Path(config["report_dir"]) / "report.html"))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -85,44 +125,87 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     print(f"{len(runs)} runs OK")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hdml", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="log every evaluation")
-    sub = p.add_subparsers(dest="command", required=True)
+class HelpParser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog may be a function, called only when help is shown: listing
+    the methods imports torch, which commands like `hdml aggregate` do not need."""
 
-    s = sub.add_parser("prepare", help="download, verify, extract and split a dataset")
-    s.add_argument("dataset")
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
+def _datasets_help() -> str:
+    """Every dataset and the files `--archive` takes for it (when no mirror works)."""
+    from hdml.datasets import DATASETS, dataset_names
+
+    lines = ["datasets:"]
+    for name in dataset_names():
+        files = DATASETS[name].files
+        listed = "; ".join(f"{f} ({size}, md5 {md5})" for f, size, md5 in files) or "bundled with scikit-learn"
+        lines.append(f"  {name:<8} {listed}")
+    lines.append("Without network: download a dataset's files yourself and pass the first with --archive "
+                 "(an extracted folder works too; cars196 also takes the Kaggle by-classes-folder zip).")
+    return "\n".join(lines)
+
+
+def _train_help() -> str:
+    from hdml.datasets import dataset_names
+    from hdml.methods import method_names
+
+    return (f"datasets: {', '.join(dataset_names())}\nmethods:  {', '.join(method_names())}\n"
+            "Every --set key with its default and allowed values: hdml config --list [--dataset D --method M]")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = HelpParser(prog="hdml", description=__doc__)
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-v: log every evaluation and step timing; -vv: also other libraries' INFO lines")
+    sub = p.add_subparsers(dest="command", required=True)
+    raw = argparse.RawDescriptionHelpFormatter
+
+    s = sub.add_parser("prepare", help="download, verify, extract and split a dataset", formatter_class=raw,
+                       epilog=_datasets_help)
+    s.add_argument("dataset", help="dataset name (listed below)")
     s.add_argument("--root", required=True, help="data folder; writes ROOT/DATASET/split.csv")
     s.add_argument("--url", action="append", help="mirror to try (repeatable; replaces the built-in list)")
     s.add_argument("--md5", help="expected MD5 of the archive (replaces the built-in checksum)")
-    s.add_argument("--archive", help="an archive already on disk; no download")
+    s.add_argument("--archive", help="an archive already on disk, or the folder it was extracted to; no download")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("cache", help="decode and resize a prepared dataset once, into memory-mappable arrays")
-    s.add_argument("dataset")
-    s.add_argument("--root", required=True)
+    s.add_argument("dataset", help="a prepared dataset (hdml prepare)")
+    s.add_argument("--root", required=True, help="data folder holding DATASET/split.csv")
     s.add_argument("--size", type=int, required=True, help="square side after resizing (the run config's image.resize)")
     s.add_argument("--workers", type=int, default=1, help="decoding processes")
     s.set_defaults(func=cmd_cache)
 
-    s = sub.add_parser("train", help="train one run and evaluate its final checkpoint")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--method", required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True, help="run folder (metrics.json, curve.csv, model.pt)")
+    s = sub.add_parser("train", help="train one run and evaluate its final checkpoint", formatter_class=raw,
+                       epilog=_train_help)
+    s.add_argument("--dataset", required=True, help="dataset name (listed below); prepared under --root")
+    s.add_argument("--method", required=True, help="loss or method name (listed below)")
+    s.add_argument("--seed", type=int, default=0, help="seeds model initialisation, batches and augmentation")
+    s.add_argument("--out", required=True, help="run folder (metrics.json, curve.csv, model.pt); rerun to resume")
     s.add_argument("--root", default="data", help="data folder holding DATASET/split.csv")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="run-config override, dotted keys (steps=100, hdml.alpha=7)")
+                   help="run-config override, dotted keys (steps=100, hdml.alpha=7); see hdml config --list")
     s.set_defaults(func=cmd_train)
 
+    s = sub.add_parser("config", help="the resolved run config, or every key with its default and allowed values")
+    s.add_argument("--list", action="store_true", help="one line per key: key, default, allowed values")
+    s.add_argument("--dataset", help="include this dataset's defaults")
+    s.add_argument("--method", help="include the defaults of this method's batch layout (needs --dataset)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides, as for hdml train")
+    s.set_defaults(func=cmd_config)
+
     s = sub.add_parser("evaluate", help="full metrics of a finished run, from its saved test embeddings")
-    s.add_argument("--run", required=True)
+    s.add_argument("--run", required=True, help="run folder of hdml train (reads embeddings.npz, curve.csv)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("metrics", help="metrics of saved embeddings, as JSON")
     s.add_argument("--embeddings", required=True, help=".npy, n x d")
     s.add_argument("--labels", required=True, help=".npy, n")
-    s.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
+    s.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="K of Recall@K")
     s.add_argument("--seed", type=int, default=0, help="k-means seed")
     s.set_defaults(func=cmd_metrics)
 
@@ -136,27 +219,49 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_aggregate)
 
     s = sub.add_parser("report", help="render the HTML report, Markdown/LaTeX tables and figures")
-    s.add_argument("--metrics", default="results/metrics.csv")
+    s.add_argument("--metrics", default="results/metrics.csv", help="metrics.csv of hdml aggregate")
     s.add_argument("--curves", help="curves.csv of `hdml aggregate` (learning curves, ablation)")
     s.add_argument("--runs", help="runs.csv of `hdml aggregate` (each run's alpha)")
     s.add_argument("--costs", help="costs.csv of `hdml aggregate --benchmarks`")
     s.add_argument("--embeddings", nargs="*", default=[], metavar="NPZ",
                    help="embeddings.npz of candidate runs for the t-SNE map; HDML (N-pair), default, "
                         "CUB-200 first, lowest seed is drawn")
-    s.add_argument("--out", default="report")
+    s.add_argument("--out", default="report", help="report folder (report.html, tables/, figures/)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("check-config", help="validate a workflow config (schema + every run's config)")
-    s.add_argument("configfile", nargs="+")
+    s.add_argument("configfile", nargs="+", help="workflow config(s), later ones overriding earlier ones")
     s.add_argument("--schema", help="JSON schema (default: workflow/schemas/config.schema.yaml)")
     s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("status", help="runs of a workflow done, running, failed, pending, and the grid's ETA "
+                                      "(while Snakemake runs, or after)")
+    s.add_argument("configfile", nargs="*", default=["config/config.yaml"],
+                   help="workflow config(s) Snakemake runs (default: config/config.yaml)")
+    s.add_argument("--results", help="results folder (default: the config's results_dir)")
+    s.add_argument("--all", action="store_true", help="also list pending runs")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("summary", help="the end-of-workflow summary: report path, best method per dataset, "
+                                       "failures")
+    s.add_argument("configfile", nargs="*", default=["config/config.yaml"],
+                   help="workflow config(s) Snakemake ran (default: config/config.yaml)")
+    s.set_defaults(func=cmd_summary)
     return p
+
+
+def configure_logging(verbosity: int) -> None:
+    """-v: hdml's own INFO lines (every evaluation); -vv: every library's too. Libraries stay at
+    WARNING otherwise, so faiss's "Could not load library with AVX2 support" (INFO, at import)
+    does not open every log."""
+    logging.basicConfig(level=logging.INFO if verbosity >= 2 else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("hdml").setLevel(logging.INFO if verbosity else logging.NOTSET)  # NOTSET: the root's
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(args.verbose)
     from hdml.config import ConfigError, Interrupted, TrainingDiverged
 
     try:

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from hdml.suggest import did_you_mean
+
 
 class ConfigError(ValueError):
     """A bad key or value in a run config or a workflow config."""
@@ -51,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "amp": "fp32",
     "channels_last": True,
     "compile": False,
+    "tensorboard": False,
     "image": {"resize": 256, "crop": 227, "flip": True, "normalize": "auto"},
 }
 
@@ -187,7 +190,7 @@ def merge(cfg: dict[str, Any], overrides: dict[str, Any], prefix: str = "") -> N
         head, _, rest = raw_key.partition(".")
         key = f"{prefix}{head}"
         if head not in cfg:
-            raise ConfigError(f"{key}: unknown key")
+            raise ConfigError(f"{key}: unknown key{did_you_mean(head, cfg)}")
         if rest:
             if not isinstance(cfg[head], dict):
                 raise ConfigError(f"{key}: not a section, cannot set {raw_key}")
@@ -233,3 +236,39 @@ def build_run_config(dataset_defaults: dict[str, Any], overrides: dict[str, Any]
     merge(cfg, overrides)
     validate(cfg)
     return cfg
+
+
+def allowed_values(key: str, default: Any) -> str:
+    """What a key accepts, in words, from the same tables the checks use."""
+    if key in CHOICES:
+        return " | ".join(CHOICES[key])
+    if default is None:
+        kind = " | ".join("number" if t is float else t.__name__ for t in NULLABLE.get(key, ())) + " | null"
+    elif isinstance(default, list):
+        kind = f"list of {_kind(default[0])}s" if default else "list"
+    else:
+        kind = _kind(default)
+    if key in POSITIVE:
+        kind += " > 0"
+    elif key in NON_NEGATIVE:
+        kind += " >= 0"
+    elif key == "hdml.lambda0":
+        kind += ", in [0, 1)"
+    return kind
+
+
+def _kind(value: Any) -> str:
+    return ("true | false" if isinstance(value, bool) else "number" if isinstance(value, float)
+            else "integer" if isinstance(value, int) else "string")
+
+
+def describe_keys(cfg: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, allowed values) of every settable key of a run config."""
+    rows: list[tuple[str, Any, str]] = []
+    for name, value in cfg.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            rows += describe_keys(value, f"{key}.")
+        else:
+            rows.append((key, value, allowed_values(key, value)))
+    return rows

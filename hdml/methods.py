@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from hdml.model import EmbeddingNet
+from hdml.suggest import did_you_mean
 from hdml.registry import LOSSES, get_loss, load_plugins
 
 MethodFactory = Callable[..., "Method"]  # (model, cfg, num_classes, train_size=None)
@@ -32,10 +33,23 @@ def method_names() -> list[str]:
     return sorted(set(METHODS) | set(LOSSES))
 
 
+def check_method(name: str) -> None:
+    """A one-line error for an unknown method: every known name, and the closest ones."""
+    known = method_names()
+    if name not in known:
+        raise KeyError(f"unknown method {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}")
+
+
+def method_sampler(name: str) -> str:
+    """The batch layout a method trains on (`hdml.samplers`)."""
+    check_method(name)
+    return METHODS[name].sampler if name in METHODS else LOSSES[name].sampler
+
+
 def build_method(name: str, model: EmbeddingNet, cfg: dict, num_classes: int,
                  train_size: int | None = None) -> "Method":
     """`train_size` (training images) lets a method count epochs (HDML, protocol paper)."""
-    load_plugins()
+    check_method(name)
     if name in METHODS:
         return METHODS[name](model, cfg, num_classes, train_size=train_size)
     return LossMethod(model, get_loss(name)(**cfg.get(name, {})), cfg)

@@ -15,6 +15,7 @@ import yaml
 from hdml.config import ConfigError, build_run_config
 from hdml.datasets import dataset_names, get_dataset
 from hdml.methods import method_names
+from hdml.suggest import did_you_mean
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -38,21 +39,24 @@ def load_schema(path: Path = SCHEMA) -> dict:
 
 def validate_workflow_config(config: dict, schema: dict | None = None, source: str = "config") -> list[Run]:
     """Schema check, then every run's config built and checked; returns the runs."""
-    try:
-        jsonschema.validate(config, schema or load_schema())
-    except jsonschema.ValidationError as exc:
-        where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise ConfigError(f"{source}: {where}: {exc.message}") from None
+    schema = schema or load_schema()
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if errors:
+        # A misspelt key also makes its correct spelling "missing": report the misspelling.
+        typos = [e for e in errors if e.validator == "additionalProperties"]
+        exc = min(typos, key=lambda e: len(e.absolute_path)) if typos else jsonschema.exceptions.best_match(errors)
+        raise ConfigError(f"{source}: {schema_error(exc)}") from None
     runs = plan_runs(config)
     known_methods, known_datasets = method_names(), dataset_names()
     for run in runs:
         if run.dataset not in known_datasets:
-            raise ConfigError(f"{source}: dataset {run.dataset!r} unknown; known: {known_datasets}")
+            raise ConfigError(f"{source}: dataset {run.dataset!r} unknown{did_you_mean(run.dataset, known_datasets)}; "
+                              f"known: {', '.join(known_datasets)}")
         if run.method not in known_methods:
-            raise ConfigError(f"{source}: datasets.{run.dataset}.methods: unknown method {run.method!r}; "
-                              f"known: {known_methods}")
+            raise ConfigError(f"{source}: datasets.{run.dataset}.methods: unknown method {run.method!r}"
+                              f"{did_you_mean(run.method, known_methods)}; known: {', '.join(known_methods)}")
         try:
-            build_run_config(get_dataset(run.dataset).run_defaults, run.overrides)
+            build_run_config(get_dataset(run.dataset).defaults_for(run.method), run.overrides)
         except ConfigError as exc:
             section = f"datasets.{run.dataset}.train/per_method.{run.method}"
             if run.variant != "default":
@@ -65,6 +69,19 @@ def validate_workflow_config(config: dict, schema: dict | None = None, source: s
             raise ConfigError(f"{source}: tsne: {wanted.path} is not a run of this config (the t-SNE map shows "
                               f"one of its default runs)")
     return runs
+
+
+def schema_error(exc: jsonschema.ValidationError) -> str:
+    """One line for a schema violation: where, what; for unknown keys, the known ones and the
+    closest (instead of jsonschema's dump of the whole schema)."""
+    where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
+    if exc.validator == "additionalProperties" and isinstance(exc.instance, dict):
+        known = list(exc.schema.get("properties", {}))
+        unknown = [k for k in exc.instance if k not in known]
+        if unknown and known:
+            hints = "; ".join(f"unknown key {k!r}{did_you_mean(str(k), known)}" for k in unknown)
+            return f"{where}: {hints}; known keys: {', '.join(known)}"
+    return f"{where}: {exc.message}"
 
 
 def plan_runs(config: dict) -> list[Run]:

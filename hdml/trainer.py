@@ -33,6 +33,7 @@ from hdml.io import write_json, write_text, write_with
 from hdml.loader import BatchLoader
 from hdml.methods import build_method
 from hdml.model import EmbeddingNet, build_model
+from hdml.progress import Progress
 from hdml.runfolder import exclusive
 from hdml.samplers import build_sampler
 
@@ -119,7 +120,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
               overrides: dict[str, Any]) -> dict[str, Any]:
     out = Path(out)
     spec = get_dataset(dataset)
-    cfg = build_run_config(spec.run_defaults, overrides)
+    cfg = build_run_config(spec.defaults_for(method), overrides)
     out.mkdir(parents=True, exist_ok=True)
     header = {"dataset": dataset, "method": method, "seed": seed}
     write_text(out / "config.yaml", yaml.safe_dump({**header, **cfg}))
@@ -164,12 +165,15 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     z = None  # the latest test embeddings
     started = time.perf_counter()
     loader = BatchLoader(train_set, sampler, transform, sample_gen, augment_gen, cfg["num_workers"])
-    with SignalFlag() as stop, loader:
+    progress = Progress(out, steps=cfg["steps"], start=start, batch_size=cfg["batch_size"], header=header,
+                        tensorboard=cfg["tensorboard"])
+    with SignalFlag() as stop, loader, progress:
         for step in range(start, cfg["steps"] + 1):
             batch = next(loader)
             x = transform.normalise(batch.crops)
             logs = runner.step(x, targets[batch.index].to(device))
             losses.append({"step": step, **logs})
+            progress.step(step, logs, loader.wait)
             bad_streak = 0 if all(math.isfinite(v) for v in logs.values()) else bad_streak + 1
             if bad_streak:
                 log.warning("step %d: non-finite loss %s (%d in a row)", step, logs, bad_streak)
@@ -182,6 +186,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
                 row = {"step": step, **metrics.evaluate(z, test_set.labels, cfg["eval_ks"], seed=seed),
                        **{f"train_{k}": v for k, v in logs.items()}}
                 curve.append(row)
+                progress.evaluated(step, row)
                 log.info("step %d: %s", step, {k: round(v, 4) for k, v in row.items() if k != "step"})
             if stop.received is not None:
                 save(step, batch.rng)
@@ -203,4 +208,5 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     result = {**header, "steps": cfg["steps"], "train_seconds": train_seconds, "data_wait_seconds": data_wait,
               "metrics": final}
     write_json(out / "metrics.json", result)
+    progress.close("done")
     return result

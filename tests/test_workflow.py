@@ -46,6 +46,14 @@ def snakemake(workdir: Path, config: dict, env: dict, *extra: str) -> subprocess
 def test_demo_dag_end_to_end_then_nothing_to_do(tmp_path, venv_env):
     done = snakemake(tmp_path, TINY, venv_env)
     assert done.returncode == 0, done.stderr[-3000:]
+    # the end-of-workflow summary; the progress of each run in its log
+    assert f"report: {(tmp_path / 'report/report.html').resolve()}" in done.stdout
+    assert "digits: best recall@1 " in done.stdout and "failures: 0" in done.stdout
+    log = (tmp_path / "results/logs/train/digits/npair/default/seed0.log").read_text()
+    assert "step 16/16 | loss " in log and "ETA" in log
+    status = subprocess.run([sys.executable, "-m", "hdml.cli", "status", "config.yaml"], cwd=tmp_path,
+                            capture_output=True, text=True, env=venv_env)
+    assert status.stdout.startswith(f"{len(METHODS) * 2 + 3} runs: {len(METHODS) * 2 + 3} done\n"), status.stdout
     metrics = pd.read_csv(tmp_path / "results/metrics.csv")
     assert list(metrics.columns) == ["dataset", "method", "variant", "seed", "metric", "value"]
     plain = metrics[~metrics.metric.str.startswith("selected:")]
@@ -79,6 +87,7 @@ def test_demo_dag_end_to_end_then_nothing_to_do(tmp_path, venv_env):
         (lambda c: c["datasets"].update(imagenet={"methods": ["npair"]}), "imagenet"),
         (lambda c: c.pop("seeds"), "seeds"),
         (lambda c: c["datasets"]["digits"]["train"].update(steps=-3), "steps: must be > 0"),
+        (lambda c: c.update(seed=c.pop("seeds")), "unknown key 'seed' (did you mean 'seeds'?)"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, venv_env, edit, message):
@@ -87,6 +96,7 @@ def test_bad_config_stops_before_any_job(tmp_path, venv_env, edit, message):
     failed = snakemake(tmp_path, config, venv_env)
     assert failed.returncode != 0
     assert message in failed.stdout + failed.stderr
+    assert "additionalProperties" not in failed.stderr  # the one-line error, not a schema dump
     assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()
 
 

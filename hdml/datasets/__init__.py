@@ -18,10 +18,25 @@ class Preparer(Protocol):
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """`run_defaults` hold for every method; `layout_defaults` add to them for the methods of
+    one batch layout (`npair`, `triplet`, `m_per_class`, see `hdml.samplers`), because a
+    batch that suits one layout can need more classes than a small dataset has in another.
+    `files` describes, for `hdml prepare --help` and download hints, what to fetch by hand:
+    each entry (name, size, md5)."""
+
     name: str
     prepare: Preparer
     channels: int = 3
     run_defaults: dict[str, Any] = field(default_factory=dict)
+    layout_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: tuple[tuple[str, str, str], ...] = ()
+
+    def defaults_for(self, method: str) -> dict[str, Any]:
+        """The dataset's run-config defaults for one method (its batch layout's added)."""
+        from hdml.methods import method_sampler
+
+        extra = self.layout_defaults.get(method_sampler(method), {})
+        return {**self.run_defaults, **extra}
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -37,7 +52,10 @@ def get_dataset(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}") from None
+        from hdml.suggest import did_you_mean
+
+        raise KeyError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; "
+                       f"known: {', '.join(sorted(DATASETS))}") from None
 
 
 def dataset_names() -> list[str]:

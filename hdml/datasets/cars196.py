@@ -27,13 +27,14 @@ import numpy as np
 import pandas as pd
 
 from hdml.datasets import DatasetSpec, register
-from hdml.datasets.download import Fetched, PrepareError, credentials_hint, download, fetch
+from hdml.datasets.download import Fetched, PrepareError, credentials_hint, download, fetch, manual_hint
 from hdml.datasets.extract import GB, finish, link_folder, safe_extract, staging
 
 NAME = "cars196"
 IMAGES, ANNOS = "car_ims.tgz", "cars_annos.mat"
 IMAGES_MD5 = "d5c8f0aa497503f355e17dc7886c3f14"
 ANNOS_MD5 = "b407c6086d669747186bd1d764ff9dbc"
+FILES = ((IMAGES, "about 1.9 GB", IMAGES_MD5), (ANNOS, "about 0.4 MB", ANNOS_MD5))
 _WAYBACK = "https://web.archive.org/web/2021id_/"
 IMAGES_URLS = [f"{_WAYBACK}http://ai.stanford.edu/~jkrause/car196/{IMAGES}",
                f"{_WAYBACK}http://imagenet.stanford.edu/internal/car196/{IMAGES}"]
@@ -185,8 +186,8 @@ def _stage(tmp: Path, downloads: Path, urls: list[str] | None, md5: str | None, 
         try:
             return _stage_kaggle(tmp, downloads, fallback, None, None)
         except PrepareError as exc:
-            raise PrepareError(f"{original}\n{exc}\nWith no mirror left, download `{IMAGES}` + `{ANNOS}`, or "
-                               f"the Kaggle dataset {KAGGLE_SLUG} with your API token, and pass it with "
+            raise PrepareError(f"{original}\n{exc}\n{manual_hint(NAME, FILES)}, `{ANNOS}` beside the archive; "
+                               f"or the Kaggle dataset {KAGGLE_SLUG} with your API token, passed with "
                                f"--archive") from None
     return _stage_original(tmp, images, annos)
 
@@ -200,4 +201,4 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
         return finish(tmp, target, frame, name=NAME, listing=listing, expected=EXPECTED, official=official)
 
 
-register(DatasetSpec(name=NAME, prepare=prepare, run_defaults={"lr": 7e-5}))
+register(DatasetSpec(name=NAME, prepare=prepare, files=FILES, run_defaults={"lr": 7e-5}))

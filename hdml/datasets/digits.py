@@ -51,9 +51,13 @@ register(
             "backbone": "smallcnn",
             "pretrained": False,
             "embedding_dim": 64,
+            # Digits has 5 training classes, and an N-pair or m-per-class batch needs distinct
+            # classes: 5 pairs, or 5 classes x 2 images. Triplets may repeat classes: 10 of them.
+            "batch_size": 10,
             "image": {"resize": 8, "crop": 8, "flip": False, "normalize": "unit"},
             # 8x8 crops cost nothing to cut: loader threads would only compete for the cores.
             "num_workers": 0,
         },
+        layout_defaults={"triplet": {"batch_size": 30}},
     )
 )

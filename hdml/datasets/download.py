@@ -63,6 +63,13 @@ def credentials_hint(url: str) -> str | None:
     return None
 
 
+def manual_hint(dataset: str, files: tuple[tuple[str, str, str], ...]) -> str:
+    """What to do when no mirror delivers: which files to fetch by hand, and how to pass them."""
+    listed = " + ".join(f"`{name}` ({size}, md5 {md5})" for name, size, md5 in files)
+    return (f"With no mirror left, download {listed} yourself, then run `hdml prepare {dataset} --root ROOT "
+            f"--archive {files[0][0]}` (an extracted folder works too)")
+
+
 class _ConfirmPage(HTMLParser):
     """Finds the real download link on an interstitial page (Google Drive's "can't scan this
     file for viruses" page): a form carrying a `confirm` field, or a link with `confirm=`."""

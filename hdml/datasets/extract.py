@@ -202,18 +202,24 @@ def link_folder(source: Path, staged: Path) -> None:
 
 
 def stage_archive(tmp: Path, downloads: Path, *, top: str, marker: str, urls: list[str], md5: str | None,
-                  official_md5: str, archive: Path | None, limit: int) -> bool:
+                  official_md5: str, archive: Path | None, limit: int, hint: str) -> bool:
     """Put a one-archive dataset's folder `top` into the staging folder `tmp`: extracted from the
     user's archive or a download, or linked when `archive` is an already-extracted folder
     (holding `marker`, or holding `top/marker`); at most `limit` bytes extracted. Returns
-    whether the archive is the official one."""
+    whether the archive is the official one. `hint` ends the error of a failed download (what
+    to fetch by hand)."""
     if archive is not None and archive.is_dir():
         folder = archive if (archive / marker).is_file() else archive / top
         if not (folder / marker).is_file():
             raise PrepareError(f"--archive {archive}: neither {marker} nor {top}/{marker} in this folder")
         link_folder(folder, tmp / top)
         return False
-    got = fetch(downloads, urls=urls, md5=md5, official_md5=official_md5, archive=archive)
+    try:
+        got = fetch(downloads, urls=urls, md5=md5, official_md5=official_md5, archive=archive)
+    except PrepareError as exc:
+        if archive is not None:
+            raise
+        raise PrepareError(f"{exc}\n{hint}") from None
     safe_extract(got.path, tmp, limit=limit)
     if not (tmp / top / marker).is_file():
         raise PrepareError(f"{got.path}: no {top}/{marker} inside; not the expected layout")

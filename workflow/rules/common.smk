@@ -14,11 +14,12 @@ from hdml.plan import set_args, validate_workflow_config
 # works without activating the environment).
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
-validate(config, "../schemas/config.schema.yaml")
+# hdml's check first: one line per error (Snakemake's own validation dumps the whole schema).
 try:
     RUNS = {(r.dataset, r.method, r.variant, str(r.seed)): r for r in validate_workflow_config(config)}
 except ConfigError as exc:
     raise ValueError(f"invalid workflow config: {exc}") from None
+validate(config, "../schemas/config.schema.yaml")
 
 DATA = config["data_root"]
 RESULTS = config["results_dir"]
@@ -53,7 +54,7 @@ def cache_size(dataset: str) -> int:
 def run_cache(wildcards) -> list[str]:
     """The image cache a run reads, when the run uses the dataset's image size."""
     run = RUNS[(wildcards.dataset, wildcards.method, wildcards.variant, wildcards.seed)]
-    size = build_run_config(get_dataset(run.dataset).run_defaults, run.overrides)["image"]["resize"]
+    size = build_run_config(get_dataset(run.dataset).defaults_for(run.method), run.overrides)["image"]["resize"]
     if size != cache_size(run.dataset):
         return []
     return [f"{DATA}/{run.dataset}/cache-{size}/{s}.npy" for s in ("train", "test")]
@@ -63,6 +64,14 @@ def run_sets(wildcards) -> str:
     """`--set` arguments of one run, shell-quoted."""
     run = RUNS[(wildcards.dataset, wildcards.method, wildcards.variant, wildcards.seed)]
     return " ".join(f"--set {shlex.quote(s)}" for s in set_args(run.overrides))
+
+
+def end_summary() -> str:
+    """The report's path, best method per dataset and the failed runs (see hdml.status)."""
+    from hdml.status import grid_status, summary
+
+    return summary(grid_status(Path(RESULTS), list(RUNS.values())), Path(RESULTS) / "metrics.csv",
+                   Path(REPORT) / "report.html")
 
 
 def prepare_args(wildcards) -> str:
