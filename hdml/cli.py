@@ -33,11 +33,14 @@ def cmd_cache(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from hdml.config import parse_sets
     from hdml.progress import record_failure
+    from hdml.runfolder import RunFolderError
     from hdml.trainer import train_run
 
     try:
         result = train_run(root=args.root, dataset=args.dataset, method=args.method, seed=args.seed,
                            out=args.out, overrides=parse_sets(args.set))
+    except RunFolderError:  # the folder is another process's or unwritable: its record is not ours
+        raise
     except BaseException as exc:
         record_failure(Path(args.out), {"dataset": args.dataset, "method": args.method, "seed": args.seed}, exc)
         raise

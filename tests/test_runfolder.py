@@ -2,6 +2,7 @@
 and cleared of temporary files a killed process left behind."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -34,7 +35,7 @@ def test_second_training_on_the_same_folder_fails_at_once_naming_the_holder(digi
             assert first.poll() is None, first.stderr.read()
             assert time.monotonic() < deadline, "the first run never took the lock"
             time.sleep(0.05)
-        while not (out / "config.yaml").exists():
+        while not (out / "config.yaml").exists() or not (out / "progress.json").exists():
             time.sleep(0.05)
         config = (out / "config.yaml").read_text()
         second = subprocess.run(train_cmd(digits_root, out, 3), capture_output=True, text=True, timeout=120)
@@ -43,6 +44,8 @@ def test_second_training_on_the_same_folder_fails_at_once_naming_the_holder(digi
         assert first.poll() is None  # undisturbed
         assert (out / "config.yaml").read_text() == config and "steps: 1000000" in config
         assert not (out / "metrics.json").exists()
+        # the refused process leaves the holder's progress record alone (no "failed" state written)
+        assert json.loads((out / "progress.json").read_text()).get("pid") == first.pid
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
