@@ -5,6 +5,7 @@ multisimilarity included.)"""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -195,8 +196,30 @@ def test_bad_hyperparameters_raise(hparams, match):
 def test_run_config_knows_the_multisimilarity_section():
     cfg = build_run_config({}, {"multisimilarity": {"lambda": 0.5, "beta": 40}})
     assert cfg["multisimilarity"] == {**PAPER, "lambda": 0.5, "beta": 40.0}
+    assert build_run_config({}, {"multisimilarity.lambda": 0.5})["multisimilarity"]["lambda"] == 0.5
     with pytest.raises(ConfigError, match="multisimilarity.gamma"):
         build_run_config({}, {"multisimilarity.gamma": 1.0})
+    for bad, match in (({"multisimilarity.lambda": 2.0}, r"multisimilarity\.lambda: must lie in \[-1, 1\]"),
+                       ({"multisimilarity": {"beta": 0}}, r"multisimilarity\.beta: must be > 0")):
+        with pytest.raises(ConfigError, match=match):  # the config check, before any training job
+            build_run_config({}, bad)
+
+
+def test_check_config_rejects_a_bad_multisimilarity_value(tmp_path, capsys):
+    """`hdml check-config` (Snakemake runs the same check first): exit 2, the field named."""
+    import yaml
+
+    from hdml.cli import main
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/config.yaml").read_text())
+    assert "multisimilarity" in cfg["datasets"]["digits"]["methods"]
+    (tmp_path / "good.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["check-config", str(tmp_path / "good.yaml")]) == 0
+    cfg["datasets"]["digits"]["per_method"]["multisimilarity"] = {"multisimilarity.epsilon": -0.1}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["check-config", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "multisimilarity.epsilon: must be >= 0" in err
 
 
 def test_report_shows_a_method_beyond_the_paper_with_a_dash(tmp_path):
