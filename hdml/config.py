@@ -222,6 +222,21 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"hdml.lambda0: must be in [0, 1), got {lam0}")
     if cfg["batch_size"] % 2:
         raise ConfigError(f"batch_size: must be even (pairs), got {cfg['batch_size']}")
+    check_loss_sections(cfg)
+
+
+def check_loss_sections(cfg: dict[str, Any]) -> None:
+    """Each loss checks its own hyperparameters when built (ranges only it knows, e.g.
+    multisimilarity.lambda in [-1, 1]): build every one here, so a bad value fails the config
+    check instead of the training job."""
+    from hdml.registry import LOSSES, load_plugins
+
+    load_plugins()
+    for name, cls in LOSSES.items():
+        try:
+            cls(**cfg[name])
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def lookup(cfg: dict[str, Any], dotted: str) -> Any:

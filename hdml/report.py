@@ -33,6 +33,7 @@ DISPLAY = {
     "triplet": "Triplet", "semihard": "Triplet hard", "triplet-hard": "Triplet hard",
     "daml-triplet": "DAML (Triplet)", "hdml-triplet": "HDML (Triplet)",
     "npair": "N-pair", "daml-npair": "DAML (N-pair)", "hdml-npair": "HDML (N-pair)",
+    "multisimilarity": "Multi-Similarity",  # beyond the paper (issue 20): no row in Tables 1-3
 }
 DATASET_ORDER = ["cub200", "cars196", "sop", "digits"]
 DATASET_TITLES = {"cub200": "CUB-200-2011", "cars196": "Cars196", "sop": "Stanford Online Products",
@@ -320,6 +321,9 @@ def results_table(summ: pd.DataFrame, paper: pd.DataFrame, dataset: str, selecte
     if dataset in PAPER_TABLE:
         table.note += (f"Paper: Table {PAPER_TABLE[dataset]} of Zheng et al. 2019; Δ = ours − paper, in points; "
                        "'not run': a method of the paper this suite did not run. ")
+        beyond = [label for label in labels_of if label not in set(ref.method)]
+        if beyond:
+            table.note += f"Paper {DASH}: beyond the paper, no published number ({', '.join(beyond)}). "
     else:
         table.note += "No published numbers for this dataset. "
     table.note += ("Red (†): best of the column; bold: HDML beats the same loss without HDML "

@@ -72,6 +72,6 @@ def test_demo_config_exercises_every_report_section():
     variants = set(DEMO["variants"])
     assert {"no-softmax", "no-recon", "protocol=paper"} <= variants
     assert any(v.startswith("alpha=") for v in variants) and any(v.startswith("lambda0=") for v in variants)
-    assert set(DEMO["datasets"]["digits"]["methods"]) == {"contrastive", "ddml", "triplet", "semihard", "npair",
-                                                          "lifted", "angular", "hdml-triplet", "hdml-npair"}
+    assert DEMO["datasets"]["digits"]["methods"] == ["contrastive", "ddml", "triplet", "semihard", "npair", "lifted",
+                                                     "angular", "hdml-triplet", "hdml-npair", "multisimilarity"]
     assert DEMO["tsne"]["dataset"] == "digits"
