@@ -23,7 +23,8 @@ from hdml.samplers import build_sampler
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = yaml.safe_load((REPO / "config/config.yaml").read_text())
-ALL_METHODS = ["angular", "contrastive", "ddml", "hdml-npair", "hdml-triplet", "lifted", "multisimilarity", "npair", "semihard", "triplet"]
+ALL_METHODS = ["angular", "contrastive", "ddml", "hdml-npair", "hdml-triplet", "lifted", "multisimilarity", "npair",
+               "semihard", "triplet"]
 
 
 def hdml(*args: str) -> subprocess.CompletedProcess:
