@@ -361,11 +361,14 @@ def test_demo_results_from_aggregate_cli_render(tmp_path):
     assert main(["aggregate", *map(str, runs), "--out", str(out / "metrics.csv"), "--curves", str(out / "curves.csv"),
                  "--runs-table", str(out / "runs.csv"), "--benchmarks", str(tmp_path / "benchmarks"),
                  "--costs", str(out / "costs.csv")]) == 0
+    losses = [str(write_losses(r)) for r in runs]
     assert main(["report", "--metrics", str(out / "metrics.csv"), "--curves", str(out / "curves.csv"),
-                 "--runs", str(out / "runs.csv"), "--costs", str(out / "costs.csv"), "--out", str(tmp_path / "r")]) == 0
+                 "--runs", str(out / "runs.csv"), "--costs", str(out / "costs.csv"), "--losses", *losses,
+                 "--out", str(tmp_path / "r")]) == 0
     page = Page((tmp_path / "r/report.html").read_text())
     assert {"table-digits", "table-digits-selected", "costs"} <= set(page.tables)
-    assert Path(tmp_path / "r/figures/curves_digits.png").exists()
+    for name in ("curves_digits", "losses_digits", "recall_digits"):
+        assert Path(tmp_path / f"r/figures/{name}.png").exists() and Path(tmp_path / f"r/figures/{name}.svg").exists()
 
 
 # ---------------------------------------------------------------- figures: intervals, seeds, legends, new figures
