@@ -558,7 +558,8 @@ def render(metrics_csv: Path, out_dir: Path, curves_csv: Path | None = None, run
              "mean marked (n=2) in tables, and each seed, with no band, in figures. The authors' code kept the "
              "checkpoint with the best <i>test</i> NMI; that number is reported separately, labelled as "
              "test-selected and optimistic. “Triplet hard” is the paper's name for its semi-hard triplet "
-             "baseline (method <code>semihard</code> here: FaceNet's semi-hard mining, the closest negative farther from the anchor than the positive).</p>")
+             "baseline (method <code>semihard</code> here: FaceNet's semi-hard mining, the closest negative "
+             "farther from the anchor than the positive).</p>")
     page = PAGE.format(intro=intro, toc=toc, body="\n".join(rep.sections))
     out = out_dir / "report.html"
     write_text(out, page)
@@ -647,13 +648,12 @@ def main_tables(rep: Report, summ: pd.DataFrame, metrics: pd.DataFrame, paper: p
         if len(recall):
             by_k = [replace(s, paper={int(m.split("@")[1]): v for m, v in s.paper.items() if m.startswith("recall@")})
                     for s in series if s.method in set(recall.method)]
-            fig = recall_grid(recall, by_k,
-                              f"{name}: Recall@K against K, last checkpoint")
-            paper_note = (f" Dotted: the paper's Table {PAPER_TABLE[dataset]}."
-                          if dataset in PAPER_TABLE else " The paper has no numbers for this dataset.")
+            fig = recall_grid(recall, by_k, f"{name}: Recall@K against K, last checkpoint")
+            paper_note = (f"Dotted: the paper's Table {PAPER_TABLE[dataset]}." if dataset in PAPER_TABLE
+                          else "The paper has no numbers for this dataset.")
             parts.append(rep.figure(f"recall_{dataset}", fig, f"Recall@K against K on {dataset}, one panel per "
-                                    f"method (last checkpoint, default variant). {POINTS_KEY} Grey: the other panels' means."
-                                    f"{paper_note}"))
+                                    f"method (last checkpoint, default variant). {POINTS_KEY} Grey: the other "
+                                    f"panels' means. {paper_note}"))
         number = PAPER_TABLE.get(dataset)
         title = f"{DATASET_TITLES.get(dataset, dataset)}" + (f" (paper Table {number})" if number else "")
         rep.section(f"dataset-{dataset}", title, "\n".join(parts))
