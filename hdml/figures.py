@@ -122,9 +122,12 @@ def grid(n: int, ncols: int, width: float, height: float, title: str, **kw) -> t
     return fig, axes
 
 
-def curve_grid(curves: pd.DataFrame, series: list[Series], metrics: list[tuple[str, str]], title: str) -> plt.Figure:
-    """Learning curves: one row per series, one column per (metric, name); y shared per column."""
-    fig, axes = grid(len(series) * len(metrics), len(metrics), 3.3, 1.75, title, sharex=True, sharey="col")
+def curve_grid(curves: pd.DataFrame, series: list[Series], metrics: list[tuple[str, str]], title: str,
+               percent: bool = True) -> plt.Figure:
+    """Curves over training steps (long: method, variant, seed, step, metric, value): one row per
+    series, one column per (metric, name); y shared per column for metrics in %, not for losses."""
+    fig, axes = grid(len(series) * len(metrics), len(metrics), 3.3, 1.75, title, sharex=True,
+                     sharey="col" if percent else False)
     axes = axes.reshape(len(series), len(metrics))
     by_label = {s.label: s for s in series}
     for i, s in enumerate(series):
@@ -134,17 +137,17 @@ def curve_grid(curves: pd.DataFrame, series: list[Series], metrics: list[tuple[s
             of_metric = curves[curves.metric == metric]
             for other in series:
                 if other is not s and other is not base and len(o := pick(of_metric, other)):
-                    mean_line(ax, o, "step", color=CONTEXT, linewidth=0.8, zorder=1)
+                    mean_line(ax, o, "step", percent, color=CONTEXT, linewidth=0.8, zorder=1)
             if base is not None and len(b := pick(of_metric, base)):
-                mean_line(ax, b, "step", color=BASE, linestyle="--", linewidth=1, zorder=2)
+                mean_line(ax, b, "step", percent, color=BASE, linestyle="--", linewidth=1, zorder=2)
             if metric in s.paper:
                 ax.axhline(s.paper[metric], **PAPER)
             mine = pick(of_metric, s)
-            n = draw(ax, mine, "step", colour(i), s.label) if len(mine) else MIN_SEEDS
+            n = draw(ax, mine, "step", colour(i), s.label, percent=percent) if len(mine) else MIN_SEEDS
             ax.set_title(f"{s.label}: {name}{too_few(n)}", fontsize=8)
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=7)
-            if j == 0:
+            if j == 0 and percent:
                 ax.set_ylabel("%", fontsize=8)
             if i == len(series) - 1:
                 ax.set_xlabel("training step", fontsize=8)

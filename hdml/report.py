@@ -460,11 +460,15 @@ def pick_embeddings(paths: list[Path]) -> Path | None:
 
 LOSS_SMOOTH = 40  # a running mean over 1/40 of the steps: a readable line at 200 or 8,000 steps
 LOSS_POINTS = 400  # per run, at most: keeps the SVGs small
+# HDML's own terms in losses.csv (beside J_m), as the spec names them; the rest is bookkeeping.
+HDML_TERMS = {"j_syn": "J_syn (synthetics)", "j_gen": "J_gen (generator)", "j_recon": "J_recon",
+              "j_soft": "J_soft", "j_cls": "J_cls (classifier)", "lambda0": "λ0 (hardness)"}
 
 
 def read_losses(paths: list[Path]) -> pd.DataFrame | None:
-    """J_m per step of each run (long: dataset, method, variant, seed, step, value), smoothed by a
-    running mean over 1/LOSS_SMOOTH of the run's steps; J_m is `j_m` for HDML, `loss` otherwise."""
+    """Losses per step of each run (long: dataset, method, variant, seed, step, metric, value),
+    each smoothed by a running mean over 1/LOSS_SMOOTH of the run's steps: `j_m`, the metric loss
+    (a baseline's `loss`), and HDML's HDML_TERMS."""
     frames = []
     for path in map(Path, paths):
         key = run_key(path.parent)
@@ -474,10 +478,11 @@ def read_losses(paths: list[Path]) -> pd.DataFrame | None:
             raise ValueError(f"{path}: needs rows and the columns step and loss (or j_m); "
                              f"got {','.join(map(str, table.columns))}")
         table = table.sort_values("step")
-        smooth = table[column].rolling(max(1, round(len(table) / LOSS_SMOOTH)), min_periods=1).mean()
-        every = math.ceil(len(table) / LOSS_POINTS)
-        frames.append(pd.DataFrame({**key, "step": table.step.to_numpy(), "value": smooth.to_numpy()})
-                      .iloc[::every])
+        terms = {column: "j_m", **{t: t for t in HDML_TERMS if t in table.columns}}
+        smooth = table[list(terms)].rolling(max(1, round(len(table) / LOSS_SMOOTH)), min_periods=1).mean()
+        smooth = smooth.rename(columns=terms).assign(step=table.step.to_numpy())
+        smooth = smooth.iloc[::math.ceil(len(table) / LOSS_POINTS)]
+        frames.append(smooth.melt(id_vars="step", var_name="metric", value_name="value").assign(**key))
     if not frames:
         return None
     out = pd.concat(frames, ignore_index=True)
@@ -637,11 +642,22 @@ def main_tables(rep: Report, summ: pd.DataFrame, metrics: pd.DataFrame, paper: p
             parts.append(note("No learning curves for this dataset in these results."))
         mine = None if losses is None else losses[(losses.dataset == dataset) & (losses.variant == "default")]
         if mine is not None and len(mine):
-            fig = loss_grid(mine, [s for s in series if s.method in set(mine.method)], "J_m",
+            j_m = mine[mine.metric == "j_m"]
+            fig = loss_grid(j_m, [s for s in series if s.method in set(j_m.method)], "J_m",
                             f"{name}: training loss J_m, default variant")
             parts.append(rep.figure(f"losses_{dataset}", fig, f"Training loss on {dataset} (losses.csv), one panel "
                                     f"per method: the metric loss J_m with the weight penalty, {LOSS_SMOOTHING}. "
                                     "HDML's J_m is the same loss as its base method's (dashed), on real samples."))
+            terms = [(t, label) for t, label in HDML_TERMS.items() if t in set(mine.metric)]
+            with_terms = set(mine[mine.metric.isin(HDML_TERMS)].method)
+            hdml = [replace(s, base=None, paper={}) for s in series if s.method in with_terms]
+            if hdml:
+                fig = curve_grid(mine, hdml, terms, f"{name}: HDML's own losses, default variant", percent=False)
+                parts.append(rep.figure(f"losses-hdml_{dataset}", fig, f"HDML's own terms on {dataset} "
+                                        f"(losses.csv), one row per HDML method, {LOSS_SMOOTHING}: J_syn, the metric "
+                                        "loss on the synthetic samples; J_gen, the generator's (J_recon and J_soft "
+                                        "combined as the protocol says); J_cls, the classifier's; λ0, the hardness. "
+                                        f"{CURVE_KEY}"))
         else:
             parts.append(note("No training losses (losses.csv) for this dataset given to the report."))
         recall = recall_points(metrics, dataset)

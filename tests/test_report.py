@@ -30,7 +30,7 @@ PAPER_ROWS = ["Contrastive", "DDML", "Lifted", "Angular", "Triplet", "Triplet ha
               "HDML (Triplet)", "N-pair", "DAML (N-pair)", "HDML (N-pair)"]
 FIGURES = {"curves_cub200", "curves_digits", "ablation_cub200-hdml-npair", "sweep-alpha_cub200-hdml-npair",
            "sweep-lambda0_cub200-hdml-npair", "tsne_cub200", "losses_cub200", "losses_digits", "recall_cub200",
-           "recall_digits"}
+           "recall_digits", "losses-hdml_cub200"}
 
 
 class Page(HTMLParser):
@@ -439,9 +439,12 @@ def test_read_losses_smooths_j_m_and_names_bad_files(tmp_path):
     pd.DataFrame({"step": range(1, 81), "loss": np.arange(1.0, 81)}).to_csv(run / "losses.csv", index=False)
     hdml = tmp_path / "cub200/hdml-npair/default/seed1"
     hdml.mkdir(parents=True)
-    pd.DataFrame({"step": range(1, 1001), "loss": -1.0, "j_m": np.arange(1000.0)}).to_csv(hdml / "losses.csv",
-                                                                                        index=False)
+    pd.DataFrame({"step": range(1, 1001), "loss": -1.0, "j_m": np.arange(1000.0), "j_recon": 2.0,
+                  "pulled": 0.5}).to_csv(hdml / "losses.csv", index=False)
     table = read_losses([run / "losses.csv", hdml / "losses.csv"])
+    assert set(table[table.method == "npair"].metric) == {"j_m"}  # a baseline's `loss` is its J_m
+    assert set(table[table.method == "hdml-npair"].metric) == {"j_m", "j_recon"}  # HDML's terms, no bookkeeping
+    table = table[table.metric == "j_m"]
     base = table[table.method == "npair"]
     # 80 steps: a running mean over 80 / 40 = 2 steps
     assert list(base.value[:3]) == [1.0, 1.5, 2.5] and base.seed.unique().tolist() == [0]
@@ -456,6 +459,8 @@ def test_read_losses_smooths_j_m_and_names_bad_files(tmp_path):
 
 def test_loss_figure_has_hdml_beside_its_base(report):
     table = read_losses(sorted(report["root"].glob("runs/cub200/*/default/seed*/losses.csv")))
+    assert set(table.metric) == {"j_m", "j_gen"}
+    table = table[table.metric == "j_m"]
     series = method_series(["npair", "hdml-npair"], paper_table(), "cub200")
     fig = loss_grid(table, series, "J_m", "t")
     hdml = fig.axes[1]
