@@ -57,8 +57,11 @@ def encode(fig: plt.Figure) -> dict[str, bytes]:
     return out
 
 
+PALETTE = [c for k, c in enumerate(plt.get_cmap("tab10").colors) if k != 7]  # tab10 without its grey (context)
+
+
 def colour(i: int) -> tuple:
-    return plt.get_cmap("tab10")(i % 10)
+    return PALETTE[i % len(PALETTE)]
 
 
 def pick(data: pd.DataFrame, s: Series) -> pd.DataFrame:
@@ -204,27 +207,40 @@ def recall_grid(points: pd.DataFrame, series: list[Series], title: str) -> plt.F
 def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, panels: list[tuple[str, list[tuple[str, str]]]],
                  xlabel: str, default_x: float | None, default_label: str, title: str) -> plt.Figure:
     """Last-checkpoint metrics (long, per seed: metric, x, seed, value) against the swept value,
-    one panel per group of (metric, name) (paper Figures 6-7). The default variant (long: metric,
-    seed, value) is a star at `default_x`, or, with no fixed value, a dashed line."""
+    one panel per group of (metric, name) (paper Figures 6-7): each seed a point, the mean a line,
+    the 95% CI an error bar from MIN_SEEDS seeds on; the metrics of a panel sit side by side
+    around each value so that their bars do not cover each other. The default variant (long:
+    metric, seed, value) is a star at `default_x`, or, with no fixed value, a dashed line with its
+    bar at the right edge."""
     fig, axes = grid(len(panels), len(panels), 5.0, 3.4, title)
+    xs = sorted(set(points.x) | ({default_x} if default_x is not None else set()))
+    span = (xs[-1] - xs[0]) or 1.0
+    right = xs[-1] + 0.08 * span  # where an adaptive default's bar goes
     for ax, (name, metrics) in zip(axes.flat, panels):
+        dodge = 0.012 * span
         for i, (metric, label) in enumerate(metrics):
-            c = colour(i)
+            c, shift = colour(i), (i - (len(metrics) - 1) / 2) * dodge
             mine = points[points.metric == metric]
-            n = draw(ax, mine, "x", c, None, points=True)
+            ax.plot(mine.x + shift, 100 * mine.value, color=c, **SEEDS_POINT)
+            s = summary(mine, ["x"]).sort_values("x")
+            ok = s.n.map(shown).to_numpy(dtype=bool)
+            ax.plot(s.x + shift, 100 * s["mean"], color=c, marker="o", ms=4, linewidth=1.4)
+            if ok.any():
+                ax.errorbar(s.x[ok] + shift, 100 * s["mean"][ok], yerr=100 * s.ci[ok], color=c, capsize=3,
+                            linestyle="none")
+            n = int(s.n.min())
             d = default[default.metric == metric]
             if len(d):
-                m, ci, k = 100 * d.value.mean(), 100 * np.nan_to_num(summary(d, ["metric"]).ci.iloc[0]), len(d)
+                k, m = len(d), 100 * d.value.mean()
+                ci = 100 * summary(d, ["metric"]).ci.iloc[0] if shown(k) else None
                 n = min(n, k)
-                if default_x is not None:
-                    ax.plot([default_x] * k, 100 * d.value, color=c, **SEEDS_POINT)
-                    ax.errorbar([default_x], [m], yerr=[ci] if shown(k) else None, marker="*", ms=12, capsize=3,
-                                color=c, markeredgecolor="black", linestyle="none")
-                else:
+                x = (default_x if default_x is not None else right) + shift
+                ax.plot([x] * k, 100 * d.value, color=c, **SEEDS_POINT)
+                if default_x is None:
                     ax.axhline(m, color=c, linestyle="--", linewidth=1)
-                    if shown(k):
-                        ax.axhspan(max(m - ci, 0), min(m + ci, 100), color=c, alpha=0.1)
-            ax.plot([], [], color=c, marker="o", ms=3, label=label + ("" if shown(n) else f" ({n} seeds: no interval)"))
+                ax.errorbar([x], [m], yerr=ci, marker="*" if default_x is not None else "_", ms=12, capsize=3,
+                            color=c, markeredgecolor="black" if default_x is not None else c, linestyle="none")
+            ax.plot([], [], color=c, marker="o", ms=4, label=label + ("" if shown(n) else f" ({n} seeds: no interval)"))
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("%")
@@ -235,7 +251,8 @@ def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, panels: list[tuple
                      if default_x is not None else dict(linestyle="--", color="grey"))
             handles.append(Line2D([], [], **style))
             labels.append(default_label)
-        handles += [Line2D([], [], color=BASE, **SEEDS_POINT), Patch(color=BASE, alpha=BAND_ALPHA)]
+        handles += [Line2D([], [], color=BASE, **SEEDS_POINT),
+                    Line2D([], [], color=BASE, marker="|", ms=10, linestyle="none")]
         labels += ["each seed", f"95% CI (from {MIN_SEEDS} seeds on)"]
         ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     return fig

@@ -571,11 +571,14 @@ def render(metrics_csv: Path, out_dir: Path, curves_csv: Path | None = None, run
     return out
 
 
-CURVE_KEY = (f"Thick line: the mean over seeds; thin lines: each seed; shaded: the 95% CI, drawn only from "
-             f"{MIN_SEEDS} seeds on (a panel with fewer says so); grey: the other panels' means; dashed: an HDML "
-             "method's base loss; dotted: the paper's value after its 8,000 steps, where it has one.")
+SEEDS_KEY = (f"Thick line: the mean over seeds; thin lines: each seed; shaded: the 95% CI, drawn only from "
+             f"{MIN_SEEDS} seeds on (a panel with fewer says so); grey: the other panels' means.")
+CURVE_KEY = (f"{SEEDS_KEY} Dashed: an HDML method's base loss; dotted: the paper's value after its 8,000 steps, "
+             "where it has one.")
 POINTS_KEY = (f"Line: the mean over seeds; points: each seed; shaded: the 95% CI, drawn only from {MIN_SEEDS} "
               "seeds on.")
+SWEEP_KEY = (f"Line: the mean over seeds; points: each seed; error bars: the 95% CI, drawn only from {MIN_SEEDS} "
+             "seeds on (a legend entry says where there are fewer); the metrics sit side by side around each value.")
 LOSS_SMOOTHING = f"each seed smoothed by a running mean over 1/{LOSS_SMOOTH} of its steps"
 
 
@@ -657,7 +660,7 @@ def main_tables(rep: Report, summ: pd.DataFrame, metrics: pd.DataFrame, paper: p
                                         f"(losses.csv), one row per HDML method, {LOSS_SMOOTHING}: J_syn, the metric "
                                         "loss on the synthetic samples; J_gen, the generator's (J_recon and J_soft "
                                         "combined as the protocol says); J_cls, the classifier's; λ0, the hardness. "
-                                        f"{CURVE_KEY}"))
+                                        f"{SEEDS_KEY}"))
         else:
             parts.append(note("No training losses (losses.csv) for this dataset given to the report."))
         recall = recall_points(metrics, dataset)
@@ -740,7 +743,8 @@ def sweep_section(rep: Report, summ: pd.DataFrame, metrics: pd.DataFrame, runs: 
     if param == "alpha":
         parts.append("<p>α = 0 applies no hardness synthesis; the star is the default variant at its α.</p>")
     else:
-        parts.append("<p>The dashed line and band are the default, adaptive λ = 1 − exp(−α / J_avg).</p>")
+        parts.append("<p>The dashed line is the default, adaptive λ = 1 − exp(−α / J_avg), its seeds and "
+                     "interval at the right edge.</p>")
     for dataset in datasets:
         for method in swept[swept.dataset == dataset].method.unique():
             mine = (metrics.dataset == dataset) & (metrics.method == method) & ~metrics.metric.str.startswith(SELECTED)
@@ -758,7 +762,7 @@ def sweep_section(rep: Report, summ: pd.DataFrame, metrics: pd.DataFrame, runs: 
                                f"last checkpoint vs {SWEEPS[param]}")
             parts.append(rep.figure(f"sweep-{param}_{name}", fig,
                                     f"Last-checkpoint metrics of {display(method)} on {dataset} against "
-                                    f"{SWEEPS[param]}. {POINTS_KEY}"))
+                                    f"{SWEEPS[param]}. {SWEEP_KEY}"))
             rows = points.assign(setting=points.x.map(lambda v: f"{v:g}"))
             if len(default):
                 rows = pd.concat([rows, default.assign(x=math.inf if x0 is None else x0, setting=label)])

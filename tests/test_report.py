@@ -431,6 +431,9 @@ def test_sweep_shows_seeds_and_no_interval_from_two():
     assert ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0  # legend below the data
     two = sweep_figure(points, default[default.seed < 2], [("Clustering", [("nmi", "NMI")])], "α", 90.0, "d", "t")
     assert not two.axes[0].containers[-1].has_yerr
+    three = pd.concat([points, points[points.seed == 1].assign(seed=2)])  # 3 seeds at each value: bars drawn
+    bars = sweep_figure(three, default, [("Clustering", [("nmi", "NMI")])], "α", 90.0, "d", "t").axes[0].containers
+    assert len(bars) == 2 and bars[0].has_yerr and list(bars[0].lines[0].get_xdata()) == [0, 30]
 
 
 def test_read_losses_smooths_j_m_and_names_bad_files(tmp_path):
