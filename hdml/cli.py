@@ -113,7 +113,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     from hdml.report import render
 
     print(render(Path(args.metrics), Path(args.out), curves_csv=args.curves, runs_csv=args.runs,
-                 costs_csv=args.costs, embeddings=[Path(e) for e in args.embeddings]))
+                 costs_csv=args.costs, embeddings=[Path(e) for e in args.embeddings],
+                 losses=[Path(p) for p in args.losses]))
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -229,6 +230,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--embeddings", nargs="*", default=[], metavar="NPZ",
                    help="embeddings.npz of candidate runs for the t-SNE map; HDML (N-pair), default, "
                         "CUB-200 first, lowest seed is drawn")
+    s.add_argument("--losses", nargs="*", default=[], metavar="CSV",
+                   help="losses.csv of the runs (in their run directories), for the training-loss figures")
     s.add_argument("--out", default="report", help="report folder (report.html, tables/, figures/)")
     s.set_defaults(func=cmd_report)
 

@@ -1,19 +1,20 @@
 """The report: the paper's Tables 1-3 beside ours, Figures 4-8 redrawn from our runs, costs.
 
-Ours are last-checkpoint numbers, mean and Student-t 95% CI over seeds. The authors' code kept
-the checkpoint with the best *test* NMI; that number is shown in its own table, labelled as
-optimistic, never mixed into the main one. `report.html` is one self-contained file (figures
-inlined as base64 PNG); tables are also written as Markdown and LaTeX under `tables/`, figures
-as PNG under `figures/`. A section without data in the results is replaced by a short note.
+Ours are last-checkpoint numbers, mean and Student-t 95% CI over seeds; an interval is shown
+only from intervals.MIN_SEEDS seeds on, fewer are marked "(n=2)" and drawn seed by seed. The
+authors' code kept the checkpoint with the best *test* NMI; that number is shown in its own
+table, labelled as optimistic, never mixed into the main one. `report.html` is one
+self-contained file (figures inlined as base64 PNG, each linked to its SVG copy); tables are
+also written as Markdown and LaTeX under `tables/`, figures as PNG and SVG under `figures/`
+(drawn by hdml/figures.py). A section without data in the results is replaced by a short note.
 """
 from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -23,9 +24,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from hdml.aggregate import COSTS_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, RUNS_COLUMNS, run_key  # noqa: E402
+from hdml.figures import Series, curve_grid, encode, loss_grid, recall_grid, sweep_figure  # noqa: E402
+from hdml.intervals import MIN_SEEDS, shown, summary  # noqa: E402
 from hdml.io import write_text, write_with  # noqa: E402
 
 DISPLAY = {
@@ -50,32 +52,17 @@ SELECTED = "selected:"
 DASH = "—"
 
 
-# ---------------------------------------------------------------- statistics and formatting
-
-def ci95(values: np.ndarray) -> float:
-    """Half-width of the Student-t 95% interval of the mean; NaN for fewer than two seeds."""
-    values = np.asarray(values, dtype=float)
-    n = len(values)
-    if n < 2:
-        return math.nan
-    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
-
-
-def summary(long: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean, 95% CI half-width and count of `value` per group (fractions, as given)."""
-    g = long.groupby(by, sort=False)["value"]
-    out = g.agg(mean="mean", n="count").reset_index()
-    out["ci"] = g.apply(lambda v: ci95(v.to_numpy())).to_numpy()
-    return out
-
+# ---------------------------------------------------------------- formatting
 
 def fmt_pct(x: float) -> str:
     return DASH if x is None or not np.isfinite(x) else f"{100 * x:.1f}"
 
 
-def fmt_mean_ci(mean: float, ci: float) -> str:
-    """'62.6 ± 0.8' in percent; the mean alone when there is no interval (one seed)."""
-    return fmt_pct(mean) if not np.isfinite(ci) else f"{100 * mean:.1f} ± {100 * ci:.1f}"
+def fmt_mean_ci(mean: float, ci: float, n: int) -> str:
+    """'62.6 ± 0.8' in percent; from fewer than MIN_SEEDS seeds the mean marked '(n=2)' instead."""
+    if shown(n) and np.isfinite(ci):
+        return f"{100 * mean:.1f} ± {100 * ci:.1f}"
+    return f"{fmt_pct(mean)} (n={n})"
 
 
 def fmt_diff(points: float) -> str:
@@ -132,6 +119,19 @@ class Table:
     groups: list[tuple[str, list[str]]]
     rows: list[list[Cell]] = field(default_factory=list)
     note: str = ""
+    marks: bool = False  # whether the note explains the paper's marks (best, bold)
+
+    def caption(self, fmt: str) -> str:
+        """The note in words that fit the format: HTML shows the best cell in red, Markdown with †."""
+        parts = [self.note.strip()] if self.note else []
+        if self.marks:
+            best = "Red" if fmt == "html" else "†"
+            parts.append(f"{best}: best of the column; bold: HDML beats the same loss without HDML "
+                         "(the paper's marks, applied to each column separately).")
+        if any(re.fullmatch(r"\S+ \(n=\d+\)", c.text) for row in self.rows for c in row):
+            parts.append(f"(n=k): the mean of k < {MIN_SEEDS} seeds, too few for a 95% interval, "
+                         "so none is given.")
+        return " ".join(parts)
 
     @property
     def two_level(self) -> bool:
@@ -179,8 +179,8 @@ class Table:
         lines.append("| " + " | ".join(self.flat_header()) + " |")
         lines.append("|" + "|".join(["---"] * len(self.stub) + ["---:"] * (self.columns - len(self.stub))) + "|")
         lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in self.rows]
-        if self.note:
-            lines += ["", self.note]
+        if self.caption("markdown"):
+            lines += ["", self.caption("markdown")]
         return "\n".join(lines) + "\n"
 
     def latex(self) -> str:
@@ -303,7 +303,7 @@ def results_table(summ: pd.DataFrame, paper: pd.DataFrame, dataset: str, selecte
             if label not in labels_of:
                 ours_cells.append(Cell("not run", muted=True))
             else:
-                ours_cells.append(Cell(fmt_mean_ci(hit.mean, hit.ci) if hit else DASH))
+                ours_cells.append(Cell(fmt_mean_ci(hit.mean, hit.ci, hit.n) if hit else DASH))
             ours_vals.append(100 * hit.mean if hit else math.nan)
             paper_cells.append(Cell(f"{ref_value:.1f}" if np.isfinite(ref_value) else DASH))
             paper_vals.append(ref_value)
@@ -326,8 +326,7 @@ def results_table(summ: pd.DataFrame, paper: pd.DataFrame, dataset: str, selecte
             table.note += f"Paper {DASH}: beyond the paper, no published number ({', '.join(beyond)}). "
     else:
         table.note += "No published numbers for this dataset. "
-    table.note += ("Red (†): best of the column; bold: HDML beats the same loss without HDML "
-                   "(the paper's marks, applied to each column separately).")
+    table.marks = True
     return table
 
 
@@ -340,7 +339,8 @@ def summary_table(summ: pd.DataFrame, key: str, title: str, stub_cols: list[str]
         by_metric = {r.metric: r for r in g.itertuples()}
         cells = [str(v) for v in (stub_values if isinstance(stub_values, tuple) else (stub_values,))]
         cells.append(str(int(g.n.max())))
-        cells += [fmt_mean_ci(by_metric[m].mean, by_metric[m].ci) if m in by_metric else DASH for m in metrics]
+        cells += [fmt_mean_ci(by_metric[m].mean, by_metric[m].ci, by_metric[m].n) if m in by_metric else DASH
+                  for m in metrics]
         rows.append(cells)
     return simple_table(key, title, [*stub_names, "seeds", *map(metric_label, metrics)], rows,
                         stub=len(stub_names), note=note)
@@ -348,100 +348,7 @@ def summary_table(summ: pd.DataFrame, key: str, title: str, stub_cols: list[str]
 
 # ---------------------------------------------------------------- figures
 
-def figure_png(fig: plt.Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def band(ax: plt.Axes, long: pd.DataFrame, label: str, **style) -> None:
-    """Mean over seeds per step with its 95% CI as a shaded band, in %."""
-    s = summary(long, ["step"]).sort_values("step")
-    line, = ax.plot(s.step, 100 * s["mean"], marker="o", ms=3, label=label, **style)
-    low, high = ci_bounds(s["mean"].to_numpy(), s.ci.to_numpy())
-    ax.fill_between(s.step, low, high, color=line.get_color(), alpha=0.15)
-
-
-def ci_bounds(mean: np.ndarray, ci: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The interval in %, clipped to [0, 100] where few seeds make it wider than a metric can go."""
-    ci = np.nan_to_num(ci)
-    return np.clip(100 * (mean - ci), 0, 100), np.clip(100 * (mean + ci), 0, 100)
-
-
-def curve_figure(curves: pd.DataFrame, lines: list[tuple[str, str, str]], title: str) -> bytes:
-    """NMI, F1, R@1 over training steps for (method, variant, label) lines."""
-    panels = [m for m in CURVE_METRICS if m in set(curves.metric)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.3), squeeze=False)
-    for ax, metric in zip(axes[0], panels):
-        for method, variant, label in lines:
-            sub = curves[(curves.method == method) & (curves.variant == variant) & (curves.metric == metric)]
-            if len(sub):
-                band(ax, sub, label)
-        ax.set_title(metric_label(metric))
-        ax.set_xlabel("training step")
-        ax.set_ylabel("%")
-        ax.grid(alpha=0.3)
-    legend = {}
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.legend(list(legend.values()), list(legend), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(len(legend), 4), fontsize=8, frameon=False)
-    return figure_png(fig)
-
-
-def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, param: str, default_x: float | None,
-                 title: str) -> bytes:
-    """Last-checkpoint metrics against the swept value, with CI error bars (Figures 6-7).
-
-    The default variant is a separate marker at its alpha; for lambda0 (default: adaptive, no
-    fixed value) a dashed line with its CI band.
-    """
-    panels = [("Clustering", [m for m in ("nmi", "f1") if m in set(points.metric)]),
-              ("Retrieval", [m for m in metric_order(points.metric.unique()) if m.startswith("recall@")])]
-    panels = [(name, ms) for name, ms in panels if ms]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
-    symbol = "α" if param == "alpha" else "λ0"
-    for ax, (name, metrics) in zip(axes[0], panels):
-        for metric in metrics:
-            s = points[points.metric == metric].sort_values("x")
-            y = 100 * s["mean"].to_numpy()
-            low, high = ci_bounds(s["mean"].to_numpy(), s.ci.to_numpy())
-            bars = ax.errorbar(s.x, y, yerr=[y - low, high - y], marker="o", ms=4, capsize=3,
-                               label=metric_label(metric))
-            colour = bars[0].get_color()
-            d = default[default.metric == metric]
-            if d.empty:
-                continue
-            mean = 100 * d["mean"].iloc[0]
-            (low,), (high,) = ci_bounds(d["mean"].to_numpy()[:1], d.ci.to_numpy()[:1])
-            if default_x is not None:
-                ax.errorbar([default_x], [mean], yerr=[[mean - low], [high - mean]], marker="*", ms=12, capsize=3,
-                            color=colour, markeredgecolor="black", linestyle="none")
-            else:
-                ax.axhline(mean, color=colour, linestyle="--", linewidth=1)
-                ax.axhspan(low, high, color=colour, alpha=0.1)
-        ax.set_title(name)
-        ax.set_xlabel(SWEEPS[param])
-        ax.set_ylabel("%")
-        ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        if not default.empty:
-            style = (dict(marker="*", ms=12, markeredgecolor="black", linestyle="none", color="grey")
-                     if default_x is not None else dict(linestyle="--", color="grey"))
-            handles.append(plt.Line2D([], [], **style))
-            labels.append(f"default ({symbol} = {default_x:g})" if default_x is not None
-                          else "default (adaptive)" if param == "lambda0" else "default")
-        ax.legend(handles, labels, fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return figure_png(fig)
-
-
-def tsne_figure(path: Path, max_points: int = TSNE_MAX_POINTS) -> tuple[bytes, str]:
+def tsne_figure(path: Path, max_points: int = TSNE_MAX_POINTS) -> tuple[plt.Figure, str]:
     """Barnes-Hut t-SNE of L2-normalised test embeddings, coloured by class (Figure 8)."""
     from sklearn.manifold import TSNE
 
@@ -469,7 +376,7 @@ def tsne_figure(path: Path, max_points: int = TSNE_MAX_POINTS) -> tuple[bytes, s
     if len(classes) <= 10:
         for k, c in enumerate(classes):
             ax.scatter([], [], color=colours[k], label=str(c))
-        ax.legend(title="class", fontsize=7, markerscale=1.5)
+        ax.legend(title="class", fontsize=7, markerscale=1.5, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_xticks([])
     ax.set_yticks([])
     key = run_key(path.parent)
@@ -479,7 +386,7 @@ def tsne_figure(path: Path, max_points: int = TSNE_MAX_POINTS) -> tuple[bytes, s
     fig.tight_layout()
     caption = (f"Barnes-Hut t-SNE of {len(z)} test embeddings ({len(classes)} classes"
                f"{', random subsample' if subsampled else ''}) of {title}; one colour per class.")
-    return figure_png(fig), caption
+    return fig, caption
 
 
 # ---------------------------------------------------------------- inputs
@@ -555,6 +462,38 @@ def pick_embeddings(paths: list[Path]) -> Path | None:
     return min(paths, key=rank)
 
 
+LOSS_SMOOTH = 40  # a running mean over 1/40 of the steps: a readable line at 200 or 8,000 steps
+LOSS_POINTS = 400  # per run, at most: keeps the SVGs small
+# HDML's own terms in losses.csv (beside J_m), as the spec names them; the rest is bookkeeping.
+HDML_TERMS = {"j_syn": "J_syn (synthetics)", "j_gen": "J_gen (generator)", "j_recon": "J_recon",
+              "j_soft": "J_soft", "j_cls": "J_cls (classifier)", "lambda0": "λ0 (hardness)"}
+
+
+def read_losses(paths: list[Path]) -> pd.DataFrame | None:
+    """Losses per step of each run (long: dataset, method, variant, seed, step, metric, value),
+    each smoothed by a running mean over 1/LOSS_SMOOTH of the run's steps: `j_m`, the metric loss
+    (a baseline's `loss`), and HDML's HDML_TERMS."""
+    frames = []
+    for path in map(Path, paths):
+        key = run_key(path.parent)
+        table = pd.read_csv(path)
+        column = "j_m" if "j_m" in table.columns else "loss"
+        if not {"step", column} <= set(table.columns) or table.empty:
+            raise ValueError(f"{path}: needs rows and the columns step and loss (or j_m); "
+                             f"got {','.join(map(str, table.columns))}")
+        table = table.sort_values("step")
+        terms = {column: "j_m", **{t: t for t in HDML_TERMS if t in table.columns}}
+        smooth = table[list(terms)].rolling(max(1, round(len(table) / LOSS_SMOOTH)), min_periods=1).mean()
+        smooth = smooth.rename(columns=terms).assign(step=table.step.to_numpy())
+        smooth = smooth.iloc[::math.ceil(len(table) / LOSS_POINTS)]
+        frames.append(smooth.melt(id_vars="step", var_name="metric", value_name="value").assign(**key))
+    if not frames:
+        return None
+    out = pd.concat(frames, ignore_index=True)
+    out["variant"] = out.variant.astype(str)
+    return out
+
+
 # ---------------------------------------------------------------- assembly
 
 @dataclass
@@ -569,14 +508,19 @@ class Report:
         self.toc.append((key, title))
         self.sections.append(f'<section id="{key}">\n<h2>{html.escape(title)}</h2>\n{body}\n</section>')
 
-    def figure(self, name: str, png: bytes, caption: str) -> str:
-        write_with(self.out_dir / "figures" / f"{name}.png", lambda p: p.write_bytes(png))
+    def figure(self, name: str, fig: plt.Figure, caption: str) -> str:
+        """Save `fig` as figures/NAME.png and .svg; inline the PNG, link both files."""
+        files = encode(fig)
+        for fmt, data in files.items():
+            write_with(self.out_dir / "figures" / f"{name}.{fmt}", lambda p, d=data: p.write_bytes(d))
+        links = " ".join(f'<a href="figures/{name}.{fmt}">{fmt.upper()}</a>' for fmt in files)
         return (f'<figure id="fig-{name}"><img alt="{html.escape(caption)}" '
-                f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-                f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+                f'src="data:image/png;base64,{base64.b64encode(files["png"]).decode()}">'
+                f'<figcaption>{html.escape(caption)} <span class="files">[{links}]</span></figcaption></figure>')
 
     def table(self, table: Table) -> str:
-        note = f'<p class="note">{html.escape(table.note)}</p>' if table.note else ""
+        text = table.caption("html")
+        note = f'<p class="note">{html.escape(text)}</p>' if text else ""
         return f'<h3>{html.escape(table.title)}</h3>\n{table.html()}\n{note}'
 
 
@@ -585,8 +529,10 @@ def note(text: str) -> str:
 
 
 def render(metrics_csv: Path, out_dir: Path, curves_csv: Path | None = None, runs_csv: Path | None = None,
-           costs_csv: Path | None = None, embeddings: list[Path] | None = None) -> Path:
-    """Write report.html, tables/ and figures/ under `out_dir`; returns the HTML path."""
+           costs_csv: Path | None = None, embeddings: list[Path] | None = None,
+           losses: list[Path] | None = None) -> Path:
+    """Write report.html, tables/ and figures/ under `out_dir`; returns the HTML path. `losses`:
+    the runs' losses.csv (in their run directories), for the training-loss figures."""
     out_dir = Path(out_dir)
     metrics = read_metrics(Path(metrics_csv))
     curves = read_table(Path(curves_csv), CURVES_COLUMNS) if curves_csv else None
@@ -596,6 +542,7 @@ def render(metrics_csv: Path, out_dir: Path, curves_csv: Path | None = None, run
     if runs is not None:
         check_variant_settings(runs, Path(runs_csv))
     costs = read_table(Path(costs_csv), COSTS_COLUMNS) if costs_csv else None
+    loss_table = read_losses(losses or [])
     summ = summary(metrics, ["dataset", "method", "variant", "metric"])
     paper = paper_table()
     for sub in ("figures", "tables"):  # both exist even when empty: Snakemake directory() outputs
@@ -603,10 +550,10 @@ def render(metrics_csv: Path, out_dir: Path, curves_csv: Path | None = None, run
     rep = Report(out_dir)
     datasets = dataset_sort(metrics.dataset)
 
-    main_tables(rep, summ, paper, datasets, curves)
-    ablation_section(rep, summ, curves, datasets)
+    main_tables(rep, summ, metrics, paper, datasets, curves, loss_table)
+    ablation_section(rep, summ, paper, curves, datasets)
     for param in SWEEPS:
-        sweep_section(rep, summ, runs, datasets, param)
+        sweep_section(rep, summ, metrics, runs, datasets, param)
     tsne_section(rep, [Path(p) for p in embeddings or []])
     protocol_section(rep, summ, paper, datasets)
     other_variants_section(rep, summ)
@@ -616,16 +563,65 @@ def render(metrics_csv: Path, out_dir: Path, curves_csv: Path | None = None, run
     n_runs = metrics.groupby(["dataset", "method", "variant", "seed"]).ngroups
     intro = (f"<p>{n_runs} runs over {len(datasets)} dataset(s): {', '.join(datasets)}. "
              "Our numbers are from the <b>last checkpoint</b>: mean ± 95% confidence interval over seeds "
-             "(Student t, n − 1 degrees of freedom), in %. The authors' code kept the checkpoint with the best "
-             "<i>test</i> NMI; that number is reported separately, labelled as test-selected and optimistic.</p>")
+             f"(Student t, n − 1 degrees of freedom), in %, given from {MIN_SEEDS} seeds on: fewer seeds give the "
+             "mean marked (n=2) in tables, and each seed, with no band, in figures. The authors' code kept the "
+             "checkpoint with the best <i>test</i> NMI; that number is reported separately, labelled as "
+             "test-selected and optimistic. “Triplet hard” is the paper's name for its semi-hard triplet "
+             "baseline (method <code>semihard</code> here: FaceNet's semi-hard mining, the closest negative "
+             "farther from the anchor than the positive).</p>")
     page = PAGE.format(intro=intro, toc=toc, body="\n".join(rep.sections))
     out = out_dir / "report.html"
     write_text(out, page)
     return out
 
 
-def main_tables(rep: Report, summ: pd.DataFrame, paper: pd.DataFrame, datasets: list[str],
-                curves: pd.DataFrame | None) -> None:
+SEEDS_KEY = (f"Thick line: the mean over seeds; thin lines: each seed; shaded: the 95% CI, drawn only from "
+             f"{MIN_SEEDS} seeds on (a panel with fewer says so); grey: the other panels' means.")
+CURVE_KEY = (f"{SEEDS_KEY} Dashed: an HDML method's base loss; dotted: the paper's value after its 8,000 steps, "
+             "where it has one.")
+POINTS_KEY = (f"Line: the mean over seeds; points: each seed; shaded: the 95% CI, drawn only from {MIN_SEEDS} "
+              "seeds on.")
+SWEEP_KEY = (f"Line: the mean over seeds; points: each seed; error bars: the 95% CI, drawn only from {MIN_SEEDS} "
+             "seeds on (a legend entry says where there are fewer); the metrics sit side by side around each value.")
+LOSS_SMOOTHING = f"each seed smoothed by a running mean over 1/{LOSS_SMOOTH} of its steps"
+
+
+def method_order(methods, paper: pd.DataFrame) -> list[str]:
+    """The paper's row order (Contrastive ... HDML (N-pair)), then any other method by name."""
+    known = list(dict.fromkeys(paper.method))
+    return sorted(set(methods), key=lambda m: (known.index(display(m)) if display(m) in known else len(known),
+                                                display(m).lower()))
+
+
+def paper_values(paper: pd.DataFrame, dataset: str, method: str) -> dict[str, float]:
+    """{metric: %} of `method` in the paper's table for `dataset`; empty where it has none."""
+    mine = paper[(paper.dataset == dataset) & (paper.method == display(method))]
+    return {r.metric: float(r.value) for r in mine.itertuples()}
+
+
+def method_series(methods: list[str], paper: pd.DataFrame, dataset: str) -> list[Series]:
+    """One panel per method: HDML (X) beside X, and the paper's numbers where it has them."""
+    out = []
+    for m in methods:
+        base = m.removeprefix("hdml-") if m.startswith("hdml-") else None
+        out.append(Series(m, "default", display(m), display(base) if base in methods else None,
+                          paper_values(paper, dataset, m)))
+    return out
+
+
+def curve_metrics(curves: pd.DataFrame) -> list[tuple[str, str]]:
+    return [(m, metric_label(m)) for m in CURVE_METRICS if m in set(curves.metric)]
+
+
+def recall_points(metrics: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Per-seed last-checkpoint Recall@K of the default variant, with K as a number."""
+    r = metrics[(metrics.dataset == dataset) & (metrics.variant == "default")
+                & metrics.metric.str.fullmatch(r"recall@\d+")]
+    return r.assign(k=r.metric.str.removeprefix("recall@").astype(int))
+
+
+def main_tables(rep: Report, summ: pd.DataFrame, metrics: pd.DataFrame, paper: pd.DataFrame, datasets: list[str],
+                curves: pd.DataFrame | None, losses: pd.DataFrame | None) -> None:
     for dataset in datasets:
         parts, md, tex_parts = [], [], []
         for selected in (False, True):
@@ -640,21 +636,54 @@ def main_tables(rep: Report, summ: pd.DataFrame, paper: pd.DataFrame, datasets: 
         write_text(rep.out_dir / "tables" / f"{dataset}.md", "\n".join(md) if md else "No default-variant runs.\n")
         write_text(rep.out_dir / "tables" / f"{dataset}.tex",
                    "% Needs \\usepackage{xcolor}.\n" + "\n".join(tex_parts))
+        name = DATASET_TITLES.get(dataset, dataset)
         data = None if curves is None else curves[(curves.dataset == dataset) & (curves.variant == "default")]
+        methods = method_order(metrics[(metrics.dataset == dataset) & (metrics.variant == "default")].method, paper)
+        series = method_series(methods, paper, dataset)
         if data is not None and len(data) and set(CURVE_METRICS) & set(data.metric):
-            lines = [(m, "default", display(m)) for m in data.method.unique()]
-            png = curve_figure(data, lines, f"{DATASET_TITLES.get(dataset, dataset)}: learning curves, "
-                                            "default variant (mean and 95% CI over seeds)")
-            parts.append(rep.figure(f"curves_{dataset}", png, f"Learning curves on {dataset}, every method "
-                                                              "(default variant); shaded: 95% CI over seeds."))
+            fig = curve_grid(data, [s for s in series if s.method in set(data.method)], curve_metrics(data),
+                             f"{name}: learning curves, default variant")
+            parts.append(rep.figure(f"curves_{dataset}", fig, f"Learning curves on {dataset}, one row per method "
+                                    f"(default variant). {CURVE_KEY}"))
         else:
             parts.append(note("No learning curves for this dataset in these results."))
+        mine = None if losses is None else losses[(losses.dataset == dataset) & (losses.variant == "default")]
+        if mine is not None and len(mine):
+            j_m = mine[mine.metric == "j_m"]
+            fig = loss_grid(j_m, [s for s in series if s.method in set(j_m.method)], "J_m",
+                            f"{name}: training loss J_m, default variant")
+            parts.append(rep.figure(f"losses_{dataset}", fig, f"Training loss on {dataset} (losses.csv), one panel "
+                                    f"per method: the metric loss J_m with the weight penalty, {LOSS_SMOOTHING}. "
+                                    "HDML's J_m is the same loss as its base method's (dashed), on real samples."))
+            terms = [(t, label) for t, label in HDML_TERMS.items() if t in set(mine.metric)]
+            with_terms = set(mine[mine.metric.isin(HDML_TERMS)].method)
+            hdml = [replace(s, base=None, paper={}) for s in series if s.method in with_terms]
+            if hdml:
+                fig = curve_grid(mine, hdml, terms, f"{name}: HDML's own losses, default variant", percent=False)
+                parts.append(rep.figure(f"losses-hdml_{dataset}", fig, f"HDML's own terms on {dataset} "
+                                        f"(losses.csv), one row per HDML method, {LOSS_SMOOTHING}: J_syn, the metric "
+                                        "loss on the synthetic samples; J_gen, the generator's (J_recon and J_soft "
+                                        "combined as the protocol says); J_cls, the classifier's; λ0, the hardness. "
+                                        f"{SEEDS_KEY}"))
+        else:
+            parts.append(note("No training losses (losses.csv) for this dataset given to the report."))
+        recall = recall_points(metrics, dataset)
+        if len(recall):
+            by_k = [replace(s, paper={int(m.split("@")[1]): v for m, v in s.paper.items() if m.startswith("recall@")})
+                    for s in series if s.method in set(recall.method)]
+            fig = recall_grid(recall, by_k, f"{name}: Recall@K against K, last checkpoint")
+            paper_note = (f"Dotted: the paper's Table {PAPER_TABLE[dataset]}." if dataset in PAPER_TABLE
+                          else "The paper has no numbers for this dataset.")
+            parts.append(rep.figure(f"recall_{dataset}", fig, f"Recall@K against K on {dataset}, one panel per "
+                                    f"method (last checkpoint, default variant). {POINTS_KEY} Grey: the other "
+                                    f"panels' means. {paper_note}"))
         number = PAPER_TABLE.get(dataset)
         title = f"{DATASET_TITLES.get(dataset, dataset)}" + (f" (paper Table {number})" if number else "")
         rep.section(f"dataset-{dataset}", title, "\n".join(parts))
 
 
-def ablation_section(rep: Report, summ: pd.DataFrame, curves: pd.DataFrame | None, datasets: list[str]) -> None:
+def ablation_section(rep: Report, summ: pd.DataFrame, paper: pd.DataFrame, curves: pd.DataFrame | None,
+                     datasets: list[str]) -> None:
     """Figures 4-5: the baseline, HDML, HDML without J_soft, HDML without J_recon."""
     title = "Ablation: HDML without the softmax or reconstruction loss (paper Figures 4-5)"
     found = summ[summ.variant.isin(ABLATIONS)][["dataset", "method"]].drop_duplicates()
@@ -665,24 +694,25 @@ def ablation_section(rep: Report, summ: pd.DataFrame, curves: pd.DataFrame | Non
     for dataset in datasets:
         for method in found[found.dataset == dataset].method:
             base = method.removeprefix("hdml-") if method.startswith("hdml-") else None
-            lines = ([(base, "default", f"{display(base)} (baseline)")] if base else [])
-            lines.append((method, "default", display(method)))
-            lines += [(method, v, f"{display(method)} {label}") for v, label in ABLATIONS.items()]
-            present = [(m, v, lab) for m, v, lab in lines
-                       if ((summ.dataset == dataset) & (summ.method == m) & (summ.variant == v)).any()]
+            base_label = f"{display(base)} (baseline)" if base else None
+            lines = [Series(base, "default", base_label, paper=paper_values(paper, dataset, base))] if base else []
+            lines.append(Series(method, "default", display(method), base_label, paper_values(paper, dataset, method)))
+            lines += [Series(method, v, f"{display(method)} {label}", base_label) for v, label in ABLATIONS.items()]
+            present = [s for s in lines if ((summ.dataset == dataset) & (summ.method == s.method)
+                                            & (summ.variant == s.variant)).any()]
             name = f"{dataset}-{method}"
             data = None if curves is None else curves[(curves.dataset == dataset)]
             if data is not None and set(CURVE_METRICS) & set(data.metric):
-                png = curve_figure(data, present, f"{DATASET_TITLES.get(dataset, dataset)}: ablation of "
-                                                  f"{display(method)} (mean and 95% CI over seeds)")
-                parts.append(rep.figure(f"ablation_{name}", png,
-                                        f"Learning curves of the ablation on {dataset}: NMI and F1 (clustering, "
-                                        "Figure 4), Recall@1 (retrieval, Figure 5)."))
+                fig = curve_grid(data, present, curve_metrics(data),
+                                 f"{DATASET_TITLES.get(dataset, dataset)}: ablation of {display(method)}")
+                parts.append(rep.figure(f"ablation_{name}", fig,
+                                        f"Learning curves of the ablation on {dataset}, one row per setting: NMI and "
+                                        f"F1 (clustering, Figure 4), Recall@1 (retrieval, Figure 5). {CURVE_KEY}"))
             else:
                 parts.append(note(f"No learning curves for the ablation on {dataset}."))
-            last = pd.concat([summ[(summ.dataset == dataset) & (summ.method == m) & (summ.variant == v)
-                                   & ~summ.metric.str.startswith(SELECTED)].assign(setting=lab)
-                              for m, v, lab in present])
+            last = pd.concat([summ[(summ.dataset == dataset) & (summ.method == s.method) & (summ.variant == s.variant)
+                                   & ~summ.metric.str.startswith(SELECTED)].assign(setting=s.label)
+                              for s in present])
             parts.append(rep.table(summary_table(last, f"ablation-{name}",
                                                  f"Ablation on {DATASET_TITLES.get(dataset, dataset)}: last checkpoint",
                                                  ["setting"], ["Setting"],
@@ -690,43 +720,61 @@ def ablation_section(rep: Report, summ: pd.DataFrame, curves: pd.DataFrame | Non
     rep.section("ablation", title, "\n".join(parts))
 
 
-def sweep_section(rep: Report, summ: pd.DataFrame, runs: pd.DataFrame | None, datasets: list[str],
-                  param: str) -> None:
-    """Figures 6-7 (alpha) and the fixed-lambda0 sweep: last-checkpoint metrics vs swept value."""
+def sweep_panels(metrics) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Figures 6-7's two panels: clustering (NMI, F1) and retrieval (Recall@K)."""
+    panels = [("Clustering", [(m, metric_label(m)) for m in ("nmi", "f1") if m in set(metrics)]),
+              ("Retrieval", [(m, metric_label(m)) for m in metric_order(metrics) if m.startswith("recall@")])]
+    return [(name, ms) for name, ms in panels if ms]
+
+
+def sweep_section(rep: Report, summ: pd.DataFrame, metrics: pd.DataFrame, runs: pd.DataFrame | None,
+                  datasets: list[str], param: str) -> None:
+    """Figures 6-7 (alpha) and the fixed-lambda0 sweep: last-checkpoint metrics vs swept value.
+    Table rows follow the swept value, the default at its alpha (after all values for lambda0,
+    whose default adapts)."""
     prefix = f"{param}="
     title = ("Sweep of HDML's pulling factor α (paper Figures 6-7)" if param == "alpha"
              else "Sweep of a fixed hardness λ0, no adaptation (beyond the paper)")
-    swept = summ[summ.variant.str.startswith(prefix) & ~summ.metric.str.startswith(SELECTED)]
+    last = ~summ.metric.str.startswith(SELECTED)
+    swept = summ[summ.variant.str.startswith(prefix) & last]
     if swept.empty:
         rep.section(f"sweep-{param}", title, note(f"No {prefix}<value> variants in these results."))
         return
     swept = swept.assign(x=[variant_value(v, param) for v in swept.variant])
+    seeds = metrics[metrics.variant.str.startswith(prefix) & ~metrics.metric.str.startswith(SELECTED)]
+    seeds = seeds.assign(x=[variant_value(v, param) for v in seeds.variant])
     parts = []
     if param == "alpha":
         parts.append("<p>α = 0 applies no hardness synthesis; the star is the default variant at its α.</p>")
     else:
-        parts.append("<p>The dashed line and band are the default, adaptive λ = 1 − exp(−α / J_avg).</p>")
+        parts.append("<p>The dashed line is the default, adaptive λ = 1 − exp(−α / J_avg), its seeds and "
+                     "interval at the right edge.</p>")
     for dataset in datasets:
         for method in swept[swept.dataset == dataset].method.unique():
+            mine = (metrics.dataset == dataset) & (metrics.method == method) & ~metrics.metric.str.startswith(SELECTED)
             points = swept[(swept.dataset == dataset) & (swept.method == method)]
-            default = summ[(summ.dataset == dataset) & (summ.method == method) & (summ.variant == "default")
-                           & ~summ.metric.str.startswith(SELECTED)]
+            default = summ[(summ.dataset == dataset) & (summ.method == method) & (summ.variant == "default") & last]
             x0 = default_alpha(runs, dataset, method) if param == "alpha" and len(default) else None
+            label = (f"default (α = {x0:g})" if x0 is not None
+                     else "default (adaptive)" if param == "lambda0" else "default")
             name = f"{dataset}-{method}"
-            png = sweep_figure(points, default, param, x0, f"{DATASET_TITLES.get(dataset, dataset)}, "
-                                                           f"{display(method)}: last checkpoint vs {SWEEPS[param]}")
-            parts.append(rep.figure(f"sweep-{param}_{name}", png,
+            symbol = "α" if param == "alpha" else "λ0"
+            fig = sweep_figure(seeds[(seeds.dataset == dataset) & (seeds.method == method)],
+                               metrics[mine & (metrics.variant == "default")], sweep_panels(points.metric.unique()),
+                               SWEEPS[param], x0, label.replace("α", symbol),
+                               f"{DATASET_TITLES.get(dataset, dataset)}, {display(method)}: "
+                               f"last checkpoint vs {SWEEPS[param]}")
+            parts.append(rep.figure(f"sweep-{param}_{name}", fig,
                                     f"Last-checkpoint metrics of {display(method)} on {dataset} against "
-                                    f"{SWEEPS[param]}; error bars: 95% CI over seeds."))
-            rows = points.sort_values("x").assign(setting=lambda d: d.x.map(lambda v: f"{v:g}"))
+                                    f"{SWEEPS[param]}. {SWEEP_KEY}"))
+            rows = points.assign(setting=points.x.map(lambda v: f"{v:g}"))
             if len(default):
-                label = (f"default (α = {x0:g})" if x0 is not None
-                         else "default (adaptive)" if param == "lambda0" else "default")
-                rows = pd.concat([rows, default.assign(setting=label)])
-            parts.append(rep.table(summary_table(rows, f"sweep-{param}-{name}",
+                rows = pd.concat([rows, default.assign(x=math.inf if x0 is None else x0, setting=label)])
+            parts.append(rep.table(summary_table(rows.sort_values("x", kind="stable"), f"sweep-{param}-{name}",
                                                  f"{display(method)} on {DATASET_TITLES.get(dataset, dataset)}: "
-                                                 f"{SWEEPS[param]}", ["setting"], ["α" if param == "alpha" else "λ0"],
-                                                 "Last checkpoint, mean ± 95% CI over seeds, in %.")))
+                                                 f"{SWEEPS[param]}", ["setting"], [symbol],
+                                                 "Last checkpoint, mean ± 95% CI over seeds, in %; rows by "
+                                                 f"{symbol}.")))
     rep.section(f"sweep-{param}", title, "\n".join(parts))
 
 
@@ -736,9 +784,15 @@ def tsne_section(rep: Report, embeddings: list[Path]) -> None:
     if chosen is None:
         rep.section("tsne", title, note("No test embeddings given to the report."))
         return
-    png, caption = tsne_figure(chosen)
+    fig, caption = tsne_figure(chosen)
     key = run_key(chosen.parent)
-    rep.section("tsne", title, rep.figure(f"tsne_{key['dataset']}", png, caption))
+    rep.section("tsne", title, rep.figure(f"tsne_{key['dataset']}", fig, caption))
+
+
+def with_n(r) -> str:
+    """A summary row as '56.0 ± 2.5 (n=3)': this table has no seeds column."""
+    text = fmt_mean_ci(r.mean, r.ci, r.n)
+    return text if text.endswith(")") else f"{text} (n={r.n})"
 
 
 def protocol_section(rep: Report, summ: pd.DataFrame, paper: pd.DataFrame, datasets: list[str]) -> None:
@@ -759,15 +813,16 @@ def protocol_section(rep: Report, summ: pd.DataFrame, paper: pd.DataFrame, datas
                 c, o = code.get(m), other.get(m)
                 ref = paper[(paper.dataset == dataset) & (paper.method == display(method)) & (paper.metric == m)]
                 rows.append([dataset, display(method), metric_label(m),
-                             f"{fmt_mean_ci(c.mean, c.ci)} (n={c.n})" if c else "not run",
-                             f"{fmt_mean_ci(o.mean, o.ci)} (n={o.n})" if o else "not run",
+                             with_n(c) if c else "not run", with_n(o) if o else "not run",
                              fmt_diff(100 * (o.mean - c.mean)) if c and o else DASH,
                              f"{ref.value.iloc[0]:.1f}" if len(ref) else DASH])
     table = simple_table("protocol", "Code protocol (default) vs paper protocol, last checkpoint",
                          ["Dataset", "Method", "Metric", "code", "paper protocol", "Δ (paper − code)",
                           "paper reports"], rows, stub=3,
-                         note="Mean ± 95% CI over seeds, in %; Δ in points. The protocols differ in the "
-                              "places the method spec marks [differs] (J_avg, J_gen, learning rates, ...).")
+                         note="Mean ± 95% CI over seeds, in %; Δ in points. The protocols differ where the "
+                              "authors' code and the paper disagree (J_avg, J_gen, learning rates, ...): the "
+                              "fidelity ledger, docs/fidelity.md, lists each difference and which protocol follows "
+                              "which source.")
     write_text(rep.out_dir / "tables" / "protocol.md", table.markdown())
     rep.section("protocol", title, rep.table(table))
 
@@ -841,6 +896,7 @@ p.missing {{ font-style: italic; color: #777; }}
 figure {{ margin: 1em 0; }}
 figure img {{ max-width: 100%; }}
 figcaption {{ font-size: 0.85em; color: #444; }}
+figcaption span.files {{ white-space: nowrap; }}
 nav li {{ margin: 0.1em 0; }}
 </style></head><body>
 <h1>Hardness-Aware Deep Metric Learning (Zheng et al., CVPR 2019): reproduction report</h1>

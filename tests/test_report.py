@@ -6,25 +6,31 @@ from __future__ import annotations
 import base64
 import math
 import re
+from dataclasses import replace
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PolyCollection
 from scipy import stats
-from test_aggregate import aggregate_all, make_results
+from test_aggregate import aggregate_all, make_results, write_embeddings
 from threadpoolctl import threadpool_limits
 
 from hdml.cli import main
-from hdml.report import (check_variant_settings, ci95, default_alpha, paper_table, pick_embeddings, render,
-                         results_table, summary, tex, tsne_figure)
+from hdml.figures import Series, curve_grid, encode, loss_grid, recall_grid, sweep_figure
+from hdml.intervals import ci95, summary
+from hdml.report import (check_variant_settings, default_alpha, fmt_mean_ci, method_order, method_series, paper_table,
+                         pick_embeddings, read_losses, render, results_table, tex, tsne_figure)
 
 PAPER_ROWS = ["Contrastive", "DDML", "Lifted", "Angular", "Triplet", "Triplet hard", "DAML (Triplet)",
               "HDML (Triplet)", "N-pair", "DAML (N-pair)", "HDML (N-pair)"]
 FIGURES = {"curves_cub200", "curves_digits", "ablation_cub200-hdml-npair", "sweep-alpha_cub200-hdml-npair",
-           "sweep-lambda0_cub200-hdml-npair", "tsne_cub200"}
+           "sweep-lambda0_cub200-hdml-npair", "tsne_cub200", "losses_cub200", "losses_digits", "recall_cub200",
+           "recall_digits", "losses-hdml_cub200"}
 
 
 class Page(HTMLParser):
@@ -34,6 +40,7 @@ class Page(HTMLParser):
         super().__init__()
         self.tables: dict[str, dict] = {}
         self.images: list[str] = []
+        self.links: list[str] = []
         self.figure_ids: list[str] = []
         self._table = self._row = self._cell = None
         self.feed(text)
@@ -49,6 +56,8 @@ class Page(HTMLParser):
                           "colspan": int(a.get("colspan", 1)), "rowspan": int(a.get("rowspan", 1)), "tag": tag}
         elif tag == "img":
             self.images.append(a["src"])
+        elif tag == "a":
+            self.links.append(a["href"])
         elif tag == "figure":
             self.figure_ids.append(a["id"])
 
@@ -88,13 +97,25 @@ def grid(table: dict) -> dict[str, dict[str, dict]]:
     return {row[0]["text"]: dict(zip(cols, row)) for row in table["rows"]}
 
 
+def write_losses(run: Path, steps: int = 100) -> Path:
+    """losses.csv as the trainer writes it: `loss` for a baseline; HDML's also has j_m (its J_m)."""
+    seed = int(run.name.removeprefix("seed"))
+    step = np.arange(1, steps + 1)
+    table = pd.DataFrame({"step": step, "loss": 2.0 / step + 0.01 * seed})
+    if run.parents[1].name.startswith("hdml-"):
+        table = table.assign(j_m=table.loss + 0.5, j_gen=1.0)
+    table.to_csv(run / "losses.csv", index=False)
+    return run / "losses.csv"
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("results")
     out = aggregate_all(root)
     embeddings = sorted(root.glob("runs/*/*/*/*/embeddings.npz"))
+    losses = [write_losses(r) for r in sorted(root.glob("runs/*/*/*/seed*"))]
     with threadpool_limits(1):  # t-SNE's OpenMP threads on a shared machine
-        page = render(out["metrics"], root / "report", out["curves"], out["runs"], out["costs"], embeddings)
+        page = render(out["metrics"], root / "report", out["curves"], out["runs"], out["costs"], embeddings, losses)
     text = page.read_text()
     return {"root": root, "dir": root / "report", "html": text, "page": Page(text), **out}
 
@@ -183,7 +204,9 @@ def test_digits_table_has_ours_only(report):
     table = report["page"].tables["table-digits"]
     assert columns(table) == ["Method", "seeds", "NMI", "F1", "R@1", "R@2", "R@4", "R@8", "MAP@R", "R-Prec"]
     assert [r[0]["text"] for r in table["rows"]] == ["Triplet", "N-pair"]
-    assert grid(table)["N-pair"]["NMI"]["text"] == "50.5 ± 6.4"  # 0.50, 0.51; t(0.975, 1) = 12.706
+    # 0.50, 0.51: two seeds, too few for an interval (t(0.975, 1) = 12.706 would give ± 6.4)
+    assert grid(table)["N-pair"]["NMI"]["text"] == "50.5 (n=2)"
+    assert "(n=k): the mean of k < 3 seeds, too few for a 95% interval" in unescape(report["html"])
 
 
 def test_every_figure_written_and_inlined(report):
@@ -198,6 +221,19 @@ def test_every_figure_written_and_inlined(report):
         inlined.append(base64.b64decode(src.split(",", 1)[1]))
     assert sorted(inlined) == sorted(pngs.values())
     assert not re.search(r"<(link|script)\b|src=\"(?!data:)", report["html"])  # nothing fetched
+
+
+def test_every_figure_also_as_svg_linked_from_the_page(report):
+    svgs = sorted((report["dir"] / "figures").glob("*.svg"))
+    assert {p.stem for p in svgs} == FIGURES
+    for path in svgs:
+        root = ElementTree.parse(path).getroot()  # well-formed XML
+        assert root.tag == "{http://www.w3.org/2000/svg}svg", path
+        assert root.findall(".//{http://www.w3.org/2000/svg}path"), f"{path}: no vector paths"
+    links = set(report["page"].links)
+    for name in FIGURES:
+        assert {f"figures/{name}.svg", f"figures/{name}.png"} <= links, name
+        assert (report["dir"] / f"figures/{name}.svg").exists()  # the link resolves from report.html
 
 
 def latex_columns(line: str) -> int:
@@ -226,17 +262,17 @@ def test_tex_escapes():
 def test_sweeps_ablation_protocol_costs(report):
     tables = report["page"].tables
     alpha = grid(tables["sweep-alpha-cub200-hdml-npair"])
-    assert list(alpha) == ["0", "30", "180", "default (α = 90)"]
-    assert alpha["30"]["NMI"]["text"] == "54.5 ± 6.4"  # 0.54, 0.55
+    assert list(alpha) == ["0", "30", "default (α = 90)", "180"]  # by value, the default at its alpha
+    assert alpha["30"]["NMI"]["text"] == "54.5 (n=2)"  # 0.54, 0.55
     assert alpha["default (α = 90)"]["NMI"]["text"] == "56.0 ± 2.5"
     assert list(grid(tables["sweep-lambda0-cub200-hdml-npair"])) == ["0.2", "0.6", "default (adaptive)"]
     ablation = grid(tables["ablation-cub200-hdml-npair"])
     assert list(ablation) == ["N-pair (baseline)", "HDML (N-pair)", "HDML (N-pair) w/o softmax loss",
                               "HDML (N-pair) w/o reconstruction loss"]
-    assert ablation["HDML (N-pair) w/o softmax loss"]["NMI"]["text"] == "35.5 ± 6.4"
+    assert ablation["HDML (N-pair) w/o softmax loss"]["NMI"]["text"] == "35.5 (n=2)"
     protocol = [r for r in tables["protocol"]["rows"] if r[2]["text"] == "NMI"]
     assert [c["text"] for c in protocol[0]] == ["cub200", "HDML (N-pair)", "NMI", "56.0 ± 2.5 (n=3)",
-                                                "58.5 ± 6.4 (n=2)", "+2.5", "62.6"]
+                                                "58.5 (n=2)", "+2.5", "62.6"]
     costs = [[c["text"] for c in r] for r in tables["costs"]["rows"]]
     assert ["cub200", "N-pair", "default", "train", "3", "0:03:20", "0:05:00", "1100", "1200"] in costs
     assert ["cub200", "N-pair", "default", "evaluate", "3", "0:00:10", "0:00:10", "—", "—"] in costs
@@ -254,9 +290,17 @@ def test_tsne_run_choice_and_subsample(report, tmp_path):
     assert pick_embeddings([digits]) == digits and pick_embeddings([]) is None
     assert "96 test embeddings (12 classes) of CUB-200-2011: HDML (N-pair), default, seed 0" in report["html"]
     with threadpool_limits(1):
-        png, caption = tsne_figure(cub, max_points=40)
-    assert png.startswith(b"\x89PNG") and caption.startswith("Barnes-Hut t-SNE of 40 test embeddings")
+        fig, caption = tsne_figure(cub, max_points=40)
+    assert encode(fig)["png"].startswith(b"\x89PNG") and caption.startswith("Barnes-Hut t-SNE of 40 test embeddings")
     assert "random subsample" in caption
+    few = tmp_path / "digits/npair/default/seed0"
+    few.mkdir(parents=True)
+    write_embeddings(few, classes=5, per_class=8, seed=0)
+    with threadpool_limits(1):
+        fig, _ = tsne_figure(few / "embeddings.npz")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1  # the class key beside the map
 
 
 def test_default_alpha_configured_or_paper():
@@ -289,10 +333,10 @@ def test_sections_without_data_become_notes(tmp_path, capsys):
     html = (tmp_path / "r/report.html").read_text()
     for text in ("No ablation runs", "No alpha=&lt;value&gt; variants", "No lambda0=&lt;value&gt; variants",
                  "No test embeddings", "No protocol=paper variant", "No benchmark records",
-                 "No learning curves", "No test-selected numbers"):
+                 "No learning curves", "No test-selected numbers", "No training losses"):
         assert text in html, text
     assert "<img" not in html and not any((tmp_path / "r/figures").iterdir())
-    assert "| N-pair | 1 | 50.0 |" in (tmp_path / "r/tables/digits.md").read_text()
+    assert "| N-pair | 1 | 50.0 (n=1) |" in (tmp_path / "r/tables/digits.md").read_text()
     assert capsys.readouterr().out.strip().endswith("report.html")
 
 
@@ -317,8 +361,137 @@ def test_demo_results_from_aggregate_cli_render(tmp_path):
     assert main(["aggregate", *map(str, runs), "--out", str(out / "metrics.csv"), "--curves", str(out / "curves.csv"),
                  "--runs-table", str(out / "runs.csv"), "--benchmarks", str(tmp_path / "benchmarks"),
                  "--costs", str(out / "costs.csv")]) == 0
+    losses = [str(write_losses(r)) for r in runs]
     assert main(["report", "--metrics", str(out / "metrics.csv"), "--curves", str(out / "curves.csv"),
-                 "--runs", str(out / "runs.csv"), "--costs", str(out / "costs.csv"), "--out", str(tmp_path / "r")]) == 0
+                 "--runs", str(out / "runs.csv"), "--costs", str(out / "costs.csv"), "--losses", *losses,
+                 "--out", str(tmp_path / "r")]) == 0
     page = Page((tmp_path / "r/report.html").read_text())
     assert {"table-digits", "table-digits-selected", "costs"} <= set(page.tables)
-    assert Path(tmp_path / "r/figures/curves_digits.png").exists()
+    for name in ("curves_digits", "losses_digits", "recall_digits"):
+        assert Path(tmp_path / f"r/figures/{name}.png").exists() and Path(tmp_path / f"r/figures/{name}.svg").exists()
+
+
+# ---------------------------------------------------------------- figures: intervals, seeds, legends, new figures
+
+def long_curves(method: str, seeds: list[int]) -> pd.DataFrame:
+    """NMI and F1 at steps 50 and 100: 0.3 + step / 1000 + 0.01 * seed."""
+    return pd.DataFrame([{"dataset": "cub200", "method": method, "variant": "default", "seed": s, "step": step,
+                          "metric": m, "value": 0.3 + step / 1000 + 0.01 * s}
+                         for s in seeds for step in (50, 100) for m in ("nmi", "f1")])
+
+
+def bands(ax) -> list:
+    return [c for c in ax.collections if isinstance(c, PolyCollection)]
+
+
+def test_fmt_mean_ci_marks_fewer_than_three_seeds():
+    assert fmt_mean_ci(0.5, 0.01, 3) == "50.0 ± 1.0"
+    assert fmt_mean_ci(0.5, 0.9, 2) == "50.0 (n=2)"
+    assert fmt_mean_ci(0.5, math.nan, 1) == "50.0 (n=1)"
+
+
+def test_curves_one_panel_per_method_and_no_band_from_two_seeds():
+    data = pd.concat([long_curves("npair", [0, 1]), long_curves("hdml-npair", [0, 1, 2])])
+    series = [Series("npair", "default", "N-pair", paper={"nmi": 60.2}),
+              Series("hdml-npair", "default", "HDML (N-pair)", base="N-pair")]
+    fig = curve_grid(data, series, [("nmi", "NMI"), ("f1", "F1")], "title")
+    axes = np.array(fig.axes).reshape(2, 2)  # a row per method, a column per metric
+    npair, hdml = axes[0, 0], axes[1, 0]
+    assert npair.get_title() == "N-pair: NMI\n(2 seeds: no interval)" and not bands(npair)
+    assert hdml.get_title() == "HDML (N-pair): NMI" and len(bands(hdml)) == 1
+    # The band is the Student-t interval: seeds 0.35, 0.36, 0.37 at step 50 -> 36 ± 2.484 (t(0.975, 2) = 4.3027)
+    y = bands(hdml)[0].get_paths()[0].vertices[:, 1]
+    assert y.min() == pytest.approx(36 - 100 * 4.302653 * 0.01 / math.sqrt(3), abs=1e-4)
+    assert y.max() == pytest.approx(41 + 100 * 4.302653 * 0.01 / math.sqrt(3), abs=1e-4)
+    # N-pair: its 2 seeds, its mean, HDML's mean in grey, the paper's 60.2 dotted
+    assert len(npair.lines) == 5
+    assert [ln.get_ydata()[0] for ln in npair.lines if ln.get_linestyle() == ":"] == [60.2]
+    # HDML: 3 seeds, its mean, its base loss N-pair dashed (mean of seeds 0 and 1: 35.5 at step 50)
+    dashed = [ln for ln in hdml.lines if ln.get_linestyle() == "--"]
+    assert len(hdml.lines) == 5 and len(dashed) == 1
+    assert list(dashed[0].get_ydata()) == pytest.approx([35.5, 40.5])
+    fig.canvas.draw()
+    below = fig.legends[0].get_window_extent()
+    assert all(below.y1 <= ax.get_window_extent().y0 for ax in fig.axes)  # the key is under every panel
+
+
+def test_sweep_shows_seeds_and_no_interval_from_two():
+    points = pd.DataFrame([{"metric": "nmi", "x": x, "seed": s, "value": 0.5 + 0.01 * s + x / 1000}
+                           for x in (0.0, 30.0) for s in (0, 1)])
+    default = pd.DataFrame([{"metric": "nmi", "seed": s, "value": 0.6 + 0.01 * s} for s in (0, 1, 2)])
+    fig = sweep_figure(points, default, [("Clustering", [("nmi", "NMI")])], "α", 90.0, "default (α = 90)", "t")
+    ax = fig.axes[0]
+    assert not bands(ax)
+    seeds = [ln for ln in ax.lines if ln.get_linestyle() == "None" and ln.get_marker() == "o"]
+    assert sorted(x for ln in seeds for x in ln.get_xdata()) == [0, 0, 30, 30, 90, 90, 90]  # every seed a point
+    star = ax.containers[-1]
+    assert star.has_yerr  # the default has 3 seeds: its interval is drawn
+    assert "NMI (2 seeds: no interval)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    fig.canvas.draw()
+    assert ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0  # legend below the data
+    two = sweep_figure(points, default[default.seed < 2], [("Clustering", [("nmi", "NMI")])], "α", 90.0, "d", "t")
+    assert not two.axes[0].containers[-1].has_yerr
+    three = pd.concat([points, points[points.seed == 1].assign(seed=2)])  # 3 seeds at each value: bars drawn
+    bars = sweep_figure(three, default, [("Clustering", [("nmi", "NMI")])], "α", 90.0, "d", "t").axes[0].containers
+    assert len(bars) == 2 and bars[0].has_yerr and list(bars[0].lines[0].get_xdata()) == [0, 30]
+
+
+def test_read_losses_smooths_j_m_and_names_bad_files(tmp_path):
+    run = tmp_path / "cub200/npair/default/seed0"
+    run.mkdir(parents=True)
+    pd.DataFrame({"step": range(1, 81), "loss": np.arange(1.0, 81)}).to_csv(run / "losses.csv", index=False)
+    hdml = tmp_path / "cub200/hdml-npair/default/seed1"
+    hdml.mkdir(parents=True)
+    pd.DataFrame({"step": range(1, 1001), "loss": -1.0, "j_m": np.arange(1000.0), "j_recon": 2.0,
+                  "pulled": 0.5}).to_csv(hdml / "losses.csv", index=False)
+    table = read_losses([run / "losses.csv", hdml / "losses.csv"])
+    assert set(table[table.method == "npair"].metric) == {"j_m"}  # a baseline's `loss` is its J_m
+    assert set(table[table.method == "hdml-npair"].metric) == {"j_m", "j_recon"}  # HDML's terms, no bookkeeping
+    table = table[table.metric == "j_m"]
+    base = table[table.method == "npair"]
+    # 80 steps: a running mean over 80 / 40 = 2 steps
+    assert list(base.value[:3]) == [1.0, 1.5, 2.5] and base.seed.unique().tolist() == [0]
+    mine = table[table.method == "hdml-npair"]
+    assert len(mine) <= 400 and (mine.value >= 0).all()  # HDML's J_m is j_m, not the combined loss
+    # every 3rd of 1000 rows (400 at most), a running mean over 25: step 4's covers steps 1-4 (j_m 0..3)
+    assert mine.step.iloc[1] == 4 and mine.value.iloc[1] == 1.5
+    (run / "losses.csv").write_text("step,other\n1,2\n")
+    with pytest.raises(ValueError, match=r"seed0/losses.csv: needs rows and the columns step and loss"):
+        read_losses([run / "losses.csv"])
+
+
+def test_loss_figure_has_hdml_beside_its_base(report):
+    table = read_losses(sorted(report["root"].glob("runs/cub200/*/default/seed*/losses.csv")))
+    assert set(table.metric) == {"j_m", "j_gen"}
+    table = table[table.metric == "j_m"]
+    series = method_series(["npair", "hdml-npair"], paper_table(), "cub200")
+    fig = loss_grid(table, series, "J_m", "t")
+    hdml = fig.axes[1]
+    assert hdml.get_title() == "HDML (N-pair)"
+    dashed = [ln for ln in hdml.lines if ln.get_linestyle() == "--"]
+    mean = [ln for ln in hdml.lines if ln.get_linewidth() == 1.6][0]
+    # j_m = loss + 0.5 in write_losses: HDML's mean line sits 0.5 above its base's
+    assert mean.get_ydata() - dashed[0].get_ydata() == pytest.approx(0.5)
+
+
+def test_recall_at_k_with_the_papers_values():
+    series = method_series(method_order(["npair", "hdml-npair", "contrastive"], paper_table()), paper_table(),
+                           "cub200")
+    assert [s.label for s in series] == ["Contrastive", "N-pair", "HDML (N-pair)"]  # the paper's order
+    assert series[2].base == "N-pair" and series[1].paper["nmi"] == 60.2
+    points = pd.DataFrame([{"method": "npair", "variant": "default", "seed": s, "k": k, "value": 0.5 + 0.01 * s}
+                           for s in (0, 1, 2) for k in (1, 2, 4, 8)])
+    npair = replace(series[1], paper={1: 51.9, 2: 64.3, 4: 74.9, 8: 83.2})
+    ax = recall_grid(points, [npair], "t").axes[0]
+    paper = [ln for ln in ax.lines if ln.get_linestyle() == ":"][0]
+    assert list(paper.get_xdata()) == [1, 2, 4, 8] and list(paper.get_ydata()) == [51.9, 64.3, 74.9, 83.2]
+    assert ax.get_xscale() == "log" and len(bands(ax)) == 1
+
+
+def test_captions_say_what_the_html_shows(report):
+    html = unescape(report["html"])
+    assert "Red: best of the column" in html and "†" not in html  # only the Markdown carries †
+    assert "†: best of the column" in (report["dir"] / "tables/cub200.md").read_text()
+    assert "method spec" not in html and "the fidelity ledger, docs/fidelity.md" in html
+    assert html.count("“Triplet hard” is the paper's name for its semi-hard triplet baseline") == 1
+    assert "Learning curves on cub200, one row per method" in html

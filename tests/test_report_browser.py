@@ -58,7 +58,7 @@ def test_report_renders_in_chromium(tmp_path):
     source = page.read_text()
     expected_tables = re.findall(r'<table class="results" id="([^"]+)"', source)
     expected_images = source.count("<img ")
-    assert expected_images == 6 and len(expected_tables) >= 10
+    assert expected_images == 8 and len(expected_tables) >= 10
 
     probe_page = tmp_path / "report" / "probe.html"
     probe_page.write_text(source.replace("</body>", PROBE + "\n</body>"))

@@ -40,6 +40,7 @@ rule report:
         runs=rules.aggregate.output.runs,
         costs=rules.aggregate.output.costs,
         embeddings=tsne_embeddings(),
+        losses=[f"{d}/losses.csv" for d in RUN_DIRS],
     output:
         html=report(f"{REPORT}/report.html", caption="../report/report_html.rst", category="Report"),
         tables=report(directory(f"{REPORT}/tables"), patterns=["{table}.md"], caption="../report/tables.rst",
@@ -59,4 +60,4 @@ rule report:
         runtime=res("report", "runtime"),
     shell:
         "hdml report --metrics {input.metrics} --curves {input.curves} --runs {input.runs} --costs {input.costs}"
-        " {params.embeddings} --out {REPORT} > {log} 2>&1"
+        " {params.embeddings} --losses {input.losses} --out {REPORT} > {log} 2>&1"

@@ -5,6 +5,7 @@ rule train:
     output:
         metrics=f"{RUN_DIR}/metrics.json",
         curve=f"{RUN_DIR}/curve.csv",
+        losses=f"{RUN_DIR}/losses.csv",
         model=f"{RUN_DIR}/model.pt",
         config=f"{RUN_DIR}/config.yaml",
         embeddings=f"{RUN_DIR}/embeddings.npz",
