@@ -29,6 +29,10 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 128,
     "embedding_dim": 512,
     "eval_every": 0,
+    # protocol code: after the first evaluation at or past `eval_late_from`, evaluate every
+    # `eval_every_late` steps (the authors' cadence: 500, then one "epoch" of 64 after 5,000)
+    "eval_every_late": 64,
+    "eval_late_from": 5000,
     "eval_batch_size": 256,
     "eval_ks": [1, 2, 4, 8],
     "backbone": "googlenet",
@@ -39,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "lr_gamma": 0.5,
     "weight_decay": 5e-3,
     "images_per_class": 2,
+    "triplet_sampler": "distinct",
     "protocol": "code",
     "device": "auto",
     "num_workers": 2,
@@ -59,6 +64,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "amp": ("fp32", "tf32", "bf16"),
     "image.normalize": ("imagenet", "caffe", "unit"),
     "backbone": ("smallcnn", "googlenet", "resnet50"),
+    "triplet_sampler": ("distinct", "independent"),
     "triplet.reduction": ("sum", "mean"),
     "contrastive.reduction": ("mean", "sum"),
     "semihard.reduction": ("sum", "mean"),
@@ -66,7 +72,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 POSITIVE = {"steps", "batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps",
             "keep_checkpoints"}
-NON_NEGATIVE = {"eval_every", "weight_decay", "num_workers", "lr_gamma", "checkpoint_every"}
+NON_NEGATIVE = {"eval_every", "eval_every_late", "eval_late_from", "weight_decay", "num_workers", "lr_gamma", "checkpoint_every"}
 
 
 def method_defaults() -> dict[str, dict[str, Any]]:

@@ -9,14 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hdml.model import TF_BATCHNORM
+
 
 class Generator(nn.Module):
-    """Linear(E -> hidden) -> ReLU -> BatchNorm -> Linear(hidden -> feature), no output activation."""
+    """Linear(E -> hidden) -> ReLU -> BatchNorm -> Linear(hidden -> feature), no output activation
+    (the authors' fc_block order, nn_Ops.py:105-109), BatchNorm with TensorFlow's settings."""
 
     def __init__(self, embedding_dim: int, feature_dim: int, hidden: int = 512) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(embedding_dim, hidden), nn.ReLU(), nn.BatchNorm1d(hidden), nn.Linear(hidden, feature_dim)
+            nn.Linear(embedding_dim, hidden), nn.ReLU(), nn.BatchNorm1d(hidden, **TF_BATCHNORM),
+            nn.Linear(hidden, feature_dim)
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

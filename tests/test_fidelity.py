@@ -111,3 +111,91 @@ def test_softmax_term_changes_the_generator_gradient_under_the_paper_protocol(cl
     with_soft, without = grads(True), grads(False)
     share = ((with_soft - without).norm() / with_soft.norm()).item()
     assert share > 1e-3, f"the softmax term moves the generator's gradient by only {share:.2e}"
+
+
+def test_every_batchnorm_of_head_and_generator_runs_tensorflow_settings() -> None:
+    """tf.layers.batch_normalization (nn_Ops.py:81-84): decay 0.99 -> momentum 0.01, eps 1e-3."""
+    m = method(HDMLNPair)
+    norms = [mod for part in (m.model.head, m.generator) for mod in part.modules()
+             if isinstance(mod, nn.BatchNorm1d)]
+    assert len(norms) == 2
+    for bn in norms:
+        assert (bn.momentum, bn.eps) == (0.01, 1e-3)
+    # one training batch moves the running mean 1% of the way to the batch mean, as TF's decay 0.99
+    bn = m.model.head.bn
+    y = torch.randn(8, 12) + 5
+    bn.train()
+    bn(y)
+    assert torch.allclose(bn.running_mean, 0.01 * y.mean(0), atol=1e-6)
+
+
+def eval_steps(**sets) -> list[int]:
+    from hdml.evaluate import eval_due
+
+    cfg = default_config()
+    merge(cfg, sets)
+    validate(cfg)
+    return [s for s in range(1, cfg["steps"] + 1) if eval_due(s, cfg)]
+
+
+def test_test_selected_cadence_is_the_authors_under_protocol_code() -> None:
+    """main_npair.py: evaluate when step % bp_epoch == 0, bp_epoch 500, switched to 64 by the
+    evaluation at step 5,000: 500, ..., 5000, 5056, 5120, ..., 8000."""
+    steps = eval_steps(eval_every=500)
+    assert steps == list(range(500, 5001, 500)) + list(range(5056, 8001, 64))
+    assert len(steps) == 10 + 47 and {5632, 6848} <= set(steps)
+    assert eval_steps(eval_every=500, protocol="paper") == list(range(500, 8001, 500))
+    assert eval_steps(eval_every=500, eval_every_late=0) == list(range(500, 8001, 500))
+    assert eval_steps() == [8000]  # no periodic evaluation: the last step only
+    # a switch point between two regular evaluations waits for the next one, as the authors' loop
+    assert eval_steps(steps=100, eval_every=30, eval_late_from=40, eval_every_late=8)[:4] == [30, 60, 64, 72]
+
+
+LABELS = np.repeat(np.arange(30), 3)
+
+
+def triplet_batch(kind: str, batch_size: int = 30, labels: np.ndarray = LABELS, seed: int = 0) -> np.ndarray:
+    from hdml.samplers import build_sampler
+
+    cfg = {"batch_size": batch_size, "images_per_class": 2, "triplet_sampler": kind}
+    return build_sampler("triplet", labels, cfg, torch.Generator().manual_seed(seed))
+
+
+def test_triplet_batches_use_2t_distinct_classes_as_the_authors_sampler() -> None:
+    """TripletLossScheme (data_provider.py:158-179): random.sample of 2T classes, T anchor
+    classes then T negative classes."""
+    sample = triplet_batch("distinct")
+    for _ in range(20):
+        idx = sample()
+        a, p, n = LABELS[idx[:10]], LABELS[idx[10:20]], LABELS[idx[20:]]
+        assert (a == p).all() and (idx[:10] != idx[10:20]).all()
+        assert len(set(a)) == 10 and len(set(n)) == 10 and not set(a) & set(n)
+
+
+def test_independent_triplets_repeat_classes_and_distinct_needs_enough_classes() -> None:
+    sample = triplet_batch("independent")
+    assert any(len(set(LABELS[sample()[:10]])) < 10 or len(set(LABELS[sample()[20:]])) < 10 for _ in range(20))
+    few = np.repeat(np.arange(5), 4)
+    with pytest.raises(ValueError, match="triplet_sampler"):
+        triplet_batch("distinct", 30, few)()
+    from hdml.datasets import get_dataset
+
+    assert get_dataset("digits").run_defaults["triplet_sampler"] == "independent"
+
+
+def test_paper_protocol_variant_fixes_one_beta_and_one_learning_rate() -> None:
+    """The paper: "We fixed the balance factors beta and lambda" and "set the learning rate for
+    CNNs" once for all datasets; the code's per-dataset values stay with protocol code."""
+    from pathlib import Path
+
+    import yaml
+
+    from hdml.config import build_run_config
+    from hdml.datasets import get_dataset
+    from hdml.plan import validate_workflow_config
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text())
+    runs = [r for r in validate_workflow_config(cfg) if r.variant == "protocol=paper"]
+    assert {r.dataset for r in runs} == {"cub200", "cars196", "sop"}
+    built = [build_run_config(get_dataset(r.dataset).run_defaults, r.overrides) for r in runs]
+    assert {(c["hdml"]["beta"], c["lr"], c["protocol"]) for c in built} == {(1e4, 1e-4, "paper")}
