@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "eval_late_from": 5000,
     "eval_batch_size": 256,
     "eval_ks": [1, 2, 4, 8],
+    "eval_kmeans": "kmeans++",  # clustering behind NMI/F1: the authors' ("kmeans++") or "faiss" (hdml.metrics)
     "backbone": "googlenet",
     "pretrained": True,
     "weights": None,
@@ -61,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
 NULLABLE: dict[str, tuple[type, ...]] = {"weights": (str,), "hdml.lambda0": (float,), "hdml.alpha": (float,)}
 CHOICES: dict[str, tuple[str, ...]] = {
     "protocol": ("code", "paper"),
+    "eval_kmeans": ("kmeans++", "faiss"),
     "amp": ("fp32", "tf32", "bf16"),
     "image.normalize": ("imagenet", "caffe", "unit"),
     "backbone": ("smallcnn", "googlenet", "resnet50"),

@@ -47,7 +47,9 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     with np.load(run_dir / "embeddings.npz") as data:
         z, labels = data["embeddings"], data["labels"]
-    result = metrics.evaluate(z, labels, saved["eval_ks"], seed=saved["seed"])
+    # runs from before the choice existed evaluate with today's default
+    result = metrics.evaluate(z, labels, saved["eval_ks"], seed=saved["seed"],
+                              kmeans_algorithm=saved.get("eval_kmeans", "kmeans++"))
     curve = pd.read_csv(run_dir / "curve.csv")
     best = curve.loc[curve["nmi"].idxmax()]
     selected = {k: float(best[k]) for k in result if k in best.index}

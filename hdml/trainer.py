@@ -177,7 +177,8 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
                         f"no metrics written (max_bad_steps={cfg['max_bad_steps']})")
             if eval_due(step, cfg):
                 z = embed(model, test_set, transform, cfg["eval_batch_size"])
-                row = {"step": step, **metrics.evaluate(z, test_set.labels, cfg["eval_ks"], seed=seed),
+                row = {"step": step, **metrics.evaluate(z, test_set.labels, cfg["eval_ks"], seed=seed,
+                                                           kmeans_algorithm=cfg["eval_kmeans"]),
                        **{f"train_{k}": v for k, v in logs.items()}}
                 curve.append(row)
                 log.info("step %d: %s", step, {k: round(v, 4) for k, v in row.items() if k != "step"})
