@@ -52,10 +52,14 @@ class EmbeddingNet(nn.Module):
         return self.head(self.features(x))
 
     def decayed_weights(self) -> Iterator[nn.Parameter]:
-        """Conv and linear weights (the tensors the authors' weight decay covers)."""
+        """Conv and linear weights and biases: the tensors the authors' weight decay covers, every
+        trainable variable of backbone and embedding layer whose name lacks "batch_normalization"
+        (main_npair.py:60-65; their GoogLeNet's biases are variables, GoogleNet_Model.py:258-260)."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 yield module.weight
+                if module.bias is not None:
+                    yield module.bias
 
 
 def build_model(cfg: dict, in_channels: int) -> EmbeddingNet:

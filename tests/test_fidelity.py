@@ -255,3 +255,19 @@ def test_run_config_chooses_the_clustering() -> None:
 
     with pytest.raises(ConfigError, match="eval_kmeans"):
         validate(cfg)
+
+
+def test_weight_decay_covers_weights_and_biases_but_not_batchnorm() -> None:
+    """main_npair.py:60-65: Regular_factor * sum of tf.nn.l2_loss (sum(v^2) / 2) over every trainable
+    variable of the metric network whose name lacks "batch_normalization": biases included."""
+    from hdml.methods import weight_penalty
+
+    torch.manual_seed(0)
+    model = EmbeddingNet(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 12)), 12, 4)
+    with torch.no_grad():
+        model.head.bn.weight.fill_(3.0)
+        model.head.bn.bias.fill_(2.0)
+    tensors = [m.weight for m in (model.backbone[0], model.backbone[2], model.head.fc)]
+    tensors += [m.bias for m in (model.backbone[0], model.backbone[2], model.head.fc)]
+    want = 0.01 * sum(float((t.detach().double() ** 2).sum()) for t in tensors) / 2
+    assert weight_penalty(model, 0.01).item() == pytest.approx(want, rel=1e-6)
