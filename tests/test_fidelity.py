@@ -271,3 +271,17 @@ def test_weight_decay_covers_weights_and_biases_but_not_batchnorm() -> None:
     tensors += [m.bias for m in (model.backbone[0], model.backbone[2], model.head.fc)]
     want = 0.01 * sum(float((t.detach().double() ** 2).sum()) for t in tensors) / 2
     assert weight_penalty(model, 0.01).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_paper_grid_takes_the_codes_per_dataset_values() -> None:
+    """FLAGS.py (fa03ef0 and, for products, e6dfab3): CUB evaluates every 46 steps late in
+    training, SOP's generator learns at 5e-4 with beta 5e4."""
+    from pathlib import Path
+
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text())
+    train = {d: cfg["datasets"][d]["train"] for d in ("cub200", "cars196", "sop")}
+    assert train["cub200"]["eval_every_late"] == 46 and "eval_every_late" not in train["cars196"]
+    assert train["sop"]["hdml"] == {"beta": 5e4, "gen_lr": 5e-4}
+    assert (train["cub200"]["hdml"]["beta"], train["cars196"]["hdml"]["beta"]) == (5e3, 1e4)
