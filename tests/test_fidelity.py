@@ -285,3 +285,49 @@ def test_paper_grid_takes_the_codes_per_dataset_values() -> None:
     assert (train["cub200"]["eval_every_late"], train["cars196"]["eval_every_late"]) == (46, 64)
     assert train["sop"]["hdml"] == {"beta": 5e4, "gen_lr": 5e-4}
     assert (train["cub200"]["hdml"]["beta"], train["cars196"]["hdml"]["beta"]) == (5e3, 1e4)
+
+
+def test_ledger_rows_have_known_statuses_and_cite_existing_tests() -> None:
+    import re
+    from pathlib import Path
+
+    from hdml.fidelity import LEDGER, STATUSES, read_ledger, summary
+
+    rows = read_ledger()
+    groups = summary(rows)
+    assert list(groups) == list(STATUSES) and sum(map(len, groups.values())) == len(rows) >= 40
+    repo = Path(__file__).parents[1]
+    for file, name in re.findall(r"tests/(\w+\.py)(?:::(\w+))?", LEDGER.read_text()):
+        text = (repo / "tests" / file).read_text()
+        assert not name or f"def {name}(" in text, f"docs/fidelity.md cites tests/{file}::{name}, which is not there"
+
+
+def test_bad_ledger_status_is_named(tmp_path) -> None:
+    from hdml.fidelity import read_ledger
+
+    path = tmp_path / "f.md"
+    path.write_text("| element | paper | status |\n|---|---|---|\n| J_gen | x | match |\n| J_soft | y | close |\n")
+    with pytest.raises(ValueError, match=r"f.md:4: status 'close' of 'J_soft'"):
+        read_ledger(path)
+    path.write_text("no table\n")
+    with pytest.raises(ValueError, match="no ledger table"):
+        read_ledger(path)
+
+
+def test_report_section_renders_the_ledger_summary(tmp_path) -> None:
+    from hdml.report import Report, fidelity_section
+
+    path = tmp_path / "f.md"
+    path.write_text("| element | code | status |\n|---|---|---|\n| J_gen | a | match |\n| J_soft | b | match |\n"
+                    "<!-- backbone rows -->\n| k of k-means | c | documented difference |\n")
+    (tmp_path / "out" / "tables").mkdir(parents=True)
+    rep = Report(tmp_path / "out")
+    fidelity_section(rep, path)
+    html = rep.sections[0]
+    assert rep.toc == [("fidelity", "Fidelity to the authors' code")] and "3 elements" in html
+    md = (tmp_path / "out" / "tables" / "fidelity.md").read_text()
+    assert "| match | 2 | J_gen, J_soft |" in md and "| documented difference | 1 | k of k-means |" in md
+    assert "| follows paper | 0 |" in md
+    missing = Report(tmp_path / "out")
+    fidelity_section(missing, tmp_path / "none.md")
+    assert "No fidelity ledger" in missing.sections[0]
