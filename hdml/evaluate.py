@@ -22,7 +22,7 @@ def eval_due(step: int, cfg: dict[str, Any]) -> bool:
     """Whether training evaluates on the test split after `step` (1-based): at the last step,
     every `eval_every` steps, and under protocol code, once the first of those at or past
     `eval_late_from` is done, every `eval_every_late` steps instead: the cadence at which the
-    authors' code looked for its best test NMI (main_npair.py:209, 263-264), so that the
+    authors' code looked for its best test NMI (main_npair.py:209, 246-247), so that the
     test-selected table reports what their procedure reports."""
     if step == cfg["steps"]:
         return True

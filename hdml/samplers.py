@@ -52,12 +52,16 @@ class DistinctTripletSampler(Sampler):
     the first T give anchor + positive, the other T one negative each, so no two triplets share
     an anchor class and no negative class is any triplet's anchor class."""
 
-    def __call__(self) -> np.ndarray:
-        t = self.batch_size // 3
+    def __init__(self, labels: np.ndarray, batch_size: int, gen: torch.Generator) -> None:
+        super().__init__(labels, batch_size, gen)
+        t = batch_size // 3
         if len(self.members) < 2 * t or sum(len(m) >= 2 for m in self.members) < t:
             raise ValueError(f"triplet_sampler distinct: a batch of {t} triplets needs {2 * t} classes "
                              f"({t} with >= 2 images), dataset has {len(self.members)}; "
                              "set triplet_sampler: independent")
+
+    def __call__(self) -> np.ndarray:
+        t = self.batch_size // 3
         anchors = self._classes(t, 2)
         taken = np.zeros(len(self.members), dtype=bool)
         taken[anchors] = True

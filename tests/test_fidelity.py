@@ -177,7 +177,7 @@ def test_independent_triplets_repeat_classes_and_distinct_needs_enough_classes()
     assert any(len(set(LABELS[sample()[:10]])) < 10 or len(set(LABELS[sample()[20:]])) < 10 for _ in range(20))
     few = np.repeat(np.arange(5), 4)
     with pytest.raises(ValueError, match="triplet_sampler"):
-        triplet_batch("distinct", 30, few)()
+        triplet_batch("distinct", 30, few)
     from hdml.datasets import get_dataset
 
     assert get_dataset("digits").run_defaults["triplet_sampler"] == "independent"
