@@ -750,7 +750,7 @@ def fidelity_section(rep: Report, ledger: Path | None = None) -> None:
         return
     groups = ledger_summary(read_ledger(path))
     total = sum(len(v) for v in groups.values())
-    rows = [[status, str(len(elements)), ", ".join(elements) or DASH] for status, elements in groups.items()]
+    rows = [[status, str(len(elements)), "; ".join(elements) or DASH] for status, elements in groups.items()]
     table = simple_table("fidelity", f"Fidelity ledger: {total} elements (docs/fidelity.md)",
                          ["Status", "Elements", "Which"], rows,
                          note="match: computed as the authors' TensorFlow code (github.com/wzzheng/HDML) computes "

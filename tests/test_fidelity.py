@@ -326,7 +326,7 @@ def test_report_section_renders_the_ledger_summary(tmp_path) -> None:
     html = rep.sections[0]
     assert rep.toc == [("fidelity", "Fidelity to the authors' code")] and "3 elements" in html
     md = (tmp_path / "out" / "tables" / "fidelity.md").read_text()
-    assert "| match | 2 | J_gen, J_soft |" in md and "| documented difference | 1 | k of k-means |" in md
+    assert "| match | 2 | J_gen; J_soft |" in md and "| documented difference | 1 | k of k-means |" in md
     assert "| follows paper | 0 |" in md
     missing = Report(tmp_path / "out")
     fidelity_section(missing, tmp_path / "none.md")
