@@ -33,8 +33,13 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 128,
     "embedding_dim": 512,
     "eval_every": 0,
+    # protocol code: after the first evaluation at or past `eval_late_from`, evaluate every
+    # `eval_every_late` steps (the authors' cadence: 500, then one "epoch" of 64 after 5,000)
+    "eval_every_late": 64,
+    "eval_late_from": 5000,
     "eval_batch_size": 256,
     "eval_ks": [1, 2, 4, 8],
+    "eval_kmeans": "kmeans++",  # clustering behind NMI/F1: the authors' ("kmeans++") or "faiss" (hdml.metrics)
     "backbone": "googlenet",
     "pretrained": True,
     "weights": None,
@@ -43,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "lr_gamma": 0.5,
     "weight_decay": 5e-3,
     "images_per_class": 2,
+    "triplet_sampler": "distinct",
     "protocol": "code",
     "device": "auto",
     "num_workers": 2,
@@ -61,9 +67,11 @@ DEFAULTS: dict[str, Any] = {
 NULLABLE: dict[str, tuple[type, ...]] = {"weights": (str,), "hdml.lambda0": (float,), "hdml.alpha": (float,)}
 CHOICES: dict[str, tuple[str, ...]] = {
     "protocol": ("code", "paper"),
+    "eval_kmeans": ("kmeans++", "faiss"),
     "amp": ("fp32", "tf32", "bf16"),
     "image.normalize": ("auto", "imagenet", "caffe", "unit"),
     "backbone": ("smallcnn", "googlenet", "resnet50", "googlenet-caffe"),
+    "triplet_sampler": ("distinct", "independent"),
     "triplet.reduction": ("sum", "mean"),
     "contrastive.reduction": ("mean", "sum"),
     "ddml.reduction": ("mean", "sum"),
@@ -72,7 +80,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 POSITIVE = {"steps", "batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps",
             "keep_checkpoints"}
-NON_NEGATIVE = {"eval_every", "weight_decay", "num_workers", "lr_gamma", "checkpoint_every"}
+NON_NEGATIVE = {"eval_every", "eval_every_late", "eval_late_from", "weight_decay", "num_workers", "lr_gamma", "checkpoint_every"}
 
 
 def method_defaults() -> dict[str, dict[str, Any]]:

@@ -9,14 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hdml.model import TF_BATCHNORM
+
 
 class Generator(nn.Module):
-    """Linear(E -> hidden) -> ReLU -> BatchNorm -> Linear(hidden -> feature), no output activation."""
+    """Linear(E -> hidden) -> ReLU -> BatchNorm -> Linear(hidden -> feature), no output activation
+    (the authors' fc_block order, nn_Ops.py:105-109), BatchNorm with TensorFlow's settings."""
 
     def __init__(self, embedding_dim: int, feature_dim: int, hidden: int = 512) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(embedding_dim, hidden), nn.ReLU(), nn.BatchNorm1d(hidden), nn.Linear(hidden, feature_dim)
+            nn.Linear(embedding_dim, hidden), nn.ReLU(), nn.BatchNorm1d(hidden, **TF_BATCHNORM),
+            nn.Linear(hidden, feature_dim)
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -28,14 +32,33 @@ def classifier(feature_dim: int, num_classes: int) -> nn.Linear:
     return nn.Linear(feature_dim, num_classes)
 
 
-def recon_loss(y_rec: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """J_recon: sum over batch and dimensions of (y' - y)^2 (a sum, as the authors' code)."""
-    return (y_rec - y).pow(2).sum()
+def recon_loss(y_rec: torch.Tensor, y: torch.Tensor, *, protocol: str = "code") -> torch.Tensor:
+    """J_recon. code: sum over batch and dimensions of (y' - y)^2 (authors' main_npair.py:134).
+    paper: the per-sample squared L2 cost ||y' - y||^2 averaged over the batch, the "reconstruction
+    cost between the two distributions" at the scale of the softmax term it is balanced with (a
+    sum over B x 1024 values would leave lambda * J_soft below 0.1% of J_gen; docs/fidelity.md)."""
+    per_sample = (y_rec - y).pow(2).sum(1)
+    if protocol == "code":
+        return per_sample.sum()
+    if protocol == "paper":
+        return per_sample.mean()
+    raise ValueError(f"protocol: must be 'code' or 'paper', got {protocol!r}")
 
 
-def soft_loss(cls: nn.Module, y_syn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """J_soft: mean cross-entropy of the classifier on the synthetics, with their source labels."""
-    return F.cross_entropy(cls(y_syn), labels)
+def soft_loss(cls: nn.Module, y_syn: torch.Tensor, labels: torch.Tensor,
+              groups: tuple[int, ...] | None = None) -> torch.Tensor:
+    """J_soft: cross-entropy of the classifier on the synthetics, with their source labels.
+
+    One mean over all rows, or, with `groups` (consecutive row counts), the sum of each group's
+    mean: the authors' N-pair form, mean over the N anchors + mean over the N x N tile
+    (HDML.py:91-95), which gives the anchors half the term instead of 1/(N + 1) of it.
+    """
+    ce = F.cross_entropy(cls(y_syn), labels, reduction="none")
+    if groups is None:
+        return ce.mean()
+    if sum(groups) != len(ce):
+        raise ValueError(f"soft_loss: groups {groups} do not cover the {len(ce)} synthetic rows")
+    return sum(part.mean() for part in ce.split(list(groups)))
 
 
 def gen_loss(j_recon: torch.Tensor, j_soft: torch.Tensor, *, protocol: str, lam: float, scale: float,

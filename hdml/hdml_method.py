@@ -14,10 +14,12 @@ One step (spec sections 2-4), with one backbone forward:
 Each loss's gradient is taken with torch.autograd.grad over its own parameter group only.
 
 Protocols (`protocol`):
-- code: J_gen = (1 - lambda) J_recon + S lambda J_soft; J_avg and J_gen_avg are means over
+- code: J_gen = (1 - lambda) J_recon + S lambda J_soft, J_recon summed over batch and dimensions,
+  N-pair J_soft = mean CE over the anchors + mean CE over the tile (two means added); J_avg and J_gen_avg are means over
   the last completed block of `hdml.block` (64) steps; J_avg averages the weighted J_m
   (w J_m, weight penalty included), as the authors' code feeds it.
-- paper: J_gen = J_recon + lambda J_soft; both averages are over the last epoch, an epoch being
+- paper: J_gen = J_recon + lambda J_soft, J_recon = mean over the batch of ||y' - y||^2 (the
+  scale at which lambda balances the two terms; docs/fidelity.md), J_soft one mean; both averages are over the last epoch, an epoch being
   ceil(training images / batch size) steps (batches are drawn with replacement, so this is the
   number of steps that show as many images as the training split holds); J_avg averages the
   unweighted J_m (the paper's "average metric loss"). The paper, like the code, trains the
@@ -179,6 +181,10 @@ class HDMLMethod(Method):
         """The base loss on the synthetic tuple laid out as `synthesize` returns it."""
         raise NotImplementedError
 
+    def soft_groups(self, n_rows: int) -> tuple[int, ...] | None:
+        """Row groups whose mean cross-entropies J_soft adds (`soft_loss`); None: one mean."""
+        return None
+
     def losses(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every loss of one step with its graph (one backbone forward); see the module doc."""
         self.model.train()
@@ -194,8 +200,8 @@ class HDMLMethod(Method):
         j_syn = self.synthetic_loss(self.model.head(y_syn))
         w = metric_weight(self.h["beta"], self.j_gen_avg.value)
         j_m_weighted = w * j_m
-        j_recon = recon_loss(y_rec, y)
-        j_soft = soft_loss(self.classifier, y_syn, syn_labels)
+        j_recon = recon_loss(y_rec, y, protocol=self.protocol)
+        j_soft = soft_loss(self.classifier, y_syn, syn_labels, self.soft_groups(len(y_syn)))
         h = self.h
         return {
             "j_m": j_m,
@@ -296,6 +302,14 @@ class HDMLNPair(HDMLMethod):
         syn_labels = torch.cat([labels[:n], labels[n:].repeat(n)])
         off_diagonal = ~torch.eye(n, dtype=torch.bool, device=z.device)
         return torch.cat([z[:n], tile.reshape(n * n, -1)]), syn_labels, moved[off_diagonal]
+
+    def soft_groups(self, n_rows: int) -> tuple[int, ...] | None:
+        """protocol code: mean CE over the N anchors + mean CE over the N x N tile, as the authors'
+        genSoftmax (HDML.py:91-95); paper: one mean over the synthetic tuple (the paper says no more)."""
+        if self.protocol != "code":
+            return None
+        n = (math.isqrt(4 * n_rows + 1) - 1) // 2  # n_rows = N + N^2
+        return (n, n * n)
 
     def synthetic_loss(self, z_syn: torch.Tensor) -> torch.Tensor:
         """mean_i of `pairs(a_i, row i)`, row i rolled so its own positive (column i) comes first:

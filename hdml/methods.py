@@ -57,7 +57,7 @@ def build_method(name: str, model: EmbeddingNet, cfg: dict, num_classes: int,
 
 def weight_penalty(model: EmbeddingNet, factor: float) -> torch.Tensor:
     """The authors' in-loss weight decay: factor * sum(w^2) / 2 over conv and linear weights
-    of backbone and head (BatchNorm parameters and biases excluded)."""
+    and biases of backbone and head (BatchNorm parameters excluded)."""
     if factor == 0:
         return torch.zeros((), device=next(model.parameters()).device)
     return factor * sum((p * p).sum() for p in model.decayed_weights()) / 2

@@ -9,12 +9,19 @@ from torch import nn
 from hdml.backbones import build_backbone
 
 
+# TensorFlow's tf.layers.batch_normalization defaults, which every BatchNorm of the authors ran
+# (nn_Ops.py:81-84; the paper: "We used the Tensorflow package"): decay 0.99, epsilon 1e-3. In
+# PyTorch's convention the running statistics move by 1 - decay per step. PyTorch's own defaults
+# (0.1, 1e-5) would average them over ~10 steps instead of ~100, and the evaluation uses them.
+TF_BATCHNORM = {"momentum": 0.01, "eps": 1e-3}
+
+
 class EmbeddingHead(nn.Module):
     """BatchNorm1d(feature) then Linear(feature -> E); no L2 normalisation in training."""
 
     def __init__(self, feature_dim: int, embedding_dim: int) -> None:
         super().__init__()
-        self.bn = nn.BatchNorm1d(feature_dim)
+        self.bn = nn.BatchNorm1d(feature_dim, **TF_BATCHNORM)
         self.fc = nn.Linear(feature_dim, embedding_dim)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
@@ -45,10 +52,14 @@ class EmbeddingNet(nn.Module):
         return self.head(self.features(x))
 
     def decayed_weights(self) -> Iterator[nn.Parameter]:
-        """Conv and linear weights (the tensors the authors' weight decay covers)."""
+        """Conv and linear weights and biases: the tensors the authors' weight decay covers, every
+        trainable variable of backbone and embedding layer whose name lacks "batch_normalization"
+        (main_npair.py:60-65; their GoogLeNet's biases are variables, GoogleNet_Model.py:258-260)."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 yield module.weight
+                if module.bias is not None:
+                    yield module.bias
 
 
 def build_model(cfg: dict, in_channels: int) -> EmbeddingNet:

@@ -1,7 +1,9 @@
 """Batch samplers: which images form a training batch, laid out as each loss expects.
 
 - `npair`: N classes x 2 images, rows [anchors a_1..a_N; positives p_1..p_N] (Sohn 2016).
-- `triplet`: T triplets, rows [anchors; positives; negatives] (the authors' B = 120 = 3 x 40).
+- `triplet`: T triplets, rows [anchors; positives; negatives] (the authors' B = 120 = 3 x 40),
+  of 2T distinct classes as the authors' sampler (`triplet_sampler: distinct`) or with classes
+  drawn independently per triplet (`independent`).
 - `m_per_class`: batch_size / m classes with m images each, grouped by class.
 Classes are drawn at random each step (no epochs), with replacement across steps.
 """
@@ -45,7 +47,35 @@ class NPairSampler(Sampler):
         return np.concatenate([pairs[:, 0], pairs[:, 1]])
 
 
+class DistinctTripletSampler(Sampler):
+    """The authors' TripletLossScheme (data_provider.py:158-179): 2T distinct classes per batch,
+    the first T give anchor + positive, the other T one negative each, so no two triplets share
+    an anchor class and no negative class is any triplet's anchor class."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, gen: torch.Generator) -> None:
+        super().__init__(labels, batch_size, gen)
+        t = batch_size // 3
+        if len(self.members) < 2 * t or sum(len(m) >= 2 for m in self.members) < t:
+            raise ValueError(f"triplet_sampler distinct: a batch of {t} triplets needs {2 * t} classes "
+                             f"({t} with >= 2 images), dataset has {len(self.members)}; "
+                             "set triplet_sampler: independent")
+
+    def __call__(self) -> np.ndarray:
+        t = self.batch_size // 3
+        anchors = self._classes(t, 2)
+        taken = np.zeros(len(self.members), dtype=bool)
+        taken[anchors] = True
+        others = np.flatnonzero(~taken)
+        negatives = others[torch.randperm(len(others), generator=self.gen)[:t].numpy()]
+        pairs = np.stack([self._pick(c, 2) for c in anchors])
+        neg = np.array([self._pick(c, 1)[0] for c in negatives])
+        return np.concatenate([pairs[:, 0], pairs[:, 1], neg])
+
+
 class TripletSampler(Sampler):
+    """Classes drawn independently for each triplet (repeats allowed): for datasets with fewer
+    than 2T classes, such as the digits demo."""
+
     def __call__(self) -> np.ndarray:
         t = self.batch_size // 3
         a, p, neg = [], [], []
@@ -74,6 +104,8 @@ def build_sampler(kind: str, labels: np.ndarray, cfg: dict, gen: torch.Generator
     if kind == "npair":
         return NPairSampler(labels, cfg["batch_size"], gen)
     if kind == "triplet":
+        if cfg["triplet_sampler"] == "distinct":
+            return DistinctTripletSampler(labels, cfg["batch_size"], gen)
         return TripletSampler(labels, cfg["batch_size"], gen)
     if kind == "m_per_class":
         return MPerClassSampler(labels, cfg["batch_size"], gen, cfg["images_per_class"])

@@ -28,7 +28,7 @@ from hdml import checkpoint, metrics
 from hdml.config import Interrupted, TrainingDiverged, build_run_config
 from hdml.data import BatchTransform, ImageTensors, load_splits
 from hdml.datasets import get_dataset
-from hdml.evaluate import save_npz
+from hdml.evaluate import eval_due, save_npz
 from hdml.io import write_json, write_text, write_with
 from hdml.loader import BatchLoader
 from hdml.methods import build_method
@@ -181,9 +181,10 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
                     raise TrainingDiverged(
                         f"{bad_streak} consecutive steps with a NaN/infinite loss (last at step {step}); "
                         f"no metrics written (max_bad_steps={cfg['max_bad_steps']})")
-            if step == cfg["steps"] or (cfg["eval_every"] and step % cfg["eval_every"] == 0):
+            if eval_due(step, cfg):
                 z = embed(model, test_set, transform, cfg["eval_batch_size"])
-                row = {"step": step, **metrics.evaluate(z, test_set.labels, cfg["eval_ks"], seed=seed),
+                row = {"step": step, **metrics.evaluate(z, test_set.labels, cfg["eval_ks"], seed=seed,
+                                                           kmeans_algorithm=cfg["eval_kmeans"]),
                        **{f"train_{k}": v for k, v in logs.items()}}
                 curve.append(row)
                 progress.evaluated(step, row)

@@ -142,7 +142,7 @@ def test_singletons_are_left_out_as_queries_but_stay_retrievable(caplog: pytest.
 
 def test_singletons_match_brute_force_and_clustering_keeps_them() -> None:
     x, labels = clustered(4, singletons=15)
-    got = evaluate(x, labels, [1, 2, 4, 8], seed=2)
+    got = evaluate(x, labels, [1, 2, 4, 8], seed=2, kmeans_algorithm="faiss")
     want = brute_retrieval(x, labels, [1, 2, 4, 8])
     assert {k: got[k] for k in want} == pytest.approx(want, abs=1e-12)
     clusters = kmeans(metrics.l2_normalise(x), len(np.unique(labels)), seed=2)
@@ -249,7 +249,7 @@ def test_kmeans_rejects_bad_arguments() -> None:
 @pytest.mark.parametrize("seed", [0, 3])
 def test_matches_pytorch_metric_learning(seed: int) -> None:
     x, labels = clustered(seed, n_classes=60, sigma=1.2, singletons=4)
-    ours = evaluate(x, labels, [1, 2, 4, 8], seed=seed)
+    ours = evaluate(x, labels, [1, 2, 4, 8], seed=seed, kmeans_algorithm="faiss")
     clusters = kmeans(metrics.l2_normalise(x), len(np.unique(labels)), seed)
     calc = AccuracyCalculator(include=("NMI", "precision_at_1", "mean_average_precision_at_r", "r_precision"),
                               k="max_bin_count", device=torch.device("cpu"),

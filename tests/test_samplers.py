@@ -7,8 +7,8 @@ from hdml.samplers import build_sampler
 LABELS = np.repeat(np.arange(12), 5)
 
 
-def sampler(kind, batch_size, m=2, labels=LABELS):
-    cfg = {"batch_size": batch_size, "images_per_class": m}
+def sampler(kind, batch_size, m=2, labels=LABELS, triplet="independent"):
+    cfg = {"batch_size": batch_size, "images_per_class": m, "triplet_sampler": triplet}
     return build_sampler(kind, labels, cfg, torch.Generator().manual_seed(0))
 
 

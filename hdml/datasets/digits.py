@@ -57,6 +57,8 @@ register(
             "image": {"resize": 8, "crop": 8, "flip": False, "normalize": "unit"},
             # 8x8 crops cost nothing to cut: loader threads would only compete for the cores.
             "num_workers": 0,
+            # 5 training classes: the authors' triplet batches need 2 distinct classes per triplet.
+            "triplet_sampler": "independent",
         },
         layout_defaults={"triplet": {"batch_size": 30}},
     )
