@@ -207,7 +207,8 @@ def test_report_puts_our_ddml_beside_the_papers_row():
 
 def test_the_papers_regulariser_is_the_suites_weight_decay():
     """DDML's lambda/2 sum ||W||_F^2 is `weight_decay`: a step's objective is the DDML loss plus
-    weight_decay/2 times the squared conv and linear weights, computed independently here."""
+    weight_decay/2 times the squared conv and linear weights and biases (as DDML's ||W||^2 + ||b||^2),
+    computed independently here."""
     from hdml.config import default_config, merge, validate
     from hdml.methods import build_method
     from hdml.model import build_model
@@ -218,7 +219,8 @@ def test_the_papers_regulariser_is_the_suites_weight_decay():
     torch.manual_seed(0)
     model = build_model(cfg, 1)
     x, y = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 0, 1, 1, 2, 2])
-    weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    weights = [m.weight for m in layers] + [m.bias for m in layers if m.bias is not None]
     assert len(weights) >= 2
     with torch.no_grad():
         model.train()
