@@ -48,6 +48,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
+    import yaml
+
     from hdml.config import build_run_config, describe_keys, parse_sets
     from hdml.datasets import get_dataset
 
@@ -234,7 +236,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check-config", help="validate a workflow config (schema + every run's config)")
     s.add_argument("configfile", nargs="+", help="workflow config(s), later ones overriding earlier ones")
-    s.add_argument("--schema", help="JSON schema (default: workflow/schemas/config.schema.yaml)")
+    s.add_argument("--schema", help="JSON schema (default: the one packaged with hdml, hdml/schemas/config.schema.yaml)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("status", help="runs of a workflow done, running, failed, pending, and the grid's ETA "

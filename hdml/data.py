@@ -15,6 +15,7 @@ from PIL import Image
 
 from hdml.backbones import input_normalisation
 from hdml.labels import check_labels
+from hdml.splits import check_split_names
 
 NORMALISATION = {
     # torchvision's ImageNet weights: RGB in [0, 1], per-channel mean/std.
@@ -42,7 +43,8 @@ def centre_offset(size: int, crop: int) -> int:
 
 
 def read_split(root: str | Path, dataset: str) -> pd.DataFrame:
-    """The dataset's split.csv with absolute image paths; checks columns and values."""
+    """The dataset's split.csv with absolute image paths; checks columns and values (split names:
+    `hdml.splits`)."""
     path = Path(root) / dataset / "split.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no split file; run `hdml prepare {dataset} --root {root}` first")
@@ -53,13 +55,8 @@ def read_split(root: str | Path, dataset: str) -> pd.DataFrame:
     missing = {"path", "label", "split"} - set(df.columns)
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
-    bad = set(df["split"]) - {"train", "test"}
-    if bad:
-        raise ValueError(f"{path}: column split has values {sorted(bad)}; expected train/test")
+    check_split_names(df["split"], str(path))
     df["label"] = check_labels(df, str(path))
-    for name in ("train", "test"):
-        if not (df["split"] == name).any():
-            raise ValueError(f"{path}: no {name} images")
     df["path"] = [str(path.parent / p) for p in df["path"]]
     return df
 
@@ -154,19 +151,33 @@ class BatchTransform:
         return self.normalise(self.crops(pixels.numpy(), np.arange(len(pixels)), train, gen))
 
 
-def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int,
-                device: torch.device) -> tuple[ImageTensors, ImageTensors, BatchTransform]:
-    """Train and test images of a prepared dataset (from the image cache when one matches),
-    and the batch transform of the run config (`image.normalize: auto`: the backbone's input)."""
+def load_images(root: str | Path, dataset: str, cfg: dict, channels: int,
+                names: tuple[str, ...]) -> dict[str, ImageTensors]:
+    """The named splits of a prepared dataset, each from the image cache when one matches,
+    else decoded at the run config's `image.resize`; a split the dataset lacks is an error."""
     from hdml.cache import load_cached
 
     split = read_split(root, dataset)
-    img = cfg["image"]
-    sets = []
-    for name in ("train", "test"):
+    resize = cfg["image"]["resize"]
+    images = {}
+    for name in names:
         rows = split[split["split"] == name]
-        cached = load_cached(root, dataset, img["resize"], channels, name)
-        sets.append(ImageTensors(cached, rows["label"].to_numpy()) if cached is not None
-                    else ImageTensors.from_frame(rows, img["resize"], channels))
-    transform = BatchTransform(img["crop"], img["flip"], input_normalisation(cfg), device, cfg["channels_last"])
-    return sets[0], sets[1], transform
+        if rows.empty:
+            raise ValueError(f"{Path(root) / dataset / 'split.csv'}: no {name} images")
+        cached = load_cached(root, dataset, resize, channels, name)
+        images[name] = (ImageTensors(cached, rows["label"].to_numpy()) if cached is not None
+                        else ImageTensors.from_frame(rows, resize, channels))
+    return images
+
+
+def batch_transform(cfg: dict, device: torch.device) -> BatchTransform:
+    """The batch transform of a run config (`image.normalize: auto`: the backbone's input)."""
+    img = cfg["image"]
+    return BatchTransform(img["crop"], img["flip"], input_normalisation(cfg), device, cfg["channels_last"])
+
+
+def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int,
+                device: torch.device) -> tuple[ImageTensors, ImageTensors, BatchTransform]:
+    """Train and test images of a prepared dataset and the run config's batch transform."""
+    images = load_images(root, dataset, cfg, channels, ("train", "test"))
+    return images["train"], images["test"], batch_transform(cfg, device)

@@ -8,10 +8,16 @@ from snakemake.utils import validate
 
 from hdml.config import ConfigError, build_run_config
 from hdml.datasets import get_dataset
-from hdml.plan import set_args, validate_workflow_config
+from hdml.plan import schema_path, set_args, validate_workflow_config
+
 
 # Jobs find the `hdml` installed beside the Python running Snakemake (`.venv/bin/snakemake`
-# works without activating the environment).
+# works without activating the environment); `envvars` hands this PATH to jobs on executors that
+# do not inherit the environment. With `--sdm conda` the rule environment comes first.
+envvars:
+    "PATH",
+
+
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 # hdml's check first: one line per error (Snakemake's own validation dumps the whole schema).
@@ -19,7 +25,8 @@ try:
     RUNS = {(r.dataset, r.method, r.variant, str(r.seed)): r for r in validate_workflow_config(config)}
 except ConfigError as exc:
     raise ValueError(f"invalid workflow config: {exc}") from None
-validate(config, "../schemas/config.schema.yaml")
+# The schema shipped inside the hdml package (hdml/schemas), the only copy.
+validate(config, str(schema_path()))
 
 DATA = config["data_root"]
 RESULTS = config["results_dir"]
@@ -43,6 +50,15 @@ def res(rule: str, key: str):
     """A rule's resource from the config's `resources` section, else `default`, else built-in."""
     table = config.get("resources", {})
     return table.get(rule, {}).get(key, table.get("default", {}).get(key, RESOURCE_DEFAULTS[key]))
+
+
+def rule_resources(rule: str) -> dict:
+    """A rule's `resources:` (everything but threads), as `res` reads them."""
+    return {key: res(rule, key) for key in RESOURCE_DEFAULTS if key != "threads"}
+
+
+# Every rule's software (`--sdm conda`); paths in rules are relative to their file.
+HDML_ENV = "../envs/hdml.yaml"
 
 
 def cache_size(dataset: str) -> int:
@@ -70,8 +86,11 @@ def end_summary() -> str:
     """The report's path, best method per dataset and the failed runs (see hdml.status)."""
     from hdml.status import grid_status, summary
 
-    return summary(grid_status(Path(RESULTS), list(RUNS.values())), Path(RESULTS) / "metrics.csv",
-                   Path(REPORT) / "report.html")
+    return summary(
+        grid_status(Path(RESULTS), list(RUNS.values())),
+        Path(RESULTS) / "metrics.csv",
+        Path(REPORT) / "report.html",
+    )
 
 
 def prepare_args(wildcards) -> str:
@@ -83,3 +102,12 @@ def prepare_args(wildcards) -> str:
     if "archive" in entry:
         args.append(f"--archive {shlex.quote(entry['archive'])}")
     return " ".join(args)
+
+
+def tsne_embeddings() -> list[str]:
+    """The run whose test embeddings the t-SNE map (Figure 8) shows, if the config names one."""
+    t = config.get("tsne")
+    if not t:
+        return []
+    seed = t.get("seed", min(config["seeds"]))
+    return [f"{RESULTS}/runs/{t['dataset']}/{t['method']}/default/seed{seed}/embeddings.npz"]

@@ -6,19 +6,20 @@ localrules:
 rule prepare:
     output:
         f"{DATA}/{{dataset}}/split.csv",
-    params:
-        extra=prepare_args,
     log:
         f"{RESULTS}/logs/prepare/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare/{{dataset}}.tsv"
+    conda:
+        HDML_ENV
     threads: res("prepare", "threads")
     resources:
-        gpu=res("prepare", "gpu"),
-        mem_mb=res("prepare", "mem_mb"),
-        runtime=res("prepare", "runtime"),
+        **rule_resources("prepare"),
+    params:
+        root=lambda w, output: Path(output[0]).parents[1],
+        extra=prepare_args,
     shell:
-        "hdml prepare {wildcards.dataset} --root {DATA} {params.extra} > {log} 2>&1"
+        "hdml prepare {wildcards.dataset} --root {params.root} {params.extra} > {log} 2>&1"
 
 
 rule cache:
@@ -32,10 +33,12 @@ rule cache:
         f"{RESULTS}/logs/cache/{{dataset}}-{{size}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/cache/{{dataset}}-{{size}}.tsv"
+    conda:
+        HDML_ENV
     threads: res("cache", "threads")
     resources:
-        gpu=res("cache", "gpu"),
-        mem_mb=res("cache", "mem_mb"),
-        runtime=res("cache", "runtime"),
+        **rule_resources("cache"),
+    params:
+        root=lambda w, output: Path(output.meta).parents[2],
     shell:
-        "hdml cache {wildcards.dataset} --root {DATA} --size {wildcards.size} --workers {threads} > {log} 2>&1"
+        "hdml cache {wildcards.dataset} --root {params.root} --size {wildcards.size} --workers {threads} > {log} 2>&1"
