@@ -19,8 +19,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from hdml.data import decode, read_split
-from hdml.splits import SPLITS
 from hdml.io import atomic_path, write_json
+from hdml.splits import SPLITS
 
 log = logging.getLogger("hdml.cache")
 
@@ -58,7 +58,7 @@ def build_cache(root: str | Path, dataset: str, size: int, channels: int, worker
             jobs = [(paths[i : i + chunk], size, channels) for i in range(0, len(paths), chunk)]
             bar = tqdm(total=len(paths), desc=f"{dataset} {name}", unit="img", disable=None)
             with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as pool:
-                for i, block in zip(range(0, len(paths), chunk), pool.map(_decode_chunk, jobs)):
+                for i, block in zip(range(0, len(paths), chunk), pool.map(_decode_chunk, jobs), strict=True):
                     arr[i : i + len(block)] = block
                     bar.update(len(block))
             bar.close()
@@ -72,7 +72,7 @@ def build_cache(root: str | Path, dataset: str, size: int, channels: int, worker
 class _Inline:
     """A stand-in for a process pool when one worker is asked for."""
 
-    def __enter__(self) -> "_Inline":
+    def __enter__(self) -> _Inline:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,7 +8,6 @@ import sys
 import traceback
 from pathlib import Path
 
-
 EXIT_USAGE = 2  # bad input: config, files, arguments
 EXIT_DIVERGED = 3  # NaN/infinite losses: rerunning will not help
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGINT, rerun to resume
@@ -216,7 +215,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("aggregate", help="collect evaluated runs into long CSV tables")
     s.add_argument("runs", nargs="+", help="run folders .../DATASET/METHOD/VARIANT/seedN")
-    s.add_argument("--out", default="results/metrics.csv", help="metrics, long: dataset,method,variant,seed,metric,value")
+    s.add_argument("--out", default="results/metrics.csv",
+                   help="metrics, long: dataset,method,variant,seed,metric,value")
     s.add_argument("--curves", default="results/curves.csv", help="learning curves, long")
     s.add_argument("--runs-table", default="results/runs.csv", help="one row of settings per run")
     s.add_argument("--benchmarks", help="Snakemake benchmark folder holding train/ and evaluate/ TSVs")
@@ -236,7 +236,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check-config", help="validate a workflow config (schema + every run's config)")
     s.add_argument("configfile", nargs="+", help="workflow config(s), later ones overriding earlier ones")
-    s.add_argument("--schema", help="JSON schema (default: the one packaged with hdml, hdml/schemas/config.schema.yaml)")
+    s.add_argument("--schema", help="JSON schema (default: hdml's own, hdml/schemas/config.schema.yaml)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("status", help="runs of a workflow done, running, failed, pending, and the grid's ETA "

@@ -82,7 +82,7 @@ class ImageTensors:
     labels: np.ndarray
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, size: int, channels: int) -> "ImageTensors":
+    def from_frame(cls, df: pd.DataFrame, size: int, channels: int) -> ImageTensors:
         return cls(np.stack([decode(p, size, channels) for p in df["path"]]), df["label"].to_numpy())
 
     def __len__(self) -> int:
@@ -116,7 +116,7 @@ class BatchTransform:
             flips = (torch.rand(n, generator=gen) < 0.5).tolist() if self.flip else [False] * n
         else:
             tops, lefts, flips = [centre_offset(h, c)] * n, [centre_offset(w, c)] * n, [False] * n
-        return list(zip(tops, lefts, flips))
+        return list(zip(tops, lefts, flips, strict=True))
 
     def cut(self, pixels: np.ndarray, index: np.ndarray, plan: list[tuple[int, int, bool]]) -> torch.Tensor:
         """uint8 crops of `pixels[index]` as `plan` says; in pinned memory when the device is a
@@ -124,7 +124,7 @@ class BatchTransform:
         c = self.crop
         out = torch.empty((len(index), pixels.shape[1], c, c), dtype=torch.uint8, pin_memory=self.cuda)
         view = out.numpy()
-        for k, (i, (top, left, f)) in enumerate(zip(index.tolist(), plan)):
+        for k, (i, (top, left, f)) in enumerate(zip(index.tolist(), plan, strict=True)):
             window = pixels[i, :, top : top + c, left : left + c]
             view[k] = window[:, :, ::-1] if f else window
         return out
@@ -142,7 +142,7 @@ class BatchTransform:
         x = x.mul_(self.mul).add_(self.add)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def load(self, images: "ImageTensors", index: np.ndarray, train: bool,
+    def load(self, images: ImageTensors, index: np.ndarray, train: bool,
              gen: torch.Generator | None = None) -> torch.Tensor:
         return self.normalise(self.crops(images.pixels, index, train, gen))
 

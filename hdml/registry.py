@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-LOSSES: dict[str, type["MetricLoss"]] = {}
+LOSSES: dict[str, type[MetricLoss]] = {}
 
 
 class MetricLoss(nn.Module):

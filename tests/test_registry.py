@@ -5,7 +5,7 @@ import sys
 import pytest
 
 import baselines
-from hdml import registry
+from hdml import datasets, registry
 from hdml.methods import method_names
 
 LOSS_FILE = '''
@@ -58,5 +58,30 @@ def test_a_plugin_that_fails_to_import_names_its_file(plugin_dir):
 
 def test_an_unregistered_loss_class_names_its_file(plugin_dir):
     (plugin_dir / "forgot_plugin.py").write_text(LOSS_FILE.format(name="forgot").replace("@register_loss\n", ""))
-    with pytest.raises(ImportError, match=r"forgot_plugin\.py: loss class ZeroLoss \(name 'forgot'\) is not registered"):
+    message = r"forgot_plugin\.py: loss class ZeroLoss \(name 'forgot'\) is not registered"
+    with pytest.raises(ImportError, match=message):
         registry.load_plugins()
+
+
+DATASET_FILE = """
+from hdml.datasets import DatasetSpec, register
+
+register(DatasetSpec(name="tinyplugin", prepare=lambda root, **_: root, channels=1))
+"""
+
+
+def test_a_new_dataset_file_is_discovered(tmp_path, monkeypatch):
+    """hdml/datasets/ loads the same way: a module there registers its dataset with no import line."""
+    datasets.dataset_names()  # the shipped ones, which stay
+    monkeypatch.setattr(datasets, "__path__", [*datasets.__path__, str(tmp_path)])
+    monkeypatch.setattr(datasets, "DATASETS", dict(datasets.DATASETS))
+    (tmp_path / "tinyplugin_ds.py").write_text(DATASET_FILE)
+    try:
+        assert "tinyplugin" in datasets.dataset_names()
+        assert datasets.get_dataset("tinyplugin").channels == 1
+        (tmp_path / "broken_ds.py").write_text("raise RuntimeError('half-written dataset')\n")
+        with pytest.raises(ImportError, match=r"broken_ds\.py: dataset module .*half-written dataset"):
+            datasets.dataset_names()
+    finally:
+        for name in ("tinyplugin_ds", "broken_ds"):
+            sys.modules.pop(f"hdml.datasets.{name}", None)

@@ -73,7 +73,7 @@ def run_cache(wildcards) -> list[str]:
     size = build_run_config(get_dataset(run.dataset).defaults_for(run.method), run.overrides)["image"]["resize"]
     if size != cache_size(run.dataset):
         return []
-    return [f"{DATA}/{run.dataset}/cache-{size}/{s}.npy" for s in ("train", "test")]
+    return [f"{DATA}/{run.dataset}/cache-{size}/meta.json"]
 
 
 def run_sets(wildcards) -> str:

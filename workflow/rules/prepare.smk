@@ -26,8 +26,8 @@ rule cache:
     input:
         f"{DATA}/{{dataset}}/split.csv",
     output:
-        train=f"{DATA}/{{dataset}}/cache-{{size}}/train.npy",
-        test=f"{DATA}/{{dataset}}/cache-{{size}}/test.npy",
+        # one SPLIT.npy per split of split.csv beside it (names known only once it exists);
+        # meta.json is written last, so it stands for the whole cache
         meta=f"{DATA}/{{dataset}}/cache-{{size}}/meta.json",
     log:
         f"{RESULTS}/logs/cache/{{dataset}}-{{size}}.log",
