@@ -94,11 +94,17 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 
     from hdml.metrics import evaluate
 
-    emb, labels = np.load(args.embeddings, allow_pickle=False), np.load(args.labels, allow_pickle=False)
+    files = [args.embeddings, args.labels]
+    if (args.gallery_embeddings is None) != (args.gallery_labels is None):
+        raise ValueError("--gallery-embeddings and --gallery-labels go together")
+    if args.gallery_embeddings:
+        files += [args.gallery_embeddings, args.gallery_labels]
+    arrays = [np.load(f, allow_pickle=False) for f in files]
+    gallery = dict(zip(("gallery", "gallery_labels"), arrays[2:], strict=True)) if len(arrays) > 2 else {}
     try:
-        result = evaluate(emb, labels, args.ks, seed=args.seed)
+        result = evaluate(arrays[0], arrays[1], args.ks, seed=args.seed, **gallery)
     except ValueError as exc:
-        raise ValueError(f"{args.embeddings}, {args.labels}: {exc}") from exc
+        raise ValueError(f"{', '.join(files)}: {exc}") from exc
     print(json.dumps(result, indent=2))
 
 
@@ -207,8 +213,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("metrics", help="metrics of saved embeddings, as JSON")
-    s.add_argument("--embeddings", required=True, help=".npy, n x d")
+    s.add_argument("--embeddings", required=True, help=".npy, n x d: the queries (and, alone, their own gallery)")
     s.add_argument("--labels", required=True, help=".npy, n")
+    s.add_argument("--gallery-embeddings", help=".npy, m x d: a separate gallery the queries search")
+    s.add_argument("--gallery-labels", help=".npy, m (with --gallery-embeddings)")
     s.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="K of Recall@K")
     s.add_argument("--seed", type=int, default=0, help="k-means seed")
     s.set_defaults(func=cmd_metrics)

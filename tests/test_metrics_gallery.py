@@ -119,3 +119,19 @@ def test_query_set_of_singletons_is_fine_with_a_gallery() -> None:
     assert set(evaluate(q, ql, [1], gallery=g, gallery_labels=gl)) >= {"recall@1", "map@r", "nmi"}
     with pytest.raises(ValueError, match="every class has one member"):
         evaluate(q, ql, [1])
+
+
+def test_cli_metrics_with_a_gallery(tmp_path, capsys) -> None:
+    import json
+
+    from hdml.cli import main
+
+    q, ql, g, gl = split_sets(7)
+    for name, array in {"q": q, "ql": ql, "g": g, "gl": gl}.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    args = ["metrics", "--embeddings", str(tmp_path / "q.npy"), "--labels", str(tmp_path / "ql.npy"), "--ks", "1", "4"]
+    assert main([*args, "--gallery-embeddings", str(tmp_path / "g.npy"),
+                 "--gallery-labels", str(tmp_path / "gl.npy")]) == 0
+    assert json.loads(capsys.readouterr().out) == evaluate(q, ql, [1, 4], gallery=g, gallery_labels=gl)
+    assert main([*args, "--gallery-embeddings", str(tmp_path / "g.npy")]) == 2
+    assert "--gallery-labels go together" in capsys.readouterr().err

@@ -89,6 +89,12 @@ def test_a_non_editable_install_checks_the_demo_config(tmp_path):
                           env=env, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("runs OK")
+    # The workflow (from the checkout) plans the demo DAG with the installed package's schema.
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config.yaml")
+    dry = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-n",
+                          "--configfile", "config.yaml"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert re.search(r"^train\s+\d+$", dry.stdout + dry.stderr, re.M), dry.stdout
 
 
 def test_rule_environment_is_environment_yml_without_its_cpu_pin():
