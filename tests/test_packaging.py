@@ -114,7 +114,7 @@ def test_rule_environment_is_environment_yml_without_its_cpu_pin():
     assert rule_conda == [d for d in cpu_conda if name(d) != "pytorch-cpu"]
     assert rule_pip == cpu_pip
     deploy = (REPO / "workflow/envs/hdml.post-deploy.sh").read_text()
-    assert "pip install --no-deps -e ." in deploy
+    assert 'pip install --no-deps -e "$source"' in deploy and "HDML_SOURCE" in deploy
 
 
 def test_every_rule_runs_in_the_rule_environment():

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Run by Snakemake inside the new rule environment (workflow/envs/hdml.yaml), from the directory
-# Snakemake was started in: install hdml from that checkout, editable, so jobs run its code.
+# Run by Snakemake inside the new rule environment (workflow/envs/hdml.yaml): install hdml,
+# editable, from the checkout whose Snakefile runs (HDML_SOURCE, set by workflow/rules/common.smk),
+# so that jobs run that checkout's code.
 set -euo pipefail
-if [ ! -f pyproject.toml ] || [ ! -d hdml ]; then
-    echo "hdml.post-deploy.sh: run snakemake from the hdml-repro checkout (no pyproject.toml/hdml in $PWD)" >&2
+source="${HDML_SOURCE:?HDML_SOURCE unset: run this through the workflow (snakemake --sdm conda)}"
+if [ ! -f "$source/pyproject.toml" ]; then
+    echo "hdml.post-deploy.sh: $source has no pyproject.toml: not an hdml-repro checkout" >&2
     exit 1
 fi
-python -m pip install --no-deps -e .
+python -m pip install --no-deps -e "$source"

@@ -10,15 +10,18 @@ from hdml.config import ConfigError, build_run_config
 from hdml.datasets import get_dataset
 from hdml.plan import schema_path, set_args, validate_workflow_config
 
-
 # Jobs find the `hdml` installed beside the Python running Snakemake (`.venv/bin/snakemake`
-# works without activating the environment); `envvars` hands this PATH to jobs on executors that
-# do not inherit the environment. With `--sdm conda` the rule environment comes first.
+# works without activating the environment). With `--sdm conda` the rule environment comes first,
+# and its post-deploy script installs hdml from HDML_SOURCE, this checkout. `envvars` hands both
+# to jobs on executors that do not inherit the environment.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ["HDML_SOURCE"] = str(Path(workflow.basedir).resolve())
+
+
 envvars:
     "PATH",
+    "HDML_SOURCE",
 
-
-os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 # hdml's check first: one line per error (Snakemake's own validation dumps the whole schema).
 try:
