@@ -15,19 +15,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from hdml.data import decode, read_split
 from hdml.io import atomic_path, write_json
-from hdml.splits import SPLITS
+from hdml.splits import present_splits
 
 log = logging.getLogger("hdml.cache")
-
-
-def split_names(split: pd.DataFrame) -> list[str]:
-    """The splits of a split table, in `SPLITS` order."""
-    return [name for name in SPLITS if (split["split"] == name).any()]
 
 
 def cache_dir(root: str | Path, dataset: str, size: int) -> Path:
@@ -50,7 +44,7 @@ def build_cache(root: str | Path, dataset: str, size: int, channels: int, worker
     folder.mkdir(parents=True, exist_ok=True)
     split = read_split(root, dataset)
     counts = {}
-    for name in split_names(split):
+    for name in present_splits(split["split"]):
         paths = list(split.loc[split["split"] == name, "path"])
         counts[name] = len(paths)
         with atomic_path(folder / f"{name}.npy") as tmp:

@@ -46,9 +46,8 @@ def schema_path() -> Path:
 
 def load_schema(path: Path | None = None) -> dict:
     """The workflow-config schema: `path`, else the packaged one."""
-    if path is None:
-        return yaml.safe_load((importlib.resources.files("hdml").joinpath(*SCHEMA)).read_text())
-    return yaml.safe_load(path.read_text())
+    source = importlib.resources.files("hdml").joinpath(*SCHEMA) if path is None else path
+    return yaml.safe_load(source.read_text())
 
 
 def validate_workflow_config(config: dict, schema: dict | None = None, source: str = "config") -> list[Run]:

@@ -28,6 +28,12 @@ def check_split_names(names: Iterable[str], source: str) -> list[str]:
         raise ValueError(f"{source}: a query split needs a gallery split and a gallery split a query split")
     if "test" not in present and "query" not in present:
         raise ValueError(f"{source}: no test images (nor a query and a gallery split)")
+    return present_splits(present)
+
+
+def present_splits(names: Iterable[str]) -> list[str]:
+    """The distinct split names among `names`, in `SPLITS` order."""
+    present = set(names)
     return [name for name in SPLITS if name in present]
 
 
