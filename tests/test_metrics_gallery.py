@@ -135,3 +135,16 @@ def test_cli_metrics_with_a_gallery(tmp_path, capsys) -> None:
     assert json.loads(capsys.readouterr().out) == evaluate(q, ql, [1, 4], gallery=g, gallery_labels=gl)
     assert main([*args, "--gallery-embeddings", str(tmp_path / "g.npy")]) == 2
     assert "--gallery-labels go together" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("device", ["cuda", "torch:cuda"])
+def test_separate_gallery_on_the_gpu_equals_the_cpu(device: str) -> None:
+    """The gallery search on a GPU backend (faiss's when it has CUDA, else torch's) gives the CPU's
+    retrieval metrics: random continuous data, so that float-rounding near-ties, which may order
+    differently, are too rare at this size to move a metric."""
+    q, ql, g, gl = split_sets(8)
+    cpu = evaluate(q, ql, [1, 2, 4, 70], device="cpu", gallery=g, gallery_labels=gl)
+    gpu = evaluate(q, ql, [1, 2, 4, 70], device=device, gallery=g, gallery_labels=gl)
+    for key in ("recall@1", "recall@2", "recall@4", "recall@70", "map@r", "r_precision"):
+        assert gpu[key] == pytest.approx(cpu[key], abs=1e-9), key
