@@ -1,6 +1,7 @@
 """The plug-in interface for metric losses, and the name registry every method is found in.
 
-A baseline is one `MetricLoss` subclass in `baselines/`, decorated with `register_loss`.
+A baseline is one `MetricLoss` subclass in its own file in `baselines/`, decorated with
+`register_loss`; `load_plugins` finds the file (no import line to add anywhere).
 Training strategies that need more than one loss on real embeddings (HDML) register a
 `Method` factory instead (see `hdml.methods`).
 """
