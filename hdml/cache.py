@@ -1,9 +1,10 @@
 """The decoded-image cache: each split decoded once, resized, stored as a uint8 .npy array.
 
-Training then memory-maps `ROOT/DATASET/cache-SIZE/{train,test}.npy` (N x C x SIZE x SIZE, rows
-in split.csv order) instead of decoding JPEGs every step; crop, flip and normalisation run
-per batch on the training device. `meta.json` records the split file's hash, so a cache of
-an older split is never used.
+Training then memory-maps `ROOT/DATASET/cache-SIZE/SPLIT.npy`, one per split the dataset has
+(`train`, `test`, ... see `hdml.splits`; N x C x SIZE x SIZE, rows in split.csv order) instead
+of decoding JPEGs every step; crop, flip and normalisation run per batch on the training device.
+`meta.json`, written last, records the split file's hash and each split's size, so a cache of an
+older split is never used.
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from tqdm import tqdm
 
 from hdml.data import decode, read_split
 from hdml.io import atomic_path, write_json
+from hdml.splits import present_splits
 
 log = logging.getLogger("hdml.cache")
-SPLITS = ("train", "test")
 
 
 def cache_dir(root: str | Path, dataset: str, size: int) -> Path:
@@ -38,12 +39,12 @@ def _decode_chunk(args: tuple[list[str], int, int]) -> np.ndarray:
 
 def build_cache(root: str | Path, dataset: str, size: int, channels: int, workers: int = 1,
                 chunk: int = 256) -> Path:
-    """Decode every image of both splits (in `workers` processes) into the cache folder."""
+    """Decode every image of every split (in `workers` processes) into the cache folder."""
     folder = cache_dir(root, dataset, size)
     folder.mkdir(parents=True, exist_ok=True)
     split = read_split(root, dataset)
     counts = {}
-    for name in SPLITS:
+    for name in present_splits(split["split"]):
         paths = list(split.loc[split["split"] == name, "path"])
         counts[name] = len(paths)
         with atomic_path(folder / f"{name}.npy") as tmp:
@@ -51,7 +52,7 @@ def build_cache(root: str | Path, dataset: str, size: int, channels: int, worker
             jobs = [(paths[i : i + chunk], size, channels) for i in range(0, len(paths), chunk)]
             bar = tqdm(total=len(paths), desc=f"{dataset} {name}", unit="img", disable=None)
             with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as pool:
-                for i, block in zip(range(0, len(paths), chunk), pool.map(_decode_chunk, jobs)):
+                for i, block in zip(range(0, len(paths), chunk), pool.map(_decode_chunk, jobs), strict=True):
                     arr[i : i + len(block)] = block
                     bar.update(len(block))
             bar.close()
@@ -65,7 +66,7 @@ def build_cache(root: str | Path, dataset: str, size: int, channels: int, worker
 class _Inline:
     """A stand-in for a process pool when one worker is asked for."""
 
-    def __enter__(self) -> "_Inline":
+    def __enter__(self) -> _Inline:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -84,12 +85,16 @@ def load_cached(root: str | Path, dataset: str, size: int, channels: int, split:
     try:
         meta = json.loads(meta_path.read_text())
         stale = meta["split_sha256"] != split_hash(root, dataset) or meta["channels"] != channels
-        expected = int(meta["counts"][split])
-    except (ValueError, KeyError, TypeError) as exc:
+        counts = {str(name): int(count) for name, count in meta["counts"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{meta_path}: unreadable cache metadata ({exc!r}); {rebuild}") from None
     if stale:
         log.warning("%s: stale image cache (split.csv changed); decoding images instead", folder)
         return None
+    if split not in counts:
+        raise ValueError(f"{meta_path}: no {split!r} split in this cache (it has {', '.join(counts)}); "
+                         f"split.csv has none either")
+    expected = counts[split]
     path = folder / f"{split}.npy"
     try:
         pixels = np.load(path, mmap_mode="r", allow_pickle=False)

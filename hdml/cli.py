@@ -8,7 +8,6 @@ import sys
 import traceback
 from pathlib import Path
 
-
 EXIT_USAGE = 2  # bad input: config, files, arguments
 EXIT_DIVERGED = 3  # NaN/infinite losses: rerunning will not help
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGINT, rerun to resume
@@ -48,6 +47,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
+    import yaml
+
     from hdml.config import build_run_config, describe_keys, parse_sets
     from hdml.datasets import get_dataset
 
@@ -93,11 +94,17 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 
     from hdml.metrics import evaluate
 
-    emb, labels = np.load(args.embeddings, allow_pickle=False), np.load(args.labels, allow_pickle=False)
+    files = [args.embeddings, args.labels]
+    if (args.gallery_embeddings is None) != (args.gallery_labels is None):
+        raise ValueError("--gallery-embeddings and --gallery-labels go together")
+    if args.gallery_embeddings:
+        files += [args.gallery_embeddings, args.gallery_labels]
+    arrays = [np.load(f, allow_pickle=False) for f in files]
+    gallery = dict(zip(("gallery", "gallery_labels"), arrays[2:], strict=True)) if len(arrays) > 2 else {}
     try:
-        result = evaluate(emb, labels, args.ks, seed=args.seed, kmeans_algorithm=args.kmeans)
+        result = evaluate(arrays[0], arrays[1], args.ks, seed=args.seed, kmeans_algorithm=args.kmeans, **gallery)
     except ValueError as exc:
-        raise ValueError(f"{args.embeddings}, {args.labels}: {exc}") from exc
+        raise ValueError(f"{', '.join(files)}: {exc}") from exc
     print(json.dumps(result, indent=2))
 
 
@@ -207,8 +214,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("metrics", help="metrics of saved embeddings, as JSON")
-    s.add_argument("--embeddings", required=True, help=".npy, n x d")
+    s.add_argument("--embeddings", required=True, help=".npy, n x d: the queries (and, alone, their own gallery)")
     s.add_argument("--labels", required=True, help=".npy, n")
+    s.add_argument("--gallery-embeddings", help=".npy, m x d: a separate gallery the queries search")
+    s.add_argument("--gallery-labels", help=".npy, m (with --gallery-embeddings)")
     s.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="K of Recall@K")
     s.add_argument("--seed", type=int, default=0, help="k-means seed")
     s.add_argument("--kmeans", choices=["kmeans++", "faiss"], default="kmeans++",
@@ -218,7 +227,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("aggregate", help="collect evaluated runs into long CSV tables")
     s.add_argument("runs", nargs="+", help="run folders .../DATASET/METHOD/VARIANT/seedN")
-    s.add_argument("--out", default="results/metrics.csv", help="metrics, long: dataset,method,variant,seed,metric,value")
+    s.add_argument("--out", default="results/metrics.csv",
+                   help="metrics, long: dataset,method,variant,seed,metric,value")
     s.add_argument("--curves", default="results/curves.csv", help="learning curves, long")
     s.add_argument("--runs-table", default="results/runs.csv", help="one row of settings per run")
     s.add_argument("--benchmarks", help="Snakemake benchmark folder holding train/ and evaluate/ TSVs")
@@ -240,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check-config", help="validate a workflow config (schema + every run's config)")
     s.add_argument("configfile", nargs="+", help="workflow config(s), later ones overriding earlier ones")
-    s.add_argument("--schema", help="JSON schema (default: workflow/schemas/config.schema.yaml)")
+    s.add_argument("--schema", help="JSON schema (default: hdml's own, hdml/schemas/config.schema.yaml)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("status", help="runs of a workflow done, running, failed, pending, and the grid's ETA "

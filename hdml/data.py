@@ -15,6 +15,7 @@ from PIL import Image
 
 from hdml.backbones import input_normalisation
 from hdml.labels import check_labels
+from hdml.splits import check_split_names
 
 NORMALISATION = {
     # torchvision's ImageNet weights: RGB in [0, 1], per-channel mean/std.
@@ -42,7 +43,8 @@ def centre_offset(size: int, crop: int) -> int:
 
 
 def read_split(root: str | Path, dataset: str) -> pd.DataFrame:
-    """The dataset's split.csv with absolute image paths; checks columns and values."""
+    """The dataset's split.csv with absolute image paths; checks columns and values (split names:
+    `hdml.splits`)."""
     path = Path(root) / dataset / "split.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no split file; run `hdml prepare {dataset} --root {root}` first")
@@ -53,13 +55,8 @@ def read_split(root: str | Path, dataset: str) -> pd.DataFrame:
     missing = {"path", "label", "split"} - set(df.columns)
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
-    bad = set(df["split"]) - {"train", "test"}
-    if bad:
-        raise ValueError(f"{path}: column split has values {sorted(bad)}; expected train/test")
+    check_split_names(df["split"], str(path))
     df["label"] = check_labels(df, str(path))
-    for name in ("train", "test"):
-        if not (df["split"] == name).any():
-            raise ValueError(f"{path}: no {name} images")
     df["path"] = [str(path.parent / p) for p in df["path"]]
     return df
 
@@ -85,7 +82,7 @@ class ImageTensors:
     labels: np.ndarray
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, size: int, channels: int) -> "ImageTensors":
+    def from_frame(cls, df: pd.DataFrame, size: int, channels: int) -> ImageTensors:
         return cls(np.stack([decode(p, size, channels) for p in df["path"]]), df["label"].to_numpy())
 
     def __len__(self) -> int:
@@ -119,7 +116,7 @@ class BatchTransform:
             flips = (torch.rand(n, generator=gen) < 0.5).tolist() if self.flip else [False] * n
         else:
             tops, lefts, flips = [centre_offset(h, c)] * n, [centre_offset(w, c)] * n, [False] * n
-        return list(zip(tops, lefts, flips))
+        return list(zip(tops, lefts, flips, strict=True))
 
     def cut(self, pixels: np.ndarray, index: np.ndarray, plan: list[tuple[int, int, bool]]) -> torch.Tensor:
         """uint8 crops of `pixels[index]` as `plan` says; in pinned memory when the device is a
@@ -127,7 +124,7 @@ class BatchTransform:
         c = self.crop
         out = torch.empty((len(index), pixels.shape[1], c, c), dtype=torch.uint8, pin_memory=self.cuda)
         view = out.numpy()
-        for k, (i, (top, left, f)) in enumerate(zip(index.tolist(), plan)):
+        for k, (i, (top, left, f)) in enumerate(zip(index.tolist(), plan, strict=True)):
             window = pixels[i, :, top : top + c, left : left + c]
             view[k] = window[:, :, ::-1] if f else window
         return out
@@ -145,7 +142,7 @@ class BatchTransform:
         x = x.mul_(self.mul).add_(self.add)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def load(self, images: "ImageTensors", index: np.ndarray, train: bool,
+    def load(self, images: ImageTensors, index: np.ndarray, train: bool,
              gen: torch.Generator | None = None) -> torch.Tensor:
         return self.normalise(self.crops(images.pixels, index, train, gen))
 
@@ -154,19 +151,33 @@ class BatchTransform:
         return self.normalise(self.crops(pixels.numpy(), np.arange(len(pixels)), train, gen))
 
 
-def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int,
-                device: torch.device) -> tuple[ImageTensors, ImageTensors, BatchTransform]:
-    """Train and test images of a prepared dataset (from the image cache when one matches),
-    and the batch transform of the run config (`image.normalize: auto`: the backbone's input)."""
+def load_images(root: str | Path, dataset: str, cfg: dict, channels: int,
+                names: tuple[str, ...]) -> dict[str, ImageTensors]:
+    """The named splits of a prepared dataset, each from the image cache when one matches,
+    else decoded at the run config's `image.resize`; a split the dataset lacks is an error."""
     from hdml.cache import load_cached
 
     split = read_split(root, dataset)
-    img = cfg["image"]
-    sets = []
-    for name in ("train", "test"):
+    resize = cfg["image"]["resize"]
+    images = {}
+    for name in names:
         rows = split[split["split"] == name]
-        cached = load_cached(root, dataset, img["resize"], channels, name)
-        sets.append(ImageTensors(cached, rows["label"].to_numpy()) if cached is not None
-                    else ImageTensors.from_frame(rows, img["resize"], channels))
-    transform = BatchTransform(img["crop"], img["flip"], input_normalisation(cfg), device, cfg["channels_last"])
-    return sets[0], sets[1], transform
+        if rows.empty:
+            raise ValueError(f"{Path(root) / dataset / 'split.csv'}: no {name} images")
+        cached = load_cached(root, dataset, resize, channels, name)
+        images[name] = (ImageTensors(cached, rows["label"].to_numpy()) if cached is not None
+                        else ImageTensors.from_frame(rows, resize, channels))
+    return images
+
+
+def batch_transform(cfg: dict, device: torch.device) -> BatchTransform:
+    """The batch transform of a run config (`image.normalize: auto`: the backbone's input)."""
+    img = cfg["image"]
+    return BatchTransform(img["crop"], img["flip"], input_normalisation(cfg), device, cfg["channels_last"])
+
+
+def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int,
+                device: torch.device) -> tuple[ImageTensors, ImageTensors, BatchTransform]:
+    """Train and test images of a prepared dataset and the run config's batch transform."""
+    images = load_images(root, dataset, cfg, channels, ("train", "test"))
+    return images["train"], images["test"], batch_transform(cfg, device)

@@ -74,7 +74,8 @@ class SplitImages(Dataset):
 
 
 def split_images(root: str | Path, dataset: str, cfg: dict, channels: int, split: str) -> SplitImages:
-    """The `split` ("train" or "test") of a prepared dataset under the run config's `image` section."""
+    """The `split` (a name of `hdml.splits`; `train` gets the random crops and flips) of a prepared
+    dataset under the run config's `image` section."""
     rows = read_split(root, dataset)
     image = {**cfg["image"], "normalize": input_normalisation(cfg)}
     return SplitImages(rows[rows["split"] == split], image, channels, train=split == "train")

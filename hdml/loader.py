@@ -68,7 +68,7 @@ class BatchLoader:
             except queue.Full:
                 continue
 
-    def __iter__(self) -> "BatchLoader":
+    def __iter__(self) -> BatchLoader:
         return self
 
     def __next__(self) -> Batch:
@@ -91,7 +91,7 @@ class BatchLoader:
             self.drawer.join()
             self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> "BatchLoader":
+    def __enter__(self) -> BatchLoader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,6 +1,7 @@
 """Retrieval and clustering metrics on L2-normalised embeddings (spec section 7).
 
-Definitions (the whole test split is both the query set and the database):
+Definitions (by default the whole test split is both the query set and the database; with a
+separate gallery, as datasets with query/gallery splits have, the queries search the gallery):
 
 - Distance: squared Euclidean distance between the L2-normalised float32 embeddings, as faiss
   computes it (the ranking of cosine similarity, and the same numbers pytorch-metric-learning
@@ -12,6 +13,8 @@ Definitions (the whole test split is both the query set and the database):
 - Recall@K: a query is a hit if any of its K nearest neighbours has its class.
 - MAP@R and R-precision (Musgrave et al. 2020): a query with R positives (its class size - 1)
   scores, over its R nearest neighbours, (1/R) sum_{r <= R, rel(r)} P@r and (#positives)/R.
+- Separate gallery: the neighbours of a query are all gallery points (none is excluded); its
+  positives are the gallery points of its class, R their number. Clustering is of the queries.
 - Singletons: a query whose class has no other member has no positive, so Recall@K, MAP@R and
   R-precision are undefined for it; it is left out of these three means, as
   pytorch-metric-learning does (the paper's code would count it as a miss; its test splits have
@@ -71,25 +74,33 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
 
 
-def check_inputs(embeddings: np.ndarray, labels: np.ndarray, ks: list[int] | None = None) -> None:
-    """Reject what would make a metric undefined, naming the offending input."""
-    if embeddings.ndim != 2 or embeddings.shape[0] == 0 or embeddings.shape[1] == 0:
-        raise ValueError(f"embeddings: expected a non-empty 2-d array (n x d), got shape {embeddings.shape}")
-    if labels.ndim != 1:
-        raise ValueError(f"labels: expected a 1-d array, got shape {labels.shape}")
-    if len(embeddings) != len(labels):
-        raise ValueError(f"labels: {len(labels)} labels for {len(embeddings)} embeddings")
-    bad = ~np.isfinite(embeddings).all(axis=1)
-    if bad.any():
-        raise ValueError(f"embeddings: {int(bad.sum())} rows contain NaN or infinite values "
-                         f"(first: row {int(np.argmax(bad))})")
+def check_inputs(embeddings: np.ndarray, labels: np.ndarray, ks: list[int] | None = None,
+                 names: tuple[str, str] = ("embeddings", "labels"), own_gallery: bool = True) -> None:
+    """Reject what would make a metric undefined, naming the offending input (`names`: how the
+    caller calls the two arrays). `own_gallery`: the set is searched for its own positives."""
+    check_arrays(embeddings, labels, names)
     _, sizes = np.unique(labels, return_counts=True)
     if len(sizes) < 2:
-        raise ValueError("labels: a single class; NMI, F1 and retrieval need at least two")
-    if sizes.max() < 2:
-        raise ValueError("labels: every class has one member, so no query has a positive")
+        raise ValueError(f"{names[1]}: a single class; NMI, F1 and retrieval need at least two")
+    if own_gallery and sizes.max() < 2:
+        raise ValueError(f"{names[1]}: every class has one member, so no query has a positive")
     if ks is not None and (not ks or any(int(k) != k or k < 1 for k in ks)):
         raise ValueError(f"ks: expected positive integers, got {ks}")
+
+
+def check_arrays(embeddings: np.ndarray, labels: np.ndarray, names: tuple[str, str]) -> None:
+    """Embeddings n x d, finite, with n labels."""
+    what, tags = names
+    if embeddings.ndim != 2 or embeddings.shape[0] == 0 or embeddings.shape[1] == 0:
+        raise ValueError(f"{what}: expected a non-empty 2-d array (n x d), got shape {embeddings.shape}")
+    if labels.ndim != 1:
+        raise ValueError(f"{tags}: expected a 1-d array, got shape {labels.shape}")
+    if len(embeddings) != len(labels):
+        raise ValueError(f"{tags}: {len(labels)} labels for {len(embeddings)} embeddings")
+    bad = ~np.isfinite(embeddings).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{what}: {int(bad.sum())} rows contain NaN or infinite values "
+                         f"(first: row {int(np.argmax(bad))})")
 
 
 # --- search backends -------------------------------------------------------------------------
@@ -322,6 +333,47 @@ def _retrieval(x: np.ndarray, codes: np.ndarray, ks: list[int], chunk: int | Non
     return out, nbr, nbr_dist
 
 
+def _gallery_retrieval(q: np.ndarray, q_codes: np.ndarray, g: np.ndarray, g_codes: np.ndarray, ks: list[int],
+                       chunk: int | None = None, device: str = "cpu") -> dict[str, float]:
+    """Recall@K, MAP@R and R-precision of normalised queries `q` searching a separate gallery `g`
+    (class codes shared), over the queries with a positive in the gallery; searches in query
+    chunks as `_retrieval` does, each query's nearest max(R, min(max K, 64)) first and deeper
+    only for the queries without a positive there."""
+    n, d = q.shape
+    chunk = chunk or faiss.cvar.distance_compute_blas_query_bs
+    positives = np.bincount(g_codes, minlength=int(q_codes.max()) + 1)[q_codes]
+    valid = positives > 0
+    if not valid.any():
+        raise ValueError("gallery_labels: no query's class is in the gallery, so no query has a positive")
+    r_max = int(positives.max())
+    k1 = min(len(g), max(r_max, min(max(ks), 64)))
+    k2 = min(len(g), max(ks))
+    index = _l2_index(g, max(k1, k2), device)
+    first = np.empty(n, dtype=np.int64)
+    ap, rp = np.zeros(n), np.zeros(n)
+    ranks = np.arange(1, r_max + 1)
+    for lo, hi in _chunks(n, chunk, d):
+        match = g_codes[index.search(q[lo:hi], k1)[1]] == q_codes[lo:hi, None]
+        first[lo:hi] = _first_positive(match)
+        r = np.maximum(positives[lo:hi], 1)
+        rel = match[:, :r_max] & (ranks <= r[:, None])
+        ap[lo:hi] = (np.cumsum(rel, axis=1) * rel / ranks).sum(axis=1) / r
+        rp[lo:hi] = rel.sum(axis=1) / r
+    deep = np.flatnonzero(valid & (first >= k1))
+    if k2 > k1 and len(deep):
+        for lo, hi in _chunks(len(deep), chunk, d):
+            rows = deep[lo:hi]
+            first[rows] = _first_positive(g_codes[index.search(q[rows], k2)[1]] == q_codes[rows, None])
+    m = int(valid.sum())
+    if m < n:
+        log.warning("%d of %d queries have no positive in the gallery: left out of Recall@K, MAP@R and "
+                    "R-precision", n - m, n)
+    out = {f"recall@{K}": float((first[valid] < K).sum() / m) for K in ks}
+    out["map@r"] = float(ap[valid].sum() / m)
+    out["r_precision"] = float(rp[valid].sum() / m)
+    return out
+
+
 # --- k-means ---------------------------------------------------------------------------------
 
 def _means(x: np.ndarray, assign: np.ndarray, clusters: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -552,22 +604,44 @@ def clustering_metrics(classes: np.ndarray, clusters: np.ndarray) -> dict[str, f
     return {"nmi": nmi, "f1": f1}
 
 
-def evaluate(embeddings: np.ndarray, labels: np.ndarray, ks: list[int], seed: int = 0,
-             device: str = "auto", kmeans_algorithm: str = "kmeans++") -> dict[str, float]:
+def evaluate(query: np.ndarray, query_labels: np.ndarray, ks: list[int], seed: int = 0, device: str = "auto", *,
+             gallery: np.ndarray | None = None, gallery_labels: np.ndarray | None = None,
+             kmeans_algorithm: str = "kmeans++") -> dict[str, float]:
     """All metrics of spec section 7: recall@K for K in ks, nmi, f1, map@r, r_precision.
-    `device` picks where the searches run (`resolve_device`), once for the whole call;
-    `kmeans_algorithm` the clustering behind NMI and F1 (`KMEANS`, module docstring)."""
-    embeddings, labels = np.asarray(embeddings), np.asarray(labels)
+    Without a gallery the query set is its own gallery, each query excluded from its own
+    neighbours; with one, queries search the gallery (for datasets with query/gallery splits) and
+    the clustering metrics are the queries'. `gallery` is keyword-only so that the positional
+    calls `evaluate(z, labels, ks)` keep their meaning. `device` picks where the searches run
+    (`resolve_device`), once for the whole call; `kmeans_algorithm` the clustering behind NMI and
+    F1 (`KMEANS`, module docstring)."""
+    if (gallery is None) != (gallery_labels is None):
+        raise ValueError("gallery and gallery_labels: give both or neither")
     if kmeans_algorithm not in KMEANS:
         raise ValueError(f"kmeans: expected one of {list(KMEANS)}, got {kmeans_algorithm!r}")
+    query, query_labels = np.asarray(query), np.asarray(query_labels)
     device = resolve_device(device)
-    check_inputs(embeddings, labels, ks)
-    x = l2_normalise(embeddings)
-    _, codes = np.unique(labels, return_inverse=True)
-    out, nbr, nbr_dist = _retrieval(x, codes, [int(k) for k in ks], device=device)
+    own = gallery is None
+    check_inputs(query, query_labels, ks, names=("query", "query_labels") if not own else ("embeddings", "labels"),
+                 own_gallery=own)
+    x = l2_normalise(query)
+    if own:
+        _, codes = np.unique(query_labels, return_inverse=True)
+        out, nbr, nbr_dist = _retrieval(x, codes, [int(k) for k in ks], device=device)
+        neighbours = (nbr, nbr_dist)
+    else:
+        gallery, gallery_labels = np.asarray(gallery), np.asarray(gallery_labels)
+        check_arrays(gallery, gallery_labels, ("gallery", "gallery_labels"))
+        if gallery.shape[1] != query.shape[1]:
+            raise ValueError(f"gallery: {gallery.shape[1]}-d embeddings for {query.shape[1]}-d queries")
+        _, all_codes = np.unique(np.concatenate([query_labels, gallery_labels]), return_inverse=True)
+        codes, gallery_codes = all_codes[:len(query_labels)], all_codes[len(query_labels):]
+        out = _gallery_retrieval(x, codes, l2_normalise(gallery), gallery_codes, [int(k) for k in ks],
+                                 device=device)
+        _, codes = np.unique(query_labels, return_inverse=True)
+        neighbours = None
     k = int(codes.max()) + 1
     if kmeans_algorithm == "faiss":
-        clusters = kmeans(x, k, seed, neighbours=(nbr, nbr_dist), device=device)
+        clusters = kmeans(x, k, seed, neighbours=neighbours, device=device)
     else:
         clusters = kmeans_restarts(x, k, seed, device=device)
     out.update(clustering_metrics(codes, clusters))

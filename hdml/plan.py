@@ -5,6 +5,7 @@ dataset's `train` section, then the variant's `set`. Variant `default` is the ma
 """
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from hdml.datasets import dataset_names, get_dataset
 from hdml.methods import method_names
 from hdml.suggest import did_you_mean
 
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+# Package data, so an installed hdml (not only a checkout) can check a config; the Snakefile
+# validates against this same file (`schema_path`), the one copy.
+SCHEMA = ("schemas", "config.schema.yaml")  # inside the hdml package
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,18 @@ class Run:
         return f"{self.dataset}/{self.method}/{self.variant}/seed{self.seed}"
 
 
-def load_schema(path: Path = SCHEMA) -> dict:
-    return yaml.safe_load(path.read_text())
+def schema_path() -> Path:
+    """The packaged workflow-config schema as a file path (Snakemake's `validate` wants one)."""
+    resource = importlib.resources.files("hdml").joinpath(*SCHEMA)
+    if not isinstance(resource, Path):  # a zipped install: no file to point to
+        raise RuntimeError(f"{resource}: hdml's schema is not a file; install hdml unzipped")
+    return resource
+
+
+def load_schema(path: Path | None = None) -> dict:
+    """The workflow-config schema: `path`, else the packaged one."""
+    source = importlib.resources.files("hdml").joinpath(*SCHEMA) if path is None else path
+    return yaml.safe_load(source.read_text())
 
 
 def validate_workflow_config(config: dict, schema: dict | None = None, source: str = "config") -> list[Run]:
@@ -46,12 +59,13 @@ def validate_workflow_config(config: dict, schema: dict | None = None, source: s
         typos = [e for e in errors if e.validator == "additionalProperties"]
         exc = min(typos, key=lambda e: len(e.absolute_path)) if typos else jsonschema.exceptions.best_match(errors)
         raise ConfigError(f"{source}: {schema_error(exc)}") from None
-    runs = plan_runs(config)
     known_methods, known_datasets = method_names(), dataset_names()
-    for run in runs:
-        if run.dataset not in known_datasets:
-            raise ConfigError(f"{source}: dataset {run.dataset!r} unknown{did_you_mean(run.dataset, known_datasets)}; "
+    for name in config["datasets"]:  # the registry is the only list of names (none in the schema)
+        if name not in known_datasets:
+            raise ConfigError(f"{source}: datasets: unknown dataset {name!r}{did_you_mean(name, known_datasets)}; "
                               f"known: {', '.join(known_datasets)}")
+    runs = plan_runs(config)
+    for run in runs:
         if run.method not in known_methods:
             raise ConfigError(f"{source}: datasets.{run.dataset}.methods: unknown method {run.method!r}"
                               f"{did_you_mean(run.method, known_methods)}; known: {', '.join(known_methods)}")

@@ -40,8 +40,9 @@ def duration(seconds: float) -> str:
 
 class Progress:
     """Counts steps of one run; `step()` after every training step, `evaluated()` after every
-    evaluation, `close(state)` at the end (as a context manager: on leaving the loop, by exception or not). Rates count this process's steps only, so a resumed
-    run's ETA is not skewed by the steps a checkpoint skipped."""
+    evaluation, `close(state)` at the end (as a context manager: on leaving the loop, by exception
+    or not). Rates count this process's steps only, so a resumed run's ETA is not skewed by the
+    steps a checkpoint skipped."""
 
     def __init__(self, out: Path, *, steps: int, start: int, batch_size: int, header: dict[str, Any],
                  stream: TextIO | None = None, interval: float = INTERVAL, bar: bool | None = None,
@@ -110,7 +111,7 @@ class Progress:
         if not self.bar:
             print(self.line(), file=self.stream, flush=True)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:

@@ -5,8 +5,8 @@ A run is `done` when its `metrics.json` exists (the trainer writes it last), `ru
 `progress.json` says so and is fresh (its writer's process is alive, when on this host; else
 updated within `STALE` seconds) or when only its training log exists, fresh (the job is
 starting), `failed` when `progress.json` records a failure or a running state nobody updates
-any more, or when only a stale training log exists, `interrupted` when it was checkpointed on a signal (a rerun resumes it), and
-`pending` otherwise.
+any more, or when only a stale training log exists, `interrupted` when it was checkpointed on a
+signal (a rerun resumes it), and `pending` otherwise.
 """
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ class FileServer:
         self.routes[path] = Route(body, **options)  # type: ignore[arg-type]
         return self.url(path)
 
-    def __enter__(self) -> "FileServer":
+    def __enter__(self) -> FileServer:
         self.thread.start()
         return self
 

@@ -15,9 +15,9 @@ import scipy.io
 import torch
 import torch.nn.functional as F
 import yaml
-from fakedata import cub
 from torch import nn
 
+from fakedata import cub
 from hdml.backbones import CaffeGoogLeNet, TFLocalResponseNorm, build_backbone, input_normalisation, load_caffe_mat
 from hdml.config import ConfigError, build_run_config
 from hdml.data import load_splits

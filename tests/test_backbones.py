@@ -7,10 +7,10 @@ from urllib.error import URLError
 
 import pytest
 import torch
-from fakedata import cub
 from torch import nn
 from torchvision import models
 
+from fakedata import cub
 from hdml import backbones
 from hdml.backbones import GlobalAvgPool, build_backbone
 from hdml.datasets import cub200

@@ -23,7 +23,7 @@ def test_missing_split_names_the_command(tmp_path):
 
 def test_bad_split_values(tmp_path):
     (tmp_path / "x").mkdir()
-    pd.DataFrame({"path": ["a.png"], "label": [1], "split": ["val"]}).to_csv(tmp_path / "x/split.csv", index=False)
+    pd.DataFrame({"path": ["a.png"], "label": [1], "split": ["dev"]}).to_csv(tmp_path / "x/split.csv", index=False)
     with pytest.raises(ValueError, match="split.csv: column split"):
         read_split(tmp_path, "x")
 

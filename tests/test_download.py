@@ -5,9 +5,9 @@ import hashlib
 import random
 
 import pytest
-from httpserver import FileServer
 
 from hdml.datasets.download import PrepareError, confirm_url, credentials_hint, download, fetch
+from httpserver import FileServer
 
 BODY = random.Random(0).randbytes(300_000)
 MD5 = hashlib.md5(BODY).hexdigest()

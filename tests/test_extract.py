@@ -10,10 +10,10 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-from fakedata import write_tgz, write_zip
 
-from hdml.datasets.download import PrepareError
+from fakedata import write_tgz, write_zip
 from hdml.datasets import extract as extract_module
+from hdml.datasets.download import PrepareError
 from hdml.datasets.extract import GB, Budget, safe_extract
 
 shutil_usage = namedtuple("shutil_usage", "total used free")

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakedata import cub, jpeg
 
+from fakedata import cub, jpeg
 from hdml.data import BatchTransform, ImageTensors
 from hdml.datasets import cub200
 from hdml.images import ImageTransform, SplitImages, split_images

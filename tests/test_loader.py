@@ -42,7 +42,7 @@ def sequential(steps: int, seed: int = 0) -> list[tuple[np.ndarray, torch.Tensor
 def test_batches_equal_the_sequential_draws(workers):
     with make_loader(workers) as loader:
         got = [next(loader) for _ in range(15)]
-    for batch, (idx, crops) in zip(got, sequential(15)):
+    for batch, (idx, crops) in zip(got, sequential(15), strict=True):
         assert np.array_equal(batch.index, idx) and torch.equal(batch.crops, crops)
     assert len({tuple(b.index) for b in got}) > 1  # batches differ from step to step
 
@@ -54,7 +54,7 @@ def test_saved_generator_states_resume_the_stream(workers):
         batches = [next(loader) for _ in range(10)]
     with make_loader(workers, seed=99, states=batches[5].rng) as resumed:
         rest = [next(resumed) for _ in range(4)]
-    for a, b in zip(batches[6:], rest):
+    for a, b in zip(batches[6:], rest, strict=True):
         assert np.array_equal(a.index, b.index) and torch.equal(a.crops, b.crops)
 
 

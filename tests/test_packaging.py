@@ -1,6 +1,10 @@
 """pyproject.toml (pip) and the conda environments (environment.yml for CPU-only machines,
 environment-gpu.yml for NVIDIA GPUs) must name the same dependencies, from conda-forge alone."""
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -62,3 +66,68 @@ def test_versions_agree(file):
 def test_the_readme_says_which_environment_to_use():
     readme = (REPO / "README.md").read_text()
     assert "environment.yml" in readme and "environment-gpu.yml" in readme
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_checks_the_demo_config(tmp_path):
+    """`pip install .` (a wheel, not the checkout) carries the schema: `hdml check-config` works
+    from the installed package alone. Installed with --target beside the test environment, so
+    torch and the other dependencies come from it."""
+    src, site = tmp_path / "src", tmp_path / "site"
+    for part in ("hdml", "baselines"):
+        shutil.copytree(REPO / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / part, src / part)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(src)], check=True, cwd=tmp_path)
+    shutil.rmtree(src)  # nothing of the checkout left to fall back on
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import hdml; print(hdml.__file__)"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(site))
+    done = subprocess.run([str(site / "bin" / "hdml"), "check-config", str(REPO / "config" / "config.yaml")],
+                          env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("runs OK")
+    # The workflow (from the checkout) plans the demo DAG with the installed package's schema.
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config.yaml")
+    dry = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-n",
+                          "--configfile", "config.yaml"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert re.search(r"^train\s+\d+$", dry.stdout + dry.stderr, re.M), dry.stdout
+
+
+def test_rule_environment_is_environment_yml_without_its_cpu_pin():
+    """workflow/envs/hdml.yaml (`conda:` of every rule) names environment.yml's dependencies, same
+    versions, less the pytorch-cpu pin (so conda-forge picks a CUDA build on GPU nodes) and `-e .`
+    (its post-deploy script installs hdml)."""
+    rule_env = yaml.safe_load((REPO / "workflow/envs/hdml.yaml").read_text())
+    cpu_env = yaml.safe_load((REPO / "environment.yml").read_text())
+    assert rule_env["channels"] == cpu_env["channels"]
+
+    def split(deps: list) -> tuple[list[str], list[str]]:
+        pip = next(d["pip"] for d in deps if isinstance(d, dict))
+        return [d for d in deps if isinstance(d, str)], [d for d in pip if not d.startswith("-e")]
+
+    rule_conda, rule_pip = split(rule_env["dependencies"])
+    cpu_conda, cpu_pip = split(cpu_env["dependencies"])
+    assert rule_conda == [d for d in cpu_conda if name(d) != "pytorch-cpu"]
+    assert rule_pip == cpu_pip
+    deploy = (REPO / "workflow/envs/hdml.post-deploy.sh").read_text()
+    assert 'pip install --no-deps -e "$source"' in deploy and "HDML_SOURCE" in deploy
+
+
+def test_every_rule_runs_in_the_rule_environment():
+    """Each rule with a command names the environment (`--sdm conda`), and the name resolves."""
+    files = [REPO / "Snakefile", *sorted((REPO / "workflow/rules").glob("*.smk"))]
+    common = (REPO / "workflow/rules/common.smk").read_text()
+    env_path = re.search(r'^HDML_ENV = "([^"]+)"', common, re.M).group(1)
+    assert (REPO / "workflow/rules" / env_path).resolve() == REPO / "workflow/envs/hdml.yaml"
+    rules = {}
+    for file in files:
+        for block in re.split(r"^(?=rule \w+:)", file.read_text(), flags=re.M)[1:]:
+            rules[re.match(r"rule (\w+):", block).group(1)] = block.split("\n\n\n")[0]
+    commands = {r for r, body in rules.items() if re.search(r"^    (shell|run|script):", body, re.M)}
+    assert commands == {"prepare", "cache", "train", "evaluate", "aggregate", "report"}
+    for rule in commands:
+        assert re.search(r"^    conda:\n        HDML_ENV$", rules[rule], re.M), rule

@@ -31,7 +31,7 @@ def test_variants_and_per_method_overrides():
     "edit, message",
     [
         (lambda c: c["datasets"]["digits"]["methods"].append("magic"), "unknown method 'magic'"),
-        (lambda c: c["datasets"].update(mnist={"methods": ["npair"]}), "datasets: 'mnist'"),
+        (lambda c: c["datasets"].update(mnist={"methods": ["npair"]}), "datasets: unknown dataset 'mnist'"),
         (lambda c: c.pop("seeds"), "'seeds' is a required property"),
         (lambda c: c["datasets"]["digits"]["train"].update(steps=-5), r"train.*steps: must be > 0"),
         (lambda c: c["datasets"]["digits"]["train"].update(stepz=5), r"stepz: unknown key"),
@@ -75,3 +75,19 @@ def test_demo_config_exercises_every_report_section():
     assert DEMO["datasets"]["digits"]["methods"] == ["contrastive", "ddml", "triplet", "semihard", "npair", "lifted",
                                                      "angular", "hdml-triplet", "hdml-npair", "multisimilarity"]
     assert DEMO["tsne"]["dataset"] == "digits"
+
+
+def test_dataset_names_come_from_the_registry_not_the_schema(monkeypatch):
+    """A newly registered dataset is accepted with no schema edit: the schema lists no names."""
+    from hdml import datasets
+    from hdml.plan import load_schema
+
+    assert "cub200" not in yaml.safe_dump(load_schema())
+    cfg = copy.deepcopy(DEMO)
+    cfg["datasets"]["digits2"] = copy.deepcopy(cfg["datasets"]["digits"])
+    with pytest.raises(ConfigError, match="unknown dataset 'digits2' \\(did you mean 'digits'"):
+        validate_workflow_config(cfg)
+    datasets.dataset_names()
+    monkeypatch.setitem(datasets.DATASETS, "digits2", datasets.DATASETS["digits"])
+    runs = validate_workflow_config(cfg)
+    assert {r.dataset for r in runs} == {"digits", "digits2"}

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fakedata import Fake, cars_kaggle, cars_original, edited_zip
-from httpserver import FileServer
 
+from fakedata import Fake, cars_kaggle, cars_original, edited_zip
 from hdml.datasets import cars196
 from hdml.datasets.download import PrepareError
+from httpserver import FileServer
 
 
 def md5(path: Path) -> str:
@@ -21,7 +21,7 @@ def md5(path: Path) -> str:
 
 def check_prepared(root: Path, fake: Fake) -> pd.DataFrame:
     split = pd.read_csv(root / "cars196" / "split.csv")
-    assert dict(zip(split["path"], split["label"])) == fake.labels
+    assert dict(zip(split["path"], split["label"], strict=True)) == fake.labels
     by_split = split.groupby("split")["label"].agg(lambda s: set(s)).to_dict()
     assert by_split == {"train": {1, 98}, "test": {99, 196}}  # classes 1-98 train, 99-196 test
     assert (split["split"] == "train").sum() == 6 and (split["split"] == "test").sum() == 6

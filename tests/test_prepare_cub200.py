@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fakedata import Fake, cub, write_tgz
-from httpserver import FileServer
 
+from fakedata import Fake, cub, write_tgz
 from hdml.cli import main
 from hdml.datasets import cub200, get_dataset
 from hdml.datasets.download import PrepareError
+from httpserver import FileServer
 
 
 def md5(path: Path) -> str:
@@ -23,7 +23,7 @@ def check_prepared(root: Path, fake: Fake) -> pd.DataFrame:
     """split.csv holds exactly the fake's images with their class ids, split by the class rule."""
     split = pd.read_csv(root / "cub200" / "split.csv")
     assert list(split.columns) == ["path", "label", "split"]
-    assert dict(zip(split["path"], split["label"])) == fake.labels
+    assert dict(zip(split["path"], split["label"], strict=True)) == fake.labels
     assert set(split.loc[split["split"] == "train", "label"]) == fake.train_classes == {1, 100}
     assert set(split.loc[split["split"] == "test", "label"]) == fake.test_classes == {101, 200}
     assert (split["split"] == "train").sum() == 6 and (split["split"] == "test").sum() == 6

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fakedata import edited_zip, sop
-from httpserver import FileServer
 
+from fakedata import edited_zip, sop
 from hdml.datasets import sop as sop_module
 from hdml.datasets.download import PrepareError
+from httpserver import FileServer
 
 
 def md5(path: Path) -> str:
@@ -29,7 +29,7 @@ def test_prepare_through_drive_confirm_page(http_server: FileServer, tmp_path: P
     root = tmp_path / "data"
     sop_module.prepare(root, urls=[first + "?export=download&id=ID"], md5=md5(fake.files["archive"]))
     split = pd.read_csv(root / "sop" / "split.csv")
-    assert dict(zip(split["path"], split["label"])) == fake.labels
+    assert dict(zip(split["path"], split["label"], strict=True)) == fake.labels
     assert split.groupby("split")["label"].agg(lambda s: set(s)).to_dict() == {"train": {1, 2}, "test": {3, 4}}
     assert (split["split"] == "train").sum() == 6 and (split["split"] == "test").sum() == 6
     assert all((root / "sop" / p).is_file() for p in split["path"])

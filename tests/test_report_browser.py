@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_aggregate import aggregate_all
 from threadpoolctl import threadpool_limits
 
 from hdml.report import render
+from test_aggregate import aggregate_all
 
 # Added to a copy of the page only: after `load`, write what the browser made of it into the DOM.
 PROBE = """<script>

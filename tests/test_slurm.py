@@ -110,7 +110,7 @@ def test_demo_workflow_through_slurm_profile(cluster, tmp_path):
 
     # Results: every configured method and seed, through to the report.
     metrics = pd.read_csv(tmp_path / "results/metrics.csv")
-    assert set(zip(metrics.method, metrics.seed)) == {(m, s) for m in METHODS for s in SEEDS}
+    assert set(zip(metrics.method, metrics.seed, strict=True)) == {(m, s) for m in METHODS for s in SEEDS}
     assert metrics.value.between(0, 1).all()
     html = (tmp_path / "report/report.html").read_text()
     table = (tmp_path / "report/tables/digits.md").read_text()

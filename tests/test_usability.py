@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from hdml.cli import main, parser
-from hdml.config import ConfigError, build_run_config, describe_keys, default_config
+from hdml.config import ConfigError, build_run_config, default_config, describe_keys
 from hdml.datasets import DATASETS, cub200, dataset_names, get_dataset, sop
 from hdml.datasets.download import PrepareError
 from hdml.methods import method_names, method_sampler

@@ -58,7 +58,7 @@ def test_demo_dag_end_to_end_then_nothing_to_do(tmp_path, venv_env):
     assert list(metrics.columns) == ["dataset", "method", "variant", "seed", "metric", "value"]
     plain = metrics[~metrics.metric.str.startswith("selected:")]
     default = plain[plain.variant == "default"]
-    assert set(zip(default.method, default.seed)) == {(m, s) for m in METHODS for s in (0, 1)}
+    assert set(zip(default.method, default.seed, strict=True)) == {(m, s) for m in METHODS for s in (0, 1)}
     assert set(plain.variant) == {"default", *TINY["variants"]}
     assert plain.value.between(0, 1).all()
     assert {"nmi", "f1", "recall@1", "recall@8", "map@r"} <= set(plain.metric)

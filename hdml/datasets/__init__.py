@@ -1,10 +1,13 @@
 """Dataset registry: how to prepare each dataset and the run-config defaults it implies.
 
 `prepare` writes `ROOT/NAME/split.csv` with columns `path,label,split` (path relative to
-`ROOT/NAME`, label the dataset's own class id, split `train` or `test`).
+`ROOT/NAME`, label the dataset's own class id, split a name of `hdml.splits`: `train` and
+`test`, or `train`, `query` and `gallery`, optionally `val`).
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +46,8 @@ DATASETS: dict[str, DatasetSpec] = {}
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
+    if spec.name in DATASETS:
+        raise ValueError(f"dataset {spec.name!r} registered twice")
     DATASETS[spec.name] = spec
     return spec
 
@@ -64,4 +69,11 @@ def dataset_names() -> list[str]:
 
 
 def _load() -> None:
-    from hdml.datasets import cars196, cub200, digits, sop  # noqa: F401  (each registers on import)
+    """Import every module of this package: a dataset module registers itself on import, so a new
+    one needs no line anywhere else; one that fails to import is an error naming its file."""
+    for info in pkgutil.iter_modules(__path__, f"{__name__}."):
+        try:
+            importlib.import_module(info.name)
+        except Exception as exc:
+            where = Path(info.module_finder.path) / f"{info.name.rsplit('.', 1)[1]}.py"
+            raise ImportError(f"{where}: dataset module {info.name} fails to import ({exc!r})") from exc

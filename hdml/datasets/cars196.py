@@ -99,7 +99,7 @@ def read_kaggle(base: Path) -> pd.DataFrame:
         labels = _class_ids(anno["label"], listing, len(names))
         where = {f.name: d.name for d in folders.iterdir() if d.is_dir() for f in d.iterdir()}
         paths = []
-        for file, label in zip(anno["file"], labels):
+        for file, label in zip(anno["file"], labels, strict=True):
             folder, expected = where.get(file), names[label - 1].replace("/", "-")
             if folder is None:
                 raise PrepareError(f"{listing}: image {file} is in no class folder of {folders}")

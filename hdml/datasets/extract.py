@@ -104,7 +104,8 @@ def _destination(archive: Path, root: Path, name: str, *, folder: bool = False) 
     try:
         resolved = os.path.realpath(current, strict=True)
     except OSError as exc:
-        raise PrepareError(f"{archive}: member {name!r}: cannot resolve its folder ({exc}); refusing to extract")
+        raise PrepareError(f"{archive}: member {name!r}: cannot resolve its folder ({exc}); "
+                           "refusing to extract") from None
     if os.path.commonpath([resolved, str(root)]) != str(root):
         raise PrepareError(f"{archive}: member {name!r} resolves to {resolved}, outside {root}; refusing to extract")
     return root.joinpath(*parts)

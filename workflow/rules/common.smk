@@ -8,18 +8,28 @@ from snakemake.utils import validate
 
 from hdml.config import ConfigError, build_run_config
 from hdml.datasets import get_dataset
-from hdml.plan import set_args, validate_workflow_config
+from hdml.plan import schema_path, set_args, validate_workflow_config
 
 # Jobs find the `hdml` installed beside the Python running Snakemake (`.venv/bin/snakemake`
-# works without activating the environment).
+# works without activating the environment). With `--sdm conda` the rule environment comes first,
+# and its post-deploy script installs hdml from HDML_SOURCE, this checkout. `envvars` hands both
+# to jobs on executors that do not inherit the environment.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ["HDML_SOURCE"] = str(Path(workflow.basedir).resolve())
+
+
+envvars:
+    "PATH",
+    "HDML_SOURCE",
+
 
 # hdml's check first: one line per error (Snakemake's own validation dumps the whole schema).
 try:
     RUNS = {(r.dataset, r.method, r.variant, str(r.seed)): r for r in validate_workflow_config(config)}
 except ConfigError as exc:
     raise ValueError(f"invalid workflow config: {exc}") from None
-validate(config, "../schemas/config.schema.yaml")
+# The schema shipped inside the hdml package (hdml/schemas), the only copy.
+validate(config, str(schema_path()))
 
 DATA = config["data_root"]
 RESULTS = config["results_dir"]
@@ -45,6 +55,15 @@ def res(rule: str, key: str):
     return table.get(rule, {}).get(key, table.get("default", {}).get(key, RESOURCE_DEFAULTS[key]))
 
 
+def rule_resources(rule: str) -> dict:
+    """A rule's `resources:` (everything but threads), as `res` reads them."""
+    return {key: res(rule, key) for key in RESOURCE_DEFAULTS if key != "threads"}
+
+
+# Every rule's software (`--sdm conda`); paths in rules are relative to their file.
+HDML_ENV = "../envs/hdml.yaml"
+
+
 def cache_size(dataset: str) -> int:
     """The image side a dataset's runs read (image.resize of its `train` section)."""
     overrides = config["datasets"][dataset].get("train", {})
@@ -57,7 +76,7 @@ def run_cache(wildcards) -> list[str]:
     size = build_run_config(get_dataset(run.dataset).defaults_for(run.method), run.overrides)["image"]["resize"]
     if size != cache_size(run.dataset):
         return []
-    return [f"{DATA}/{run.dataset}/cache-{size}/{s}.npy" for s in ("train", "test")]
+    return [f"{DATA}/{run.dataset}/cache-{size}/meta.json"]
 
 
 def run_sets(wildcards) -> str:
@@ -70,8 +89,11 @@ def end_summary() -> str:
     """The report's path, best method per dataset and the failed runs (see hdml.status)."""
     from hdml.status import grid_status, summary
 
-    return summary(grid_status(Path(RESULTS), list(RUNS.values())), Path(RESULTS) / "metrics.csv",
-                   Path(REPORT) / "report.html")
+    return summary(
+        grid_status(Path(RESULTS), list(RUNS.values())),
+        Path(RESULTS) / "metrics.csv",
+        Path(REPORT) / "report.html",
+    )
 
 
 def prepare_args(wildcards) -> str:
@@ -83,3 +105,12 @@ def prepare_args(wildcards) -> str:
     if "archive" in entry:
         args.append(f"--archive {shlex.quote(entry['archive'])}")
     return " ".join(args)
+
+
+def tsne_embeddings() -> list[str]:
+    """The run whose test embeddings the t-SNE map (Figure 8) shows, if the config names one."""
+    t = config.get("tsne")
+    if not t:
+        return []
+    seed = t.get("seed", min(config["seeds"]))
+    return [f"{RESULTS}/runs/{t['dataset']}/{t['method']}/default/seed{seed}/embeddings.npz"]

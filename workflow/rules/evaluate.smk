@@ -5,16 +5,16 @@ rule evaluate:
         curve=f"{RUN_DIR}/curve.csv",
     output:
         evaluation=f"{RUN_DIR}/evaluation.json",
-    params:
-        run=RUN_DIR,
     log:
         f"{RESULTS}/logs/evaluate/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        HDML_ENV
     threads: res("evaluate", "threads")
     resources:
-        gpu=res("evaluate", "gpu"),
-        mem_mb=res("evaluate", "mem_mb"),
-        runtime=res("evaluate", "runtime"),
+        **rule_resources("evaluate"),
+    params:
+        run=lambda w, input: Path(input.metrics).parent,
     shell:
         "hdml evaluate --run {params.run} > {log} 2>&1"

@@ -6,36 +6,39 @@ localrules:
 rule prepare:
     output:
         f"{DATA}/{{dataset}}/split.csv",
-    params:
-        extra=prepare_args,
     log:
         f"{RESULTS}/logs/prepare/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare/{{dataset}}.tsv"
+    conda:
+        HDML_ENV
     threads: res("prepare", "threads")
     resources:
-        gpu=res("prepare", "gpu"),
-        mem_mb=res("prepare", "mem_mb"),
-        runtime=res("prepare", "runtime"),
+        **rule_resources("prepare"),
+    params:
+        root=lambda w, output: Path(output[0]).parents[1],
+        extra=prepare_args,
     shell:
-        "hdml prepare {wildcards.dataset} --root {DATA} {params.extra} > {log} 2>&1"
+        "hdml prepare {wildcards.dataset} --root {params.root} {params.extra} > {log} 2>&1"
 
 
 rule cache:
     input:
         f"{DATA}/{{dataset}}/split.csv",
     output:
-        train=f"{DATA}/{{dataset}}/cache-{{size}}/train.npy",
-        test=f"{DATA}/{{dataset}}/cache-{{size}}/test.npy",
+        # one SPLIT.npy per split of split.csv beside it (names known only once it exists);
+        # meta.json is written last, so it stands for the whole cache
         meta=f"{DATA}/{{dataset}}/cache-{{size}}/meta.json",
     log:
         f"{RESULTS}/logs/cache/{{dataset}}-{{size}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/cache/{{dataset}}-{{size}}.tsv"
+    conda:
+        HDML_ENV
     threads: res("cache", "threads")
     resources:
-        gpu=res("cache", "gpu"),
-        mem_mb=res("cache", "mem_mb"),
-        runtime=res("cache", "runtime"),
+        **rule_resources("cache"),
+    params:
+        root=lambda w, output: Path(output.meta).parents[2],
     shell:
-        "hdml cache {wildcards.dataset} --root {DATA} --size {wildcards.size} --workers {threads} > {log} 2>&1"
+        "hdml cache {wildcards.dataset} --root {params.root} --size {wildcards.size} --workers {threads} > {log} 2>&1"

@@ -9,18 +9,19 @@ rule train:
         model=f"{RUN_DIR}/model.pt",
         config=f"{RUN_DIR}/config.yaml",
         embeddings=f"{RUN_DIR}/embeddings.npz",
-    params:
-        sets=run_sets,
-        out=RUN_DIR,
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        HDML_ENV
     threads: res("train", "threads")
     resources:
-        gpu=res("train", "gpu"),
-        mem_mb=res("train", "mem_mb"),
-        runtime=res("train", "runtime"),
+        **rule_resources("train"),
+    params:
+        sets=run_sets,
+        out=lambda w, output: Path(output.metrics).parent,
+        root=lambda w, input: Path(input.split).parents[1],
     shell:
         "hdml -v train --dataset {wildcards.dataset} --method {wildcards.method} --seed {wildcards.seed}"
-        " --root {DATA} --out {params.out} {params.sets} > {log} 2>&1"
+        " --root {params.root} --out {params.out} {params.sets} > {log} 2>&1"
