@@ -15,10 +15,10 @@ own:
 - PML: `AccuracyCalculator(include=(NMI, precision_at_1, mean_average_precision_at_r,
   r_precision), k="max_bin_count")` with its defaults (faiss k-means, niter=20, seed 1234).
 
-hdml (one Lloyd run, `kmeans_algorithm="faiss"`) and PML get the same L2-normalised float32 embeddings and the same k-means seed (1234), so every
-shared metric should be identical. Prints both times, their ratio, both peak RSS, and whether
-each target is met: time <= 0.6 x PML's, identical shared metrics, peak memory <= 1/3 of PML's,
-and on a GPU the whole evaluation in <= 3 s (the H100 target).
+hdml (one Lloyd run, `kmeans_algorithm="faiss"`) and PML get the same L2-normalised float32 embeddings
+and the same k-means seed (1234), so every shared metric should be identical. Prints both times,
+their ratio, both peak RSS, and whether each target is met: time <= 0.6 x PML's, identical shared
+metrics, peak memory <= 1/3 of PML's, and on a GPU the whole evaluation in <= 3 s (the H100 target).
 
     python bench/eval.py            # full size (minutes on 2 cores)
     python bench/eval.py --small

@@ -80,7 +80,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 POSITIVE = {"steps", "batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps",
             "keep_checkpoints"}
-NON_NEGATIVE = {"eval_every", "eval_every_late", "eval_late_from", "weight_decay", "num_workers", "lr_gamma", "checkpoint_every"}
+NON_NEGATIVE = {"eval_every", "eval_every_late", "eval_late_from", "weight_decay", "num_workers", "lr_gamma",
+                "checkpoint_every"}
 
 
 def method_defaults() -> dict[str, dict[str, Any]]:

@@ -163,7 +163,7 @@ def loss_grid(losses: pd.DataFrame, series: list[Series], ylabel: str, title: st
     panel has its own y scale, as losses of different methods are not comparable."""
     fig, axes = grid(len(series), 4, 3.3, 2.4, title, sharex=True)
     by_label = {s.label: s for s in series}
-    for i, (ax, s) in enumerate(zip(axes.flat, series)):
+    for i, (ax, s) in enumerate(zip(axes.flat, series, strict=False)):
         base = by_label.get(s.base) if s.base else None
         if base is not None and len(b := pick(losses, base)):
             mean_line(ax, b, "step", percent=False, color=BASE, linestyle="--", linewidth=1, zorder=2)
@@ -183,7 +183,7 @@ def recall_grid(points: pd.DataFrame, series: list[Series], title: str) -> plt.F
     paper's Recall@K where it has them (Series.paper keyed by K)."""
     fig, axes = grid(len(series), 4, 3.0, 2.5, title, sharey=True)
     ks = sorted(set(points.k) | {k for s in series for k in s.paper})
-    for i, (ax, s) in enumerate(zip(axes.flat, series)):
+    for i, (ax, s) in enumerate(zip(axes.flat, series, strict=False)):
         for other in series:
             if other is not s and len(o := pick(points, other)):
                 mean_line(ax, o, "k", color=CONTEXT, linewidth=0.8, zorder=1)
@@ -216,7 +216,7 @@ def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, panels: list[tuple
     xs = sorted(set(points.x) | ({default_x} if default_x is not None else set()))
     span = (xs[-1] - xs[0]) or 1.0
     right = xs[-1] + 0.08 * span  # where an adaptive default's bar goes
-    for ax, (name, metrics) in zip(axes.flat, panels):
+    for ax, (name, metrics) in zip(axes.flat, panels, strict=False):
         dodge = 0.012 * span
         for i, (metric, label) in enumerate(metrics):
             c, shift = colour(i), (i - (len(metrics) - 1) / 2) * dodge

@@ -8,7 +8,6 @@ from torch import nn
 
 from hdml.backbones import build_backbone
 
-
 # TensorFlow's tf.layers.batch_normalization defaults, which every BatchNorm of the authors ran
 # (nn_Ops.py:81-84; the paper: "We used the Tensorflow package"): decay 0.99, epsilon 1e-3. In
 # PyTorch's convention the running statistics move by 1 - decay per step. PyTorch's own defaults

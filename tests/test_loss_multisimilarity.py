@@ -238,7 +238,7 @@ def test_report_shows_a_method_beyond_the_paper_with_a_dash(tmp_path):
     summ["ci"] = 0.01
     table = results_table(summ, paper_table(), "cub200", selected=False)
     header = table.flat_header()
-    rows = {row[0].text: dict(zip(header, (cell.text for cell in row))) for row in table.rows}
+    rows = {row[0].text: dict(zip(header, (cell.text for cell in row), strict=True)) for row in table.rows}
     ms = rows["Multi-Similarity"]
     assert (ms["seeds"], ms["NMI ours"], ms["NMI paper"], ms["NMI Δ"]) == ("3", "60.0 ± 1.0", DASH, "")
     assert ms["R@1 paper"] == DASH and rows["Triplet"]["NMI paper"] != DASH and rows["Triplet"]["NMI Δ"]
