@@ -44,7 +44,7 @@ def assert_same(ours: dict[str, float], theirs: dict[str, float]) -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_separate_gallery_matches_pytorch_metric_learning(seed: int) -> None:
     q, ql, g, gl = split_sets(seed)
-    ours = evaluate(q, ql, [1, 2, 4], seed=seed, gallery=g, gallery_labels=gl)
+    ours = evaluate(q, ql, [1, 2, 4], seed=seed, gallery=g, gallery_labels=gl, kmeans_algorithm="faiss")
     clusters = kmeans(metrics.l2_normalise(q), len(np.unique(ql)), seed)
     assert_same(ours, pml(q, ql, g, gl, False, clusters))
 
@@ -52,7 +52,7 @@ def test_separate_gallery_matches_pytorch_metric_learning(seed: int) -> None:
 @pytest.mark.parametrize("seed", [0, 4])
 def test_own_gallery_matches_pytorch_metric_learning_with_reference_equal_to_query(seed: int) -> None:
     _, _, x, labels = split_sets(seed)
-    ours = evaluate(x, labels, [1, 2, 4], seed=seed)
+    ours = evaluate(x, labels, [1, 2, 4], seed=seed, kmeans_algorithm="faiss")
     clusters = kmeans(metrics.l2_normalise(x), len(np.unique(labels)), seed)
     assert_same(ours, pml(x, labels, x, labels, True, clusters))
 
