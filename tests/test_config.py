@@ -60,7 +60,9 @@ def test_set_syntax_errors():
 
 def float_keys() -> list[str]:
     """Every run-config key that holds a float (float default, or nullable float)."""
-    from hdml.config import NULLABLE, default_config
+    from hdml.config import default_config, rules_for
+
+    nullable = rules_for().nullable
 
     def walk(node: dict, prefix: str) -> list[str]:
         out = []
@@ -68,7 +70,7 @@ def float_keys() -> list[str]:
             dotted = f"{prefix}{key}"
             if isinstance(value, dict):
                 out += walk(value, f"{dotted}.")
-            elif isinstance(value, float) and not isinstance(value, bool) or float in NULLABLE.get(dotted, ()):
+            elif isinstance(value, float) and not isinstance(value, bool) or float in nullable.get(dotted, ()):
                 out.append(dotted)
         return out
 
@@ -97,7 +99,7 @@ def test_yaml_exponent_without_dot_is_a_number_in_a_workflow_config(tmp_path):
     from hdml.plan import validate_workflow_config
 
     text = ("data_root: d\nresults_dir: r\nreport_dir: p\nseeds: [0]\n"
-            "datasets: {digits: {methods: [triplet], train: {lr: 1e-3, hdml.alpha: 2e1, triplet.margin: 5E-1}}}\n")
+            "datasets: {digits: {methods: [hdml-triplet], train: {lr: 1e-3, hdml.alpha: 2e1, triplet.margin: 5E-1}}}\n")
     config = yaml.safe_load(text)
     assert config["datasets"]["digits"]["train"]["lr"] == "1e-3"  # the YAML 1.1 reading
     (run,) = validate_workflow_config(config)

@@ -34,9 +34,7 @@ def tiny(name: str, overrides: dict | None = None, seed: int = 0, train_size: in
     cfg = default_config()
     merge(cfg, {"lr": 1e-2, "weight_decay": 1e-3, "hdml.gen_hidden": 16, **(overrides or {})})
     validate(cfg)
-    if train_size is None:
-        return build_method(name, model, cfg, 3)
-    return {"hdml-triplet": HDMLTriplet, "hdml-npair": HDMLNPair}[name](model, cfg, 3, train_size=train_size)
+    return build_method(name, model, cfg, 3, train_size=train_size)
 
 
 def batch(name: str, seed: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
