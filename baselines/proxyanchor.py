@@ -41,6 +41,7 @@ class ProxyAnchorLoss(MetricLoss):
     name = "proxyanchor"
     sampler = "m_per_class"
     defaults = {"alpha": 32.0, "margin": 0.1, "lr_mult": 100.0}
+    hints = {"alpha": ">= 0", "margin": ">= 0", "lr_mult": "> 0"}
 
     def __init__(self, *, context: Context | None = None, **hparams: Any) -> None:
         super().__init__(context=context, **hparams)

@@ -48,6 +48,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
+    import yaml
+
     from hdml.config import build_run_config, describe_keys, parse_sets, rules_for
     from hdml.datasets import get_dataset
 

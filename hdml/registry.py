@@ -62,7 +62,7 @@ class MetricLoss(Part):
 
     `sampler` names the batch layout the loss expects (see `hdml.samplers`), `defaults`
     the loss's own hyperparameters, configurable as `<name>.<key>` in a run config, `choices`
-    and `nullable` what its keys accept. A loss with trainable parameters creates them from
+    and `nullable` what its keys accept, `hints` the ranges its own checks enforce, in words. A loss with trainable parameters creates them from
     `context` and declares `lr_mult` in `defaults`: its group's rate is `lr * lr_mult`.
     """
 
@@ -71,6 +71,7 @@ class MetricLoss(Part):
     defaults: ClassVar[dict[str, Any]] = {}
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
     nullable: ClassVar[dict[str, tuple[type, ...]]] = {}
+    hints: ClassVar[dict[str, str]] = {}
 
     def __init__(self, *, context: Context | None = None, **hparams: Any) -> None:
         super().__init__()
@@ -88,7 +89,7 @@ class MetricLoss(Part):
 
     @classmethod
     def section(cls) -> Section:
-        return Section(cls.defaults, cls.choices, cls.nullable, check=cls.check_hparams)
+        return Section(cls.defaults, cls.choices, cls.nullable, cls.hints, cls.check_hparams)
 
     @classmethod
     def check_hparams(cls, values: dict[str, Any]) -> None:

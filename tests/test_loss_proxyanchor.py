@@ -12,8 +12,8 @@ import torch
 from pytorch_metric_learning.losses import ProxyAnchorLoss as PMLProxyAnchor
 from torch import nn
 
-from hdml.config import ConfigError, build_run_config
-from hdml.methods import build_method, lr_schedule, metric_optimizer
+from hdml.config import ConfigError, build_run_config, describe_keys, rules_for
+from hdml.methods import build_method
 from hdml.model import EmbeddingNet
 from hdml.registry import Context, get_loss
 
@@ -124,6 +124,8 @@ def test_config_check_builds_the_loss_without_touching_the_random_stream() -> No
     cfg = build_run_config({}, {"proxyanchor.alpha": 8}, "proxyanchor")
     assert torch.equal(torch.get_rng_state(), state)
     assert set(cfg) >= {"proxyanchor"} and "hdml" not in cfg and "triplet" not in cfg
+    listed = {key: allowed for key, _, allowed in describe_keys(cfg, rules_for("proxyanchor"))}
+    assert listed["proxyanchor.lr_mult"] == "number, > 0" and listed["proxyanchor.alpha"] == "number, >= 0"
     with pytest.raises(ConfigError, match=r"^proxyanchor.margin: must be >= 0"):
         build_run_config({}, {"proxyanchor.margin": -0.1}, "proxyanchor")
     with pytest.raises(ConfigError, match=r"^proxyanchor.lr_mult: must be > 0"):

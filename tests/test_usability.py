@@ -142,6 +142,13 @@ def test_config_list_shows_key_default_and_allowed_values(capsys):
     assert not any(key.startswith(("hdml.", "npair.")) for key in rows)
 
 
+def test_config_prints_the_run_config_of_the_method(capsys):
+    assert main(["config", "--dataset", "digits", "--method", "triplet", "--set", "triplet.margin=0.5"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg == build_run_config(get_dataset("digits").defaults_for("triplet"), {"triplet.margin": 0.5}, "triplet")
+    assert cfg["triplet"]["margin"] == 0.5 and "hdml" not in cfg and cfg["batch_size"] == 30
+
+
 def test_faiss_import_info_is_silent_unless_very_verbose(tmp_path):
     np.save(tmp_path / "e.npy", np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
     np.save(tmp_path / "l.npy", np.repeat(np.arange(4), 5))
