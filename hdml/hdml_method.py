@@ -242,7 +242,7 @@ class HDMLMethod(Method):
         groups = [
             (list(self.classifier.parameters()), L["j_cls"]),
             (list(self.generator.parameters()), L["j_gen"]),
-            ([p for p in self.model.parameters() if p.requires_grad], L["j_metric"]),
+            ([p for p in [*self.model.parameters(), *self.loss.parameters()] if p.requires_grad], L["j_metric"]),
         ]
         # All gradients first: the optimiser step changes weights the other losses' graphs still use.
         # J_metric's last, without retaining the graph: the backbone's activations are freed
