@@ -71,11 +71,6 @@ def check_m_per_class(name: str, z: torch.Tensor, labels: torch.Tensor) -> None:
         raise ValueError(f"{name}: m_per_class batch has no positive pair (every class has 1 image)")
 
 
-def check_choice(name: str, hparams: dict[str, Any], key: str, choices: tuple[str, ...]) -> None:
-    if hparams[key] not in choices:
-        raise ValueError(f"{name}.{key}: must be one of {list(choices)}, got {hparams[key]!r}")
-
-
 def check_non_negative(name: str, hparams: dict[str, Any], *keys: str) -> None:
     for key in keys:
         if hparams[key] < 0:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from baselines.common import check_choice, check_m_per_class, check_non_negative, pairwise_dists, pairwise_sq_dists
+from baselines.common import check_m_per_class, check_non_negative, pairwise_dists, pairwise_sq_dists
 from hdml.registry import MetricLoss, register_loss
 
 
@@ -25,11 +25,11 @@ class ContrastiveLoss(MetricLoss):
     name = "contrastive"
     sampler = "m_per_class"
     defaults = {"margin": 1.0, "reduction": "mean"}
+    choices = {"reduction": ("mean", "sum")}
 
     def __init__(self, **hparams: object) -> None:
         super().__init__(**hparams)
         check_non_negative(self.name, self.hparams, "margin")
-        check_choice(self.name, self.hparams, "reduction", ("mean", "sum"))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_m_per_class(self.name, z, labels)

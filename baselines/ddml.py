@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from baselines.common import check_choice, check_m_per_class, pairwise_sq_dists
+from baselines.common import check_m_per_class, pairwise_sq_dists
 from hdml.registry import MetricLoss, register_loss
 
 
@@ -50,6 +50,7 @@ class DDMLLoss(MetricLoss):
     name = "ddml"
     sampler = "m_per_class"
     defaults = {"tau": 3.0, "beta": 2.0, "reduction": "mean"}
+    choices = {"reduction": ("mean", "sum")}
 
     def __init__(self, **hparams: object) -> None:
         super().__init__(**hparams)
@@ -58,7 +59,6 @@ class DDMLLoss(MetricLoss):
         if not self.hparams["tau"] > 1:
             raise ValueError(f"ddml.tau: must be > 1 (positive pairs aim at D2 <= tau - 1, which must be > 0), "
                              f"got {self.hparams['tau']}")
-        check_choice(self.name, self.hparams, "reduction", ("mean", "sum"))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_m_per_class(self.name, z, labels)

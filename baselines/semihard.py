@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from baselines.common import check_choice, check_m_per_class, check_non_negative, pairwise_sq_dists
+from baselines.common import check_m_per_class, check_non_negative, pairwise_sq_dists
 from hdml.registry import MetricLoss, register_loss
 
 
@@ -30,12 +30,11 @@ class SemiHardTripletLoss(MetricLoss):
     name = "semihard"
     sampler = "m_per_class"
     defaults = {"margin": 0.2, "normalize": True, "reduction": "sum", "fallback": "easiest"}
+    choices = {"reduction": ("sum", "mean"), "fallback": ("easiest", "skip")}
 
     def __init__(self, **hparams: object) -> None:
         super().__init__(**hparams)
         check_non_negative(self.name, self.hparams, "margin")
-        check_choice(self.name, self.hparams, "reduction", ("sum", "mean"))
-        check_choice(self.name, self.hparams, "fallback", ("easiest", "skip"))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_m_per_class(self.name, z, labels)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from baselines.common import check_choice, check_non_negative, check_triplet_layout
+from baselines.common import check_non_negative, check_triplet_layout
 from hdml.registry import MetricLoss, register_loss
 
 
@@ -27,11 +27,11 @@ class TripletLoss(MetricLoss):
     name = "triplet"
     sampler = "triplet"
     defaults = {"margin": 1.0, "reduction": "sum"}
+    choices = {"reduction": ("sum", "mean")}
 
     def __init__(self, **hparams: object) -> None:
         super().__init__(**hparams)
         check_non_negative(self.name, self.hparams, "margin")
-        check_choice(self.name, self.hparams, "reduction", ("sum", "mean"))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_triplet_layout(self.name, z, labels)

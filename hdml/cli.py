@@ -49,18 +49,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_config(args: argparse.Namespace) -> None:
     import yaml
 
-    from hdml.config import build_run_config, describe_keys, parse_sets
+    from hdml.config import build_run_config, describe_keys, parse_sets, rules_for
     from hdml.datasets import get_dataset
 
     spec = get_dataset(args.dataset) if args.dataset else None
     if args.method and not spec:
         raise ValueError("--method needs --dataset (defaults depend on both)")
     defaults = (spec.defaults_for(args.method) if args.method else spec.run_defaults) if spec else {}
-    cfg = build_run_config(defaults, parse_sets(args.set))
+    cfg = build_run_config(defaults, parse_sets(args.set), args.method)
     if not args.list:
         print(yaml.safe_dump(cfg, sort_keys=False), end="")
         return
-    rows = [(key, json.dumps(value), allowed) for key, value, allowed in describe_keys(cfg)]
+    rows = [(key, json.dumps(value), allowed) for key, value, allowed in describe_keys(cfg, rules_for(args.method))]
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     print(f"{'key':<{width[0]}}  {'default':<{width[1]}}  allowed")
     for key, value, allowed in rows:

@@ -1,19 +1,26 @@
 """The run configuration of one training run: defaults, `--set key=value` overrides, checks.
 
 A run config is a nested dict. Its keys are fixed by `DEFAULTS`, the dataset's own defaults
-and the hyperparameters of every registered method (under the method's name), so a typo in
-a key or a value of the wrong type fails before anything runs, naming the key.
+and the sections of the plug-ins its method uses (`triplet.margin`, `hdml.alpha`, ...), each
+declared by the plug-in itself (`hdml.registry.Section`), so a typo in a key or a value of the
+wrong type fails before anything runs, naming the key. A run config holds only its own
+method's sections, so the checkpoint fingerprint (the whole config) does not change when a
+plug-in is added or another method's defaults change.
 """
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from hdml.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from hdml.registry import Section
 
 
 class ConfigError(ValueError):
@@ -63,8 +70,8 @@ DEFAULTS: dict[str, Any] = {
     "image": {"resize": 256, "crop": 227, "flip": True, "normalize": "auto"},
 }
 
-# Keys whose default is None, with the types they accept.
-NULLABLE: dict[str, tuple[type, ...]] = {"weights": (str,), "hdml.lambda0": (float,), "hdml.alpha": (float,)}
+# Keys of the core config whose default is None, with the types they accept; plug-ins declare theirs.
+NULLABLE: dict[str, tuple[type, ...]] = {"weights": (str,)}
 CHOICES: dict[str, tuple[str, ...]] = {
     "protocol": ("code", "paper"),
     "eval_kmeans": ("kmeans++", "faiss"),
@@ -72,11 +79,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "image.normalize": ("auto", "imagenet", "caffe", "unit"),
     "backbone": ("smallcnn", "googlenet", "resnet50", "googlenet-caffe"),
     "triplet_sampler": ("distinct", "independent"),
-    "triplet.reduction": ("sum", "mean"),
-    "contrastive.reduction": ("mean", "sum"),
-    "ddml.reduction": ("mean", "sum"),
-    "semihard.reduction": ("sum", "mean"),
-    "semihard.fallback": ("easiest", "skip"),
 }
 POSITIVE = {"steps", "batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps",
             "keep_checkpoints"}
@@ -84,23 +86,55 @@ NON_NEGATIVE = {"eval_every", "eval_every_late", "eval_late_from", "weight_decay
                 "checkpoint_every"}
 
 
-def method_defaults() -> dict[str, dict[str, Any]]:
-    """Hyperparameter sections of every registered loss and method (`triplet.margin`, ...)."""
-    from hdml.hdml_method import HDML_DEFAULTS
-    from hdml.registry import LOSSES, load_plugins
+@dataclass(frozen=True)
+class Rules:
+    """What the keys of one method's run config accept: the core tables above plus the
+    sections its plug-ins declare (`method` None: every plug-in's, for listings and tests);
+    `foreign` names the sections of other methods, with their users, for a clear error."""
 
-    load_plugins()
-    sections = {name: dict(cls.defaults) for name, cls in LOSSES.items()}
-    sections["hdml"] = dict(HDML_DEFAULTS)
-    return sections
+    method: str | None
+    sections: dict[str, Section]
+    foreign: dict[str, list[str]]
+    choices: dict[str, tuple[str, ...]]
+    nullable: dict[str, tuple[type, ...]]
+    hints: dict[str, str]
 
 
-def default_config(dataset_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+def rules_for(method: str | None = None) -> Rules:
+    from hdml.methods import all_config_sections, config_sections
+
+    known = all_config_sections()
+    own = {name: section for name, (section, _) in known.items()} if method is None else config_sections(method)
+    choices, nullable, hints = dict(CHOICES), dict(NULLABLE), {}
+    for name, section in own.items():
+        choices.update({f"{name}.{k}": v for k, v in section.choices.items()})
+        nullable.update({f"{name}.{k}": v for k, v in section.nullable.items()})
+        hints.update({f"{name}.{k}": v for k, v in section.hints.items()})
+    foreign = {name: users for name, (_, users) in known.items() if name not in own}
+    return Rules(method, own, foreign, choices, nullable, hints)
+
+
+def default_config(dataset_defaults: dict[str, Any] | None = None, rules: Rules | None = None) -> dict[str, Any]:
+    rules = rules or rules_for()
     cfg = copy.deepcopy(DEFAULTS)
-    cfg.update(copy.deepcopy(method_defaults()))
+    cfg.update({name: dict(copy.deepcopy(section.defaults)) for name, section in rules.sections.items()})
     if dataset_defaults:
-        merge(cfg, dataset_defaults, "")
+        merge(cfg, dataset_defaults, "", rules)
     return cfg
+
+
+def drop_foreign(overrides: dict[str, Any], method: str) -> dict[str, Any]:
+    """`overrides` without the keys of plug-in sections `method` does not use: a dataset's
+    shared `train` settings may hold every method's sections (`hdml: {block: 8}`)."""
+    from hdml.methods import all_config_sections
+
+    sections = all_config_sections()
+
+    def used(key: str) -> bool:
+        head = key.partition(".")[0]
+        return head not in sections or method in sections[head][1]
+
+    return {key: value for key, value in overrides.items() if used(key)}
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -160,9 +194,9 @@ def _number(key: str, value: Any, expected: str) -> float:
     return float(value)
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
+def _coerce(key: str, value: Any, default: Any, rules: Rules) -> Any:
     if default is None:
-        allowed = NULLABLE.get(key)
+        allowed = rules.nullable.get(key)
         if allowed is None:
             raise ConfigError(f"{key}: no type known for this key")
         if value is None:
@@ -185,7 +219,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, list):
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(f"{key}[{i}]", v, default[0]) if default else v for i, v in enumerate(value)]
+        return [_coerce(f"{key}[{i}]", v, default[0], rules) if default else v for i, v in enumerate(value)]
     if isinstance(default, str):
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -193,59 +227,53 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     raise ConfigError(f"{key}: cannot set a value of this kind")
 
 
-def merge(cfg: dict[str, Any], overrides: dict[str, Any], prefix: str = "") -> None:
+def merge(cfg: dict[str, Any], overrides: dict[str, Any], prefix: str = "", rules: Rules | None = None) -> None:
     """Apply nested or dotted overrides in place, checking each key and type against `cfg`."""
+    rules = rules or rules_for()
     for raw_key, value in overrides.items():
         head, _, rest = raw_key.partition(".")
         key = f"{prefix}{head}"
         if head not in cfg:
+            if not prefix and head in rules.foreign:
+                raise ConfigError(f"{raw_key}: the {head} section belongs to {', '.join(rules.foreign[head])}, "
+                                  f"not to method {rules.method}")
             raise ConfigError(f"{key}: unknown key{did_you_mean(head, cfg)}")
         if rest:
             if not isinstance(cfg[head], dict):
                 raise ConfigError(f"{key}: not a section, cannot set {raw_key}")
-            merge(cfg[head], {rest: value}, f"{key}.")
+            merge(cfg[head], {rest: value}, f"{key}.", rules)
         elif isinstance(cfg[head], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-            merge(cfg[head], value, f"{key}.")
+            merge(cfg[head], value, f"{key}.", rules)
         else:
-            cfg[head] = _coerce(key, value, cfg[head])
+            cfg[head] = _coerce(key, value, cfg[head], rules)
 
 
-def validate(cfg: dict[str, Any]) -> None:
-    """Value checks that types alone cannot express."""
+def validate(cfg: dict[str, Any], rules: Rules | None = None) -> None:
+    """Value checks that types alone cannot express; each plug-in section by its own `check`
+    (a loss is built on the meta device, so its range checks fail the config, not the job)."""
+    rules = rules or rules_for()
     for key in POSITIVE:
         if cfg[key] <= 0:
             raise ConfigError(f"{key}: must be > 0, got {cfg[key]}")
     for key in NON_NEGATIVE:
         if cfg[key] < 0:
             raise ConfigError(f"{key}: must be >= 0, got {cfg[key]}")
-    for dotted, choices in CHOICES.items():
+    for dotted, choices in rules.choices.items():
         value = lookup(cfg, dotted)
         if value not in choices:
             raise ConfigError(f"{dotted}: must be one of {list(choices)}, got {value!r}")
     if any(k <= 0 for k in cfg["eval_ks"]):
         raise ConfigError(f"eval_ks: every K must be > 0, got {cfg['eval_ks']}")
-    lam0 = cfg["hdml"]["lambda0"]
-    if lam0 is not None and not 0 <= lam0 < 1:
-        raise ConfigError(f"hdml.lambda0: must be in [0, 1), got {lam0}")
     if cfg["batch_size"] % 2:
         raise ConfigError(f"batch_size: must be even (pairs), got {cfg['batch_size']}")
-    check_loss_sections(cfg)
-
-
-def check_loss_sections(cfg: dict[str, Any]) -> None:
-    """Each loss checks its own hyperparameters when built (ranges only it knows, e.g.
-    multisimilarity.lambda in [-1, 1]): build every one here, so a bad value fails the config
-    check instead of the training job."""
-    from hdml.registry import LOSSES, load_plugins
-
-    load_plugins()
-    for name, cls in LOSSES.items():
-        try:
-            cls(**cfg[name])
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+    for name, section in rules.sections.items():
+        if section.check is not None:
+            try:
+                section.check(dict(cfg[name]))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
 
 def lookup(cfg: dict[str, Any], dotted: str) -> Any:
@@ -255,19 +283,22 @@ def lookup(cfg: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def build_run_config(dataset_defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    cfg = default_config(dataset_defaults)
-    merge(cfg, overrides)
-    validate(cfg)
+def build_run_config(dataset_defaults: dict[str, Any], overrides: dict[str, Any],
+                     method: str | None = None) -> dict[str, Any]:
+    """The checked run config of `method` (None: with every plug-in's section)."""
+    rules = rules_for(method)
+    cfg = default_config(dataset_defaults, rules)
+    merge(cfg, overrides, "", rules)
+    validate(cfg, rules)
     return cfg
 
 
-def allowed_values(key: str, default: Any) -> str:
+def allowed_values(key: str, default: Any, rules: Rules) -> str:
     """What a key accepts, in words, from the same tables the checks use."""
-    if key in CHOICES:
-        return " | ".join(CHOICES[key])
+    if key in rules.choices:
+        return " | ".join(rules.choices[key])
     if default is None:
-        kind = " | ".join("number" if t is float else t.__name__ for t in NULLABLE.get(key, ())) + " | null"
+        kind = " | ".join("number" if t is float else t.__name__ for t in rules.nullable.get(key, ())) + " | null"
     elif isinstance(default, list):
         kind = f"list of {_kind(default[0])}s" if default else "list"
     else:
@@ -276,8 +307,8 @@ def allowed_values(key: str, default: Any) -> str:
         kind += " > 0"
     elif key in NON_NEGATIVE:
         kind += " >= 0"
-    elif key == "hdml.lambda0":
-        kind += ", in [0, 1)"
+    if key in rules.hints:
+        kind += f", {rules.hints[key]}"
     return kind
 
 
@@ -286,13 +317,13 @@ def _kind(value: Any) -> str:
             else "integer" if isinstance(value, int) else "string")
 
 
-def describe_keys(cfg: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, str]]:
+def describe_keys(cfg: dict[str, Any], rules: Rules, prefix: str = "") -> list[tuple[str, Any, str]]:
     """(dotted key, default, allowed values) of every settable key of a run config."""
     rows: list[tuple[str, Any, str]] = []
     for name, value in cfg.items():
         key = f"{prefix}{name}"
         if isinstance(value, dict):
-            rows += describe_keys(value, f"{key}.")
+            rows += describe_keys(value, rules, f"{key}.")
         else:
-            rows.append((key, value, allowed_values(key, value)))
+            rows.append((key, value, allowed_values(key, value, rules)))
     return rows

@@ -28,8 +28,8 @@ Protocols (`protocol`):
   for the other fully connected layers" is applied to the head by `metric_optimizer`); they keep
   `hdml.gen_lr` / `hdml.cls_lr`.
 Both averages start at `hdml.init_avg` (1e6) and skip non-finite values; a block with no finite
-value keeps the previous average. A non-finite loss is logged as it is and its own optimiser
-skips that step (its gradient would poison the weights); the trainer counts such steps.
+value keeps the previous average. A non-finite loss is logged as it is and the parameters it
+trains skip that step (its gradient would poison the weights); the trainer counts such steps.
 """
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ from baselines.triplet import TripletLoss, split_triplets
 from hdml.augmentor import augment_npair_tile, augment_triplets, hardness
 from hdml.config import ConfigError
 from hdml.generator import Generator, classifier, gen_loss, recon_loss, soft_loss
-from hdml.methods import Method, lr_schedule, metric_optimizer, register_method, weight_penalty
+from hdml.methods import Method, build_loss, lr_schedule, metric_optimizer, register_method, weight_penalty
 from hdml.model import EmbeddingNet
+from hdml.registry import Context, Part, Section
 
 HDML_DEFAULTS: dict[str, Any] = {
     "alpha": None,  # pulling factor; null = the paper's 7 (triplet) or 90 (N-pair)
@@ -125,14 +126,36 @@ def check_hparams(h: dict[str, Any]) -> None:
             raise ConfigError(f"hdml.{key}: must be {what}, got {h[key]!r}")
 
 
-def _set_grads(params: list[nn.Parameter], loss: torch.Tensor, retain_graph: bool) -> bool:
-    """Store d loss / d params in `.grad` (None where unused); False if there is nothing to apply."""
+HDML_SECTION = Section(HDML_DEFAULTS, nullable={"alpha": (float,), "lambda0": (float,)},
+                       hints={"lambda0": "in [0, 1)"}, check=check_hparams)
+
+
+class HDMLNets(Part):
+    """HDML's networks beyond the model, built from the run's context: the generator
+    (embeddings -> backbone features) and the softmax classifier on features, each its own
+    optimiser group at its own rate (`hdml.gen_lr`, `hdml.cls_lr`), outside the run's lr schedule."""
+
+    def __init__(self, context: Context, hidden: int) -> None:
+        super().__init__()
+        self.generator = Generator(context.embedding_dim, context.feature_dim, hidden)
+        self.classifier = classifier(context.feature_dim, context.num_classes)
+
+    def param_groups(self, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+        h = cfg["hdml"]
+        return [{"params": list(self.generator.parameters()), "lr": h["gen_lr"], "scheduled": False,
+                 "name": "generator"},
+                {"params": list(self.classifier.parameters()), "lr": h["cls_lr"], "scheduled": False,
+                 "name": "classifier"}]
+
+
+def _set_grads(params: list[nn.Parameter], loss: torch.Tensor, retain_graph: bool) -> None:
+    """Store d loss / d params in `.grad` (None where unused, and everywhere if the loss is not
+    finite or has no graph: Adam then leaves those parameters and their moments alone)."""
     if not loss.requires_grad or not math.isfinite(loss.item()):
-        return False
+        return
     grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
     for p, g in zip(params, grads):
         p.grad = g
-    return True
 
 
 class HDMLMethod(Method):
@@ -141,23 +164,25 @@ class HDMLMethod(Method):
     default_alpha: ClassVar[float]
     loss_class: ClassVar[type[TripletLoss] | type[NPairLoss]]
 
-    def __init__(self, model: EmbeddingNet, cfg: dict, num_classes: int, train_size: int | None = None) -> None:
+    def __init__(self, model: EmbeddingNet, cfg: dict, context: Context, train_size: int | None = None) -> None:
         h = cfg["hdml"]
         check_hparams(h)
         self.model, self.cfg, self.h = model, cfg, h
-        self.loss = self.loss_class(**cfg[self.loss_class.name])
+        self.loss = build_loss(self.loss_class, cfg, context)
         self.protocol = cfg["protocol"]
         self.alpha = self.default_alpha if h["alpha"] is None else h["alpha"]
-        device = next(model.parameters()).device
-        self.generator = Generator(model.head.fc.out_features, model.feature_dim, h["gen_hidden"]).to(device)
-        self.classifier = classifier(model.feature_dim, num_classes).to(device)
-        self.opt = metric_optimizer(model, cfg)
+        self.nets = HDMLNets(context, h["gen_hidden"]).to(context.device)
+        self.generator, self.classifier = self.nets.generator, self.nets.classifier
+        self.parts = {"loss": self.loss, "nets": self.nets}
+        self.opt = metric_optimizer(model, cfg, self.parts.values())
         self.sched = lr_schedule(self.opt, cfg)
-        self.gen_opt = torch.optim.Adam(self.generator.parameters(), lr=h["gen_lr"])
-        self.cls_opt = torch.optim.Adam(self.classifier.parameters(), lr=h["cls_lr"])
         block = h["block"] if self.protocol == "code" else self.epoch_steps(cfg, train_size)
         self.j_avg = BlockAverage(block, h["init_avg"])
         self.j_gen_avg = BlockAverage(block, h["init_avg"])
+
+    @classmethod
+    def config_sections(cls) -> dict[str, Section]:
+        return {"hdml": HDML_SECTION, cls.loss_class.name: cls.loss_class.section()}
 
     @staticmethod
     def epoch_steps(cfg: dict, train_size: int | None) -> int:
@@ -221,20 +246,18 @@ class HDMLMethod(Method):
         j_avg, j_gen_avg = self.j_avg.value, self.j_gen_avg.value
         L = self.losses(x, labels)
         groups = [
-            (self.cls_opt, list(self.classifier.parameters()), L["j_cls"]),
-            (self.gen_opt, list(self.generator.parameters()), L["j_gen"]),
-            (self.opt, [p for p in self.model.parameters() if p.requires_grad], L["j_metric"]),
+            (list(self.classifier.parameters()), L["j_cls"]),
+            (list(self.generator.parameters()), L["j_gen"]),
+            ([p for p in [*self.model.parameters(), *self.loss.parameters()] if p.requires_grad], L["j_metric"]),
         ]
-        # All gradients first: an optimiser step changes weights the other losses' graphs still use.
+        # All gradients first: the optimiser step changes weights the other losses' graphs still use.
         # J_metric's last, without retaining the graph: the backbone's activations are freed
         # during its backward pass, as in a plain step, instead of living until the step ends.
-        apply = [_set_grads(params, loss, retain_graph=i < len(groups) - 1)
-                 for i, (_, params, loss) in enumerate(groups)]
-        for (opt, params, _), ok in zip(groups, apply):
-            if ok:
-                opt.step()
-            for p in params:
-                p.grad = None
+        # A group whose loss is not finite keeps no gradient, so the one optimiser skips it.
+        for i, (params, loss) in enumerate(groups):
+            _set_grads(params, loss, retain_graph=i < len(groups) - 1)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         self.sched.step()
         logs = {k: v.item() for k, v in L.items()}
         self.j_avg.update(logs["j_m_weighted"] if self.protocol == "code" else logs["j_m"])
@@ -242,24 +265,10 @@ class HDMLMethod(Method):
         return {**logs, "loss": logs["j_metric"], "j_avg": j_avg, "j_gen_avg": j_gen_avg}
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(),
-            "gen_opt": self.gen_opt.state_dict(),
-            "cls_opt": self.cls_opt.state_dict(),
-            "generator": self.generator.state_dict(),
-            "classifier": self.classifier.state_dict(),
-            "j_avg": self.j_avg.state_dict(),
-            "j_gen_avg": self.j_gen_avg.state_dict(),
-        }
+        return {**super().state_dict(), "j_avg": self.j_avg.state_dict(), "j_gen_avg": self.j_gen_avg.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.classifier.load_state_dict(state["classifier"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.gen_opt.load_state_dict(state["gen_opt"])
-        self.cls_opt.load_state_dict(state["cls_opt"])
+        super().load_state_dict(state)
         self.j_avg.load_state_dict(state["j_avg"])
         self.j_gen_avg.load_state_dict(state["j_gen_avg"])
 

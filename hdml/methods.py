@@ -2,19 +2,21 @@
 
 `LossMethod` serves every baseline (one loss on real embeddings, one optimiser);
 HDML registers its own `Method` in `hdml.hdml_method`. All are found by name in `METHODS`.
+A method's trainable `Part`s (a loss's parameters, HDML's generator and classifier) share its
+one optimiser, each in its own parameter groups, and its checkpoint state.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
-from torch import nn
 
 from hdml.model import EmbeddingNet
+from hdml.registry import LOSSES, Context, MetricLoss, Part, Section, get_loss, load_plugins
 from hdml.suggest import did_you_mean
-from hdml.registry import LOSSES, get_loss, load_plugins
 
-MethodFactory = Callable[..., "Method"]  # (model, cfg, num_classes, train_size=None)
+# A factory has `sampler`, `config_sections()` and is called (model, cfg, context, train_size=None).
+MethodFactory = Callable[..., "Method"]
 METHODS: dict[str, MethodFactory] = {}
 
 
@@ -46,13 +48,38 @@ def method_sampler(name: str) -> str:
     return METHODS[name].sampler if name in METHODS else LOSSES[name].sampler
 
 
+def config_sections(name: str) -> dict[str, Section]:
+    """The run-config sections a method uses, by section name (a loss: its own; HDML: `hdml`
+    and its base loss's)."""
+    check_method(name)
+    return METHODS[name].config_sections() if name in METHODS else {name: LOSSES[name].section()}
+
+
+def all_config_sections() -> dict[str, tuple[Section, list[str]]]:
+    """Every plug-in section with the methods that use it; one name, one declaration."""
+    out: dict[str, tuple[Section, list[str]]] = {}
+    for method in method_names():
+        for name, section in config_sections(method).items():
+            if name in out and out[name][0] != section:
+                raise ValueError(f"config section {name!r} declared differently by {out[name][1]} and {method!r}")
+            out.setdefault(name, (section, []))[1].append(method)
+    return out
+
+
 def build_method(name: str, model: EmbeddingNet, cfg: dict, num_classes: int,
                  train_size: int | None = None) -> "Method":
     """`train_size` (training images) lets a method count epochs (HDML, protocol paper)."""
     check_method(name)
+    context = Context(num_classes=num_classes, embedding_dim=model.head.fc.out_features,
+                      feature_dim=model.feature_dim, device=next(model.parameters()).device)
     if name in METHODS:
-        return METHODS[name](model, cfg, num_classes, train_size=train_size)
-    return LossMethod(model, get_loss(name)(**cfg.get(name, {})), cfg)
+        return METHODS[name](model, cfg, context, train_size=train_size)
+    return LossMethod(model, build_loss(get_loss(name), cfg, context), cfg)
+
+
+def build_loss(cls: type[MetricLoss], cfg: dict, context: Context) -> MetricLoss:
+    """A loss with its section's hyperparameters, its parameters on the context's device."""
+    return cls(context=context, **cfg[cls.name]).to(context.device)
 
 
 def weight_penalty(model: EmbeddingNet, factor: float) -> torch.Tensor:
@@ -63,48 +90,75 @@ def weight_penalty(model: EmbeddingNet, factor: float) -> torch.Tensor:
     return factor * sum((p * p).sum() for p in model.decayed_weights()) / 2
 
 
-def metric_optimizer(model: EmbeddingNet, cfg: dict) -> torch.optim.Optimizer:
-    """Adam over backbone + head; protocol `paper` gives the head 10x the backbone's rate."""
+def metric_optimizer(model: EmbeddingNet, cfg: dict, parts: Iterable[Part] = ()) -> torch.optim.Optimizer:
+    """Adam over backbone + head (protocol `paper` gives the head 10x the backbone's rate), then
+    each part's own groups, after the model's so that a run without parts is unchanged."""
     lr = cfg["lr"]
     head_lr = lr * 10 if cfg["protocol"] == "paper" else lr
-    return torch.optim.Adam(
-        [
-            {"params": list(model.backbone.parameters()), "lr": lr},
-            {"params": list(model.head.parameters()), "lr": head_lr},
-        ]
-    )
+    groups = [
+        {"params": list(model.backbone.parameters()), "lr": lr},
+        {"params": list(model.head.parameters()), "lr": head_lr},
+    ]
+    for part in parts:
+        groups += part.param_groups(cfg)
+    return torch.optim.Adam(groups)
 
 
-def lr_schedule(opt: torch.optim.Optimizer, cfg: dict) -> torch.optim.lr_scheduler.MultiStepLR:
-    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg["lr_milestones"], gamma=cfg["lr_gamma"])
+class MilestoneLR(torch.optim.lr_scheduler.MultiStepLR):
+    """MultiStepLR over the groups that follow the run's schedule; a group marked
+    `scheduled: False` keeps its rate."""
+
+    def get_lr(self) -> list[float]:
+        return [lr if group.get("scheduled", True) else group["lr"]
+                for lr, group in zip(super().get_lr(), self.optimizer.param_groups, strict=True)]
+
+
+def lr_schedule(opt: torch.optim.Optimizer, cfg: dict) -> MilestoneLR:
+    return MilestoneLR(opt, milestones=cfg["lr_milestones"], gamma=cfg["lr_gamma"])
 
 
 class Method:
-    """One training step on a batch laid out as `sampler` says; owns its optimisers."""
+    """One training step on a batch laid out as `sampler` says. Owns one optimiser `opt` (with
+    `sched`) over the model and its `parts`, whose state the checkpoint holds by part name."""
 
     sampler: str
+    opt: torch.optim.Optimizer
+    sched: MilestoneLR
+    parts: dict[str, Part]
+
+    @classmethod
+    def config_sections(cls) -> dict[str, Section]:
+        """The run-config sections this method reads, by name."""
+        return {}
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                "parts": {name: part.state_dict() for name, part in self.parts.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        for name, part in self.parts.items():
+            part.load_state_dict(state["parts"][name])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
 
 
 class LossMethod(Method):
-    """A baseline: J_m = loss(z) + weight penalty, minimised by Adam over backbone + head."""
+    """A baseline: J_m = loss(z) + weight penalty, minimised by Adam over backbone + head and the
+    loss's own parameters, if it has any."""
 
-    def __init__(self, model: EmbeddingNet, loss: nn.Module, cfg: dict) -> None:
+    def __init__(self, model: EmbeddingNet, loss: MetricLoss, cfg: dict) -> None:
         self.model, self.loss, self.cfg = model, loss, cfg
         self.sampler = loss.sampler
-        self.opt = metric_optimizer(model, cfg)
+        self.parts = {"loss": loss}
+        self.opt = metric_optimizer(model, cfg, [loss])
         self.sched = lr_schedule(self.opt, cfg)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         self.model.train()
+        self.loss.train()
         z = self.model(x)
         j_m = self.loss(z, y) + weight_penalty(self.model, self.cfg["weight_decay"])
         self.opt.zero_grad(set_to_none=True)
@@ -112,10 +166,3 @@ class LossMethod(Method):
         self.opt.step()
         self.sched.step()
         return {"loss": j_m.item()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from hdml.config import ConfigError, build_run_config
+from hdml.config import ConfigError, build_run_config, drop_foreign
 from hdml.datasets import dataset_names, get_dataset
 from hdml.methods import method_names
 from hdml.suggest import did_you_mean
@@ -70,7 +70,7 @@ def validate_workflow_config(config: dict, schema: dict | None = None, source: s
             raise ConfigError(f"{source}: datasets.{run.dataset}.methods: unknown method {run.method!r}"
                               f"{did_you_mean(run.method, known_methods)}; known: {', '.join(known_methods)}")
         try:
-            build_run_config(get_dataset(run.dataset).defaults_for(run.method), run.overrides)
+            build_run_config(get_dataset(run.dataset).defaults_for(run.method), run.overrides, run.method)
         except ConfigError as exc:
             section = f"datasets.{run.dataset}.train/per_method.{run.method}"
             if run.variant != "default":
@@ -116,9 +116,10 @@ def plan_runs(config: dict) -> list[Run]:
 
 
 def method_overrides(config: dict, dataset: str, method: str) -> dict[str, Any]:
-    """The dataset's `train` section, then its `per_method` section for this method."""
+    """The dataset's `train` section (less the sections of plug-ins this method does not use),
+    then its `per_method` section for this method."""
     entry = config["datasets"][dataset]
-    return {**entry.get("train", {}), **entry.get("per_method", {}).get(method, {})}
+    return {**drop_foreign(entry.get("train", {}), method), **entry.get("per_method", {}).get(method, {})}
 
 
 def set_args(overrides: dict[str, Any]) -> list[str]:

@@ -4,12 +4,19 @@ A baseline is one `MetricLoss` subclass in its own file in `baselines/`, decorat
 `register_loss`; `load_plugins` finds the file (no import line to add anywhere).
 Training strategies that need more than one loss on real embeddings (HDML) register a
 `Method` factory instead (see `hdml.methods`).
+
+Every plug-in owns its run-config section (`Section`: defaults, allowed values, nullable keys,
+value checks), so `hdml.config` knows no plug-in by name. Trainable pieces a plug-in adds to the
+model (a loss's proxies, HDML's generator) are `Part`s: built from a `Context`, moved to its
+device, given their own optimiser parameter groups and saved in the checkpoint by the method.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -18,26 +25,90 @@ from torch import nn
 LOSSES: dict[str, type[MetricLoss]] = {}
 
 
-class MetricLoss(nn.Module):
+@dataclass(frozen=True)
+class Context:
+    """What a plug-in may size its parameters by, known only once data and model exist."""
+
+    num_classes: int  # training classes (proxies, classifiers)
+    embedding_dim: int  # the head's output
+    feature_dim: int  # the backbone's output (what HDML's generator reconstructs)
+    device: torch.device
+
+
+# Builds a loss only to run its checks: parameters on the meta device take no memory and
+# draw no random numbers, so a config check changes nothing a run later depends on.
+CHECK_CONTEXT = Context(num_classes=2, embedding_dim=2, feature_dim=2, device=torch.device("meta"))
+
+
+@dataclass(frozen=True)
+class Section:
+    """A plug-in's run-config section: `defaults` fix its keys and types, `choices` the allowed
+    strings, `nullable` the types a key whose default is None accepts, `hints` extra words for
+    `hdml config --list`; `check` raises ValueError/ConfigError on values types cannot refuse."""
+
+    defaults: Mapping[str, Any]
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    nullable: Mapping[str, tuple[type, ...]] = field(default_factory=dict)
+    hints: Mapping[str, str] = field(default_factory=dict)
+    check: Callable[[dict[str, Any]], None] | None = None
+
+
+class Part(nn.Module):
+    """A trainable piece a method adds to the model. `param_groups` are its optimiser groups,
+    each with its own `lr`; a group with `scheduled: False` keeps its rate through the run's
+    `lr_milestones` (the others decay with the backbone's)."""
+
+    def param_groups(self, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+        return []
+
+
+class MetricLoss(Part):
     """A loss on a batch of (unnormalised) embeddings and their integer labels.
 
     `sampler` names the batch layout the loss expects (see `hdml.samplers`), `defaults`
-    the loss's own hyperparameters, configurable as `<name>.<key>` in a run config.
+    the loss's own hyperparameters, configurable as `<name>.<key>` in a run config, `choices`
+    and `nullable` what its keys accept, `hints` the ranges its own checks enforce, in words. A
+    loss with trainable parameters creates them from `context` and declares `lr_mult` in
+    `defaults`: its group's rate is `lr * lr_mult`.
     """
 
     name: ClassVar[str]
     sampler: ClassVar[str] = "m_per_class"
     defaults: ClassVar[dict[str, Any]] = {}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    nullable: ClassVar[dict[str, tuple[type, ...]]] = {}
+    hints: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, **hparams: Any) -> None:
+    def __init__(self, *, context: Context | None = None, **hparams: Any) -> None:
         super().__init__()
         unknown = set(hparams) - set(self.defaults)
         if unknown:
             raise ValueError(f"{self.name}: unknown hyperparameter(s) {sorted(unknown)}")
         self.hparams = {**self.defaults, **hparams}
+        self.context = context
+        for key, allowed in self.choices.items():
+            if self.hparams[key] not in allowed:
+                raise ValueError(f"{self.name}.{key}: must be one of {list(allowed)}, got {self.hparams[key]!r}")
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def section(cls) -> Section:
+        return Section(cls.defaults, cls.choices, cls.nullable, cls.hints, cls.check_hparams)
+
+    @classmethod
+    def check_hparams(cls, values: dict[str, Any]) -> None:
+        """The loss's own range checks, run by building it on `CHECK_CONTEXT`."""
+        cls(context=CHECK_CONTEXT, **values)
+
+    def param_groups(self, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return []
+        if "lr_mult" not in self.hparams:
+            raise TypeError(f"{self.name}: a loss with trainable parameters must declare `lr_mult` in its defaults")
+        return [{"params": params, "lr": cfg["lr"] * self.hparams["lr_mult"], "name": self.name}]
 
 
 def register_loss(cls: type[MetricLoss]) -> type[MetricLoss]:

@@ -120,7 +120,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
               overrides: dict[str, Any]) -> dict[str, Any]:
     out = Path(out)
     spec = get_dataset(dataset)
-    cfg = build_run_config(spec.defaults_for(method), overrides)
+    cfg = build_run_config(spec.defaults_for(method), overrides, method)
     out.mkdir(parents=True, exist_ok=True)
     header = {"dataset": dataset, "method": method, "seed": seed}
     write_text(out / "config.yaml", yaml.safe_dump({**header, **cfg}))

@@ -60,7 +60,9 @@ def test_set_syntax_errors():
 
 def float_keys() -> list[str]:
     """Every run-config key that holds a float (float default, or nullable float)."""
-    from hdml.config import NULLABLE, default_config
+    from hdml.config import default_config, rules_for
+
+    nullable = rules_for().nullable
 
     def walk(node: dict, prefix: str) -> list[str]:
         out = []
@@ -68,7 +70,7 @@ def float_keys() -> list[str]:
             dotted = f"{prefix}{key}"
             if isinstance(value, dict):
                 out += walk(value, f"{dotted}.")
-            elif isinstance(value, float) and not isinstance(value, bool) or float in NULLABLE.get(dotted, ()):
+            elif isinstance(value, float) and not isinstance(value, bool) or float in nullable.get(dotted, ()):
                 out.append(dotted)
         return out
 
@@ -97,7 +99,7 @@ def test_yaml_exponent_without_dot_is_a_number_in_a_workflow_config(tmp_path):
     from hdml.plan import validate_workflow_config
 
     text = ("data_root: d\nresults_dir: r\nreport_dir: p\nseeds: [0]\n"
-            "datasets: {digits: {methods: [triplet], train: {lr: 1e-3, hdml.alpha: 2e1, triplet.margin: 5E-1}}}\n")
+            "datasets: {digits: {methods: [hdml-triplet], train: {lr: 1e-3, hdml.alpha: 2e1, triplet.margin: 5E-1}}}\n")
     config = yaml.safe_load(text)
     assert config["datasets"]["digits"]["train"]["lr"] == "1e-3"  # the YAML 1.1 reading
     (run,) = validate_workflow_config(config)
@@ -115,3 +117,55 @@ def test_check_config_refuses_nan(tmp_path, capsys):
                     "datasets: {digits: {methods: [triplet], train: {lr: .nan}}}\n")
     assert main(["check-config", str(path)]) == 2
     assert "lr: must be a finite number, got nan" in capsys.readouterr().err
+
+
+def test_a_run_config_holds_only_its_methods_sections():
+    triplet = build_run_config({}, {}, "triplet")
+    assert "triplet" in triplet and not {"hdml", "npair", "contrastive", "proxyanchor"} & set(triplet)
+    hdml = build_run_config({}, {}, "hdml-npair")
+    assert {"hdml", "npair"} <= set(hdml) and not {"triplet", "contrastive"} & set(hdml)
+    assert hdml["hdml"]["block"] == 64 and hdml["npair"]["l2_reg"] == 3e-3
+
+
+@pytest.mark.parametrize("override", [{"hdml.alpha": 3.0}, {"hdml": {"alpha": 3.0}}])
+def test_another_methods_section_is_refused_naming_who_uses_it(override):
+    key = "hdml.alpha" if "hdml.alpha" in override else "hdml"
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: the hdml section belongs to hdml-npair, "
+                                          r"hdml-triplet, not to method triplet"):
+        build_run_config({}, override, "triplet")
+    with pytest.raises(ConfigError, match=r"^hdml\.alpah: unknown key"):
+        build_run_config({}, {"hdml.alpah": 3.0}, "hdml-triplet")
+
+
+def test_shared_train_settings_reach_only_the_methods_that_use_them():
+    from hdml.plan import validate_workflow_config
+
+    config = {"data_root": "d", "results_dir": "r", "report_dir": "p", "seeds": [0],
+              "datasets": {"digits": {"methods": ["triplet", "hdml-triplet"],
+                                      "train": {"steps": 5, "hdml": {"block": 8}, "triplet.margin": 0.5}}}}
+    runs = {run.method: run.overrides for run in validate_workflow_config(config)}
+    assert runs["triplet"] == {"steps": 5, "triplet.margin": 0.5}
+    assert runs["hdml-triplet"] == {"steps": 5, "hdml": {"block": 8}, "triplet.margin": 0.5}
+    # a method's own settings and a variant's are not filtered: a wrong section there is an error
+    config["datasets"]["digits"]["per_method"] = {"triplet": {"hdml.block": 4}}
+    with pytest.raises(ConfigError, match=r"per_method.triplet: hdml.block: the hdml section belongs to"):
+        validate_workflow_config(config)
+
+
+def test_adding_a_plugin_changes_no_other_methods_run_config(monkeypatch):
+    """The checkpoint fingerprint is the run config: a new loss must leave other runs' alone."""
+    from hdml.registry import LOSSES, MetricLoss
+
+    class Extra(MetricLoss):
+        name = "extra"
+        defaults = {"scale": 1.0, "mode": "a"}
+        choices = {"mode": ("a", "b")}
+
+    before = {m: build_run_config({}, {}, m) for m in ("triplet", "npair", "hdml-npair", "proxyanchor")}
+    everything = build_run_config({}, {})
+    monkeypatch.setitem(LOSSES, "extra", Extra)
+    assert {m: build_run_config({}, {}, m) for m in before} == before
+    assert build_run_config({}, {}, "extra")["extra"] == {"scale": 1.0, "mode": "a"}
+    assert build_run_config({}, {}) == {**everything, "extra": {"scale": 1.0, "mode": "a"}}
+    with pytest.raises(ConfigError, match=r"^extra.mode: must be one of \['a', 'b'\]"):
+        build_run_config({}, {"extra.mode": "c"}, "extra")

@@ -23,9 +23,7 @@ def tiny(overrides: dict, train_size: int | None = None) -> HDMLTriplet:
     cfg = default_config()
     merge(cfg, {"lr": 1e-2, "weight_decay": 1e-3, "batch_size": 12, **overrides})
     validate(cfg)
-    if train_size is None:
-        return build_method("hdml-triplet", model, cfg, 3)
-    return HDMLTriplet(model, cfg, 3, train_size=train_size)
+    return build_method("hdml-triplet", model, cfg, 3, train_size=train_size)
 
 
 def run(method: HDMLTriplet, steps: int) -> list[dict[str, float]]:

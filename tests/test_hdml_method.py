@@ -34,9 +34,7 @@ def tiny(name: str, overrides: dict | None = None, seed: int = 0, train_size: in
     cfg = default_config()
     merge(cfg, {"lr": 1e-2, "weight_decay": 1e-3, "hdml.gen_hidden": 16, **(overrides or {})})
     validate(cfg)
-    if train_size is None:
-        return build_method(name, model, cfg, 3)
-    return {"hdml-triplet": HDMLTriplet, "hdml-npair": HDMLNPair}[name](model, cfg, 3, train_size=train_size)
+    return build_method(name, model, cfg, 3, train_size=train_size)
 
 
 def batch(name: str, seed: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,3 +237,19 @@ def test_one_npair_step_on_a_random_googlenet() -> None:
     logs = method.step(x, torch.tensor([0, 1, 0, 1]))
     assert all(math.isfinite(v) for v in logs.values())
     assert any(not torch.equal(b, p) for b, p in zip(before, model.backbone.parameters()))
+
+
+def test_generator_and_classifier_are_own_groups_of_the_one_optimiser_outside_the_schedule() -> None:
+    """HDML's networks go through the same mechanism as a loss's parameters (`Part`): built from
+    the context, one optimiser, own rates; the lr milestones decay backbone and head only."""
+    method = tiny("hdml-npair", {"hdml.gen_lr": 0.02, "hdml.cls_lr": 0.003, "lr_milestones": [1], "lr_gamma": 0.5})
+    groups = {g.get("name", i): g for i, g in enumerate(method.opt.param_groups)}
+    assert set(groups) == {0, 1, "generator", "classifier"}
+    assert groups["generator"]["params"] == list(method.generator.parameters())
+    assert groups["classifier"]["params"] == list(method.classifier.parameters())
+    first = next(m for m in method.generator.modules() if isinstance(m, nn.Linear))
+    assert method.classifier.out_features == 3 and first.in_features == 4  # from the context: classes, embedding
+    method.step(*batch("hdml-npair"))
+    assert (groups[0]["lr"], groups[1]["lr"]) == (5e-3, 5e-3)
+    assert (groups["generator"]["lr"], groups["classifier"]["lr"]) == (0.02, 0.003)
+    assert set(method.state_dict()["parts"]) == {"loss", "nets"}

@@ -53,13 +53,13 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 def reference(method: HDMLMethod, x: torch.Tensor, y: torch.Tensor, part: str,
               loss_of: Callable[[dict[str, torch.Tensor]], torch.Tensor],
               patch: Callable[[HDMLMethod], None] | None = None) -> list[torch.Tensor]:
-    """Parameters of `part` after its own optimiser steps on d loss_of(losses) / d part,
-    computed on an independent copy of the method (optionally patched)."""
+    """Parameters of `part` after the method's optimiser steps on d loss_of(losses) / d part alone
+    (no other parameter has a gradient), computed on an independent copy of the method
+    (optionally patched)."""
     ref = copy.deepcopy(method)
     if patch:
         patch(ref)
-    module, opt = {"model": (ref.model, ref.opt), "generator": (ref.generator, ref.gen_opt),
-                   "classifier": (ref.classifier, ref.cls_opt)}[part]
+    module, opt = {"model": ref.model, "generator": ref.generator, "classifier": ref.classifier}[part], ref.opt
     plist = list(module.parameters())
     grads = torch.autograd.grad(loss_of(ref.losses(x, y)), plist, allow_unused=True)
     for p, g in zip(plist, grads):
@@ -115,7 +115,7 @@ def test_classifier_learns_from_real_features_only(name: str) -> None:
     ce = nn.functional.cross_entropy(ref.classifier(ref.model.features(x)), y)
     for p, g in zip(ref.classifier.parameters(), torch.autograd.grad(ce, list(ref.classifier.parameters()))):
         p.grad = g
-    ref.cls_opt.step()
+    ref.opt.step()
     want = params(ref.classifier)
     wrong = reference(method, x, y, "classifier", lambda L: L["j_cls"] + L["j_soft"])
     # same step with other synthetics (another generator, another hardness): same classifier update

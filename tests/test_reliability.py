@@ -131,3 +131,54 @@ def test_checkpoints_of_another_config_are_not_resumed(digits_root, tmp_path, ca
                       overrides=changed)
     assert "written with another run config" in caplog.text
     assert rerun["metrics"] == fresh["metrics"]
+
+
+def interrupt_before_the_end(out: Path) -> None:
+    """What a kill between the last two checkpoints leaves: no metrics, an older checkpoint."""
+    (out / "metrics.json").unlink()
+    sorted((out / "ckpt").glob("step-*.pt"))[-1].unlink()
+
+
+def test_resume_with_a_trainable_loss_is_identical(digits_root, tmp_path, monkeypatch):
+    """Proxy-Anchor's proxies and their Adam moments live in the checkpoint: resuming gives the
+    uninterrupted run's losses and metrics; a resume that forgets the proxies does not."""
+    import pandas as pd
+    import torch
+
+    from baselines.proxyanchor import ProxyAnchorLoss
+
+    overrides = {**SETS, "steps": 30, "eval_every": 0}
+    run = dict(root=digits_root, dataset="digits", method="proxyanchor", seed=0, overrides=overrides)
+    whole = train_run(out=tmp_path / "whole", **run)
+    out = tmp_path / "resumed"
+    train_run(out=out, **run)
+    interrupt_before_the_end(out)
+    state = torch.load(sorted((out / "ckpt").glob("step-*.pt"))[-1], weights_only=True)
+    assert state["step"] == 21 and state["method"]["parts"]["loss"]["proxies"].shape == (5, 16)
+    assert train_run(out=out, **run)["metrics"] == whole["metrics"]
+    assert pd.read_csv(out / "losses.csv").equals(pd.read_csv(tmp_path / "whole" / "losses.csv"))
+
+    interrupt_before_the_end(out)
+    monkeypatch.setattr(ProxyAnchorLoss, "load_state_dict", lambda self, *args, **kwargs: None)
+    train_run(out=out, **run)
+    assert not pd.read_csv(out / "losses.csv").equals(pd.read_csv(tmp_path / "whole" / "losses.csv"))
+
+
+def test_adding_a_loss_keeps_other_runs_checkpoints(digits_root, tmp_path, monkeypatch, caplog):
+    """A run config holds only its method's sections, so a new plug-in leaves the fingerprint of
+    a half-finished run alone and the run resumes."""
+    from hdml.registry import LOSSES, MetricLoss
+
+    class Extra(MetricLoss):
+        name = "extra"
+        defaults = {"scale": 1.0}
+
+    overrides = {**SETS, "steps": 30, "eval_every": 0}
+    first = train_run(root=digits_root, dataset="digits", method="npair", seed=0, out=tmp_path, overrides=overrides)
+    interrupt_before_the_end(tmp_path)
+    monkeypatch.setitem(LOSSES, "extra", Extra)
+    with caplog.at_level("INFO"):
+        resumed = train_run(root=digits_root, dataset="digits", method="npair", seed=0, out=tmp_path,
+                            overrides=overrides)
+    assert "resuming from" in caplog.text and "another run config" not in caplog.text
+    assert resumed["metrics"] == first["metrics"]

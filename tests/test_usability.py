@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from hdml.cli import main, parser
-from hdml.config import ConfigError, build_run_config, default_config, describe_keys
+from hdml.config import ConfigError, build_run_config, describe_keys, rules_for
 from hdml.datasets import DATASETS, cub200, dataset_names, get_dataset, sop
 from hdml.datasets.download import PrepareError
 from hdml.methods import method_names, method_sampler
@@ -23,8 +23,9 @@ from hdml.samplers import build_sampler
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = yaml.safe_load((REPO / "config/config.yaml").read_text())
-ALL_METHODS = ["angular", "contrastive", "ddml", "hdml-npair", "hdml-triplet", "lifted", "multisimilarity", "npair",
-               "semihard", "triplet"]
+PAPER_METHODS = ["angular", "contrastive", "ddml", "hdml-npair", "hdml-triplet", "lifted", "npair", "semihard",
+                 "triplet"]
+ALL_METHODS = method_names()  # every registered plug-in: a new one is covered without editing this file
 
 
 def hdml(*args: str) -> subprocess.CompletedProcess:
@@ -32,7 +33,7 @@ def hdml(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_every_method_is_listed():
-    assert method_names() == ALL_METHODS
+    assert set(PAPER_METHODS) <= set(ALL_METHODS) and ALL_METHODS == sorted(set(ALL_METHODS))
 
 
 def test_unknown_method_lists_every_method_with_a_did_you_mean(capsys):
@@ -126,14 +127,27 @@ def test_every_cli_option_has_help_text():
 
 
 def test_config_list_shows_key_default_and_allowed_values(capsys):
-    assert main(["config", "--list", "--dataset", "digits", "--method", "npair"]) == 0
+    assert main(["config", "--list", "--dataset", "digits", "--method", "hdml-npair"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line.split(None, 2)[1:] for line in lines[1:]}
     assert rows["batch_size"] == ["10", "integer > 0"]  # digits: one pair from each of its 5 classes
     assert rows["amp"] == ['"fp32"', "fp32 | tf32 | bf16"]
-    assert rows["hdml.lambda0"] == ["null", "number | null, in [0, 1)"]
+    assert rows["hdml.lambda0"] == ["null", "number | null, in [0, 1)"]  # declared by the HDML plug-in
     assert rows["tensorboard"] == ["false", "true | false"]
-    assert len(rows) == len(describe_keys(default_config()))
+    assert len(rows) == len(describe_keys(build_run_config({}, {}, "hdml-npair"), rules_for("hdml-npair")))
+    # only the method's own sections: HDML's and its base loss's
+    assert {key.split(".")[0] for key in rows if "." in key} == {"image", "hdml", "npair"}
+    assert main(["config", "--list", "--dataset", "digits", "--method", "triplet"]) == 0
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["triplet.reduction"] == ['"sum"', "sum | mean"]  # declared by the loss
+    assert not any(key.startswith(("hdml.", "npair.")) for key in rows)
+
+
+def test_config_prints_the_run_config_of_the_method(capsys):
+    assert main(["config", "--dataset", "digits", "--method", "triplet", "--set", "triplet.margin=0.5"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg == build_run_config(get_dataset("digits").defaults_for("triplet"), {"triplet.margin": 0.5}, "triplet")
+    assert cfg["triplet"]["margin"] == 0.5 and "hdml" not in cfg and cfg["batch_size"] == 30
 
 
 def test_faiss_import_info_is_silent_unless_very_verbose(tmp_path):
