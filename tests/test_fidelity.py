@@ -11,6 +11,7 @@ from torch import nn
 from hdml.config import default_config, merge, validate
 from hdml.generator import recon_loss, soft_loss
 from hdml.hdml_method import HDMLNPair, HDMLTriplet
+from hdml.methods import build_method
 from hdml.model import EmbeddingNet
 
 
@@ -20,13 +21,16 @@ def np_ce(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.log(np.exp(shifted).sum(1)) - shifted[np.arange(len(labels)), labels]
 
 
+NAMES = {HDMLNPair: "hdml-npair", HDMLTriplet: "hdml-triplet"}
+
+
 def method(cls: type, overrides: dict | None = None, seed: int = 0):
     torch.manual_seed(seed)
     model = EmbeddingNet(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 12)), 12, 4)
     cfg = default_config()
     merge(cfg, {"lr": 1e-2, "weight_decay": 1e-3, "hdml.gen_hidden": 16, "batch_size": 12, **(overrides or {})})
     validate(cfg)
-    return cls(model, cfg, 3, train_size=100)
+    return build_method(NAMES[cls], model, cfg, 3, train_size=100)
 
 
 def synthetic_features(m, x: torch.Tensor, labels: torch.Tensor) -> tuple[dict, np.ndarray]:
@@ -103,7 +107,7 @@ def test_softmax_term_changes_the_generator_gradient_under_the_paper_protocol(cl
         cfg = default_config()
         merge(cfg, {"protocol": "paper", "batch_size": len(labels), "hdml.softmax": softmax})
         validate(cfg)
-        m = cls(model, cfg, n_cls, train_size=100)
+        m = build_method(NAMES[cls], model, cfg, n_cls, train_size=100)
         x = torch.randn(len(labels), 6, generator=torch.Generator().manual_seed(5))
         g = torch.autograd.grad(m.losses(x, labels)["j_gen"], list(m.generator.parameters()))
         return torch.cat([t.flatten() for t in g])
