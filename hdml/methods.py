@@ -120,9 +120,11 @@ def lr_schedule(opt: torch.optim.Optimizer, cfg: dict) -> MilestoneLR:
 class Method:
     """One training step on a batch laid out as `sampler` says. Owns one optimiser `opt` (with
     `sched`) over the model and its `parts`, whose state the checkpoint holds by part name. A
-    registered `Method` class names itself in the report by `display_name`."""
+    registered `Method` class names itself in the report by `display_name` (and `paper_name`, as
+    `MetricLoss` does)."""
 
     display_name: ClassVar[str]
+    paper_name: ClassVar[str]
     sampler: str
     opt: torch.optim.Optimizer
     sched: MilestoneLR

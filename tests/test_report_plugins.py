@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from baselines.ddml import DDMLLoss
+from baselines.semihard import SemiHardTripletLoss
 from hdml import datasets
 from hdml.hdml_method import HDMLNPair
-from hdml.report import Inputs, Report, default_alpha, register_section, render, sections
+from hdml.report import Inputs, Report, default_alpha, paper_table, register_section, render, results_table, sections
 from hdml.report.page import note
 
 
@@ -97,3 +98,18 @@ def test_a_sweep_variant_with_several_configured_values_is_an_error(tmp_path):
     runs.to_csv(tmp_path / "runs.csv", index=False)
     with pytest.raises(ValueError, match=r"runs table: digits/hdml-npair/alpha=30 ran with alpha \[30.0, 30.0002\]"):
         render(tmp_path / "m.csv", tmp_path / "r", runs_csv=tmp_path / "runs.csv")
+
+
+def test_paper_name_puts_a_method_in_the_papers_row(monkeypatch):
+    """A method the report names otherwise fills the paper's row by its `paper_name`."""
+    monkeypatch.setattr(SemiHardTripletLoss, "display_name", "Semi-hard triplet")
+    summ = pd.DataFrame([{"dataset": "cub200", "method": "semihard", "variant": "default", "metric": "nmi",
+                          "mean": 0.5, "n": 3, "ci": 0.01}])
+    rows = {r[0].text: r for r in results_table(summ, paper_table(), "cub200", selected=False).rows}
+    assert "Semi-hard triplet" in rows and rows["Triplet hard"][2].text == "not run"
+    monkeypatch.setattr(SemiHardTripletLoss, "paper_name", "Triplet hard", raising=False)
+    rows = {r[0].text: r for r in results_table(summ, paper_table(), "cub200", selected=False).rows}
+    assert "Semi-hard triplet" not in rows
+    paper = paper_table()
+    nmi = paper[(paper.dataset == "cub200") & (paper.method == "Triplet hard") & (paper.metric == "nmi")].value.iloc[0]
+    assert [c.text for c in rows["Triplet hard"][1:5]] == ["3", "50.0 ± 1.0", f"{nmi:.1f}", f"{50 - nmi:+.1f}"]

@@ -1,5 +1,5 @@
 """What the report calls things, read from the plug-ins themselves: a method's `display_name`
-(its loss class or `Method` class; a method of the paper shows under its paper row's name), a
+(its loss class or `Method` class; `paper_name` where the paper's row says otherwise), a
 dataset's `DatasetSpec.title`, and HDML's default pulling factor `default_alpha`. A name without
 a plug-in (a folder from an older run) shows as it is. The paper's own facts stay here."""
 from __future__ import annotations
@@ -22,6 +22,12 @@ def plugin(method: str) -> Any:
 
 def display(method: str) -> str:
     return getattr(plugin(method), "display_name", None) or method
+
+
+def paper_row(method: str) -> str:
+    """The row of the paper's Tables 1-3 the method fills: its `paper_name` where the paper calls
+    it otherwise than the report does, else its display name."""
+    return getattr(plugin(method), "paper_name", None) or display(method)
 
 
 def dataset_title(dataset: str) -> str:

@@ -20,7 +20,7 @@ from hdml.aggregate import run_key
 from hdml.io import write_text
 from hdml.report.figures import Series, curve_grid, loss_grid, recall_grid, sweep_figure, tsne_figure
 from hdml.report.inputs import HDML_TERMS, LOSS_SMOOTH, SWEEPS, Inputs
-from hdml.report.names import DATASET_ORDER, PAPER_TABLE, dataset_sort, dataset_title, display, paper_alpha
+from hdml.report.names import DATASET_ORDER, PAPER_TABLE, dataset_sort, dataset_title, display, paper_alpha, paper_row
 from hdml.report.page import Report, note
 from hdml.report.stats import MIN_SEEDS
 from hdml.report.table import (
@@ -65,13 +65,13 @@ LOSS_SMOOTHING = f"each seed smoothed by a running mean over 1/{LOSS_SMOOTH} of 
 def method_order(methods, paper: pd.DataFrame) -> list[str]:
     """The paper's row order (Contrastive ... HDML (N-pair)), then any other method by name."""
     known = list(dict.fromkeys(paper.method))
-    return sorted(set(methods), key=lambda m: (known.index(display(m)) if display(m) in known else len(known),
+    return sorted(set(methods), key=lambda m: (known.index(paper_row(m)) if paper_row(m) in known else len(known),
                                                 display(m).lower()))
 
 
 def paper_values(paper: pd.DataFrame, dataset: str, method: str) -> dict[str, float]:
     """{metric: %} of `method` in the paper's table for `dataset`; empty where it has none."""
-    mine = paper[(paper.dataset == dataset) & (paper.method == display(method))]
+    mine = paper[(paper.dataset == dataset) & (paper.method == paper_row(method))]
     return {r.metric: float(r.value) for r in mine.itertuples()}
 
 
@@ -109,11 +109,11 @@ def results_table(summ: pd.DataFrame, paper: pd.DataFrame, dataset: str, selecte
     ref = paper[paper.dataset == dataset]
     labels_of = {}
     for method in rows.method.unique():
-        label = display(method)
+        label = paper_row(method)
         if label in labels_of:
             raise ValueError(f"methods {labels_of[label]!r} and {method!r} both display as {label!r}")
         labels_of[label] = method
-    ours = {(display(r.method), r.metric): r for r in rows.itertuples()}
+    ours = {(paper_row(r.method), r.metric): r for r in rows.itertuples()}
     seeds = rows.groupby("method")["n"].max()
     ours_metrics = set(rows.metric)
     compared = metric_order(set(ref.metric) | {m for m in ours_metrics if m.startswith("recall@")}
@@ -440,7 +440,7 @@ def protocol_section(rep: Report, data: Inputs) -> None:
             other = {r.metric: r for r in mine[mine.variant == PROTOCOL_VARIANT].itertuples()}
             for m in metric_order(set(code) | set(other)):
                 c, o = code.get(m), other.get(m)
-                ref = paper[(paper.dataset == dataset) & (paper.method == display(method)) & (paper.metric == m)]
+                ref = paper[(paper.dataset == dataset) & (paper.method == paper_row(method)) & (paper.metric == m)]
                 rows.append([dataset, display(method), metric_label(m),
                              with_n(c) if c else "not run", with_n(o) if o else "not run",
                              fmt_diff(100 * (o.mean - c.mean)) if c and o else DASH,
