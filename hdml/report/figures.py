@@ -3,7 +3,7 @@
 Small multiples rather than overlays: one panel per method (or setting), the other methods
 drawn thin and grey behind it for context and, for HDML, its base loss dashed, so that eight
 methods' bands never cover each other. A mean over seeds is a line, each seed a thin line or
-a point, and the 95% interval is shaded only from intervals.MIN_SEEDS seeds on; a panel whose
+a point, and the 95% interval is shaded only from stats.MIN_SEEDS seeds on; a panel whose
 seeds are too few says so in its title. The paper's value, where it has one, is a dotted line.
 Legends sit below the panels, never on the data. Metrics come in as fractions, drawn in %.
 """

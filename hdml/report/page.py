@@ -8,7 +8,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from hdml.io import write_text, write_with
 from hdml.report.figures import encode
@@ -29,7 +29,7 @@ class Report:
         self.toc.append((key, title))
         self.sections.append(f'<section id="{key}">\n<h2>{html.escape(title)}</h2>\n{body}\n</section>')
 
-    def figure(self, name: str, fig: plt.Figure, caption: str) -> str:
+    def figure(self, name: str, fig: Figure, caption: str) -> str:
         """Save `fig` as figures/NAME.png and .svg; inline the PNG, link both files."""
         files = encode(fig)
         for fmt, data in files.items():
