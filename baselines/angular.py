@@ -47,6 +47,7 @@ def angular_npair_term(anchors: torch.Tensor, positives: torch.Tensor, alpha_deg
 @register_loss
 class AngularLoss(MetricLoss):
     name = "angular"
+    display_name = "Angular"
     sampler = "npair"
     defaults = {"alpha": 45.0, "lambda": 2.0, "l2_reg": 3e-3, "normalize": True}
 

@@ -23,6 +23,7 @@ from hdml.registry import MetricLoss, register_loss
 @register_loss
 class ContrastiveLoss(MetricLoss):
     name = "contrastive"
+    display_name = "Contrastive"
     sampler = "m_per_class"
     defaults = {"margin": 1.0, "reduction": "mean"}
     choices = {"reduction": ("mean", "sum")}

@@ -48,6 +48,7 @@ def generalised_logistic(c: torch.Tensor, beta: float) -> torch.Tensor:
 @register_loss
 class DDMLLoss(MetricLoss):
     name = "ddml"
+    display_name = "DDML"
     sampler = "m_per_class"
     defaults = {"tau": 3.0, "beta": 2.0, "reduction": "mean"}
     choices = {"reduction": ("mean", "sum")}

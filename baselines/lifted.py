@@ -23,6 +23,7 @@ from hdml.registry import MetricLoss, register_loss
 @register_loss
 class LiftedLoss(MetricLoss):
     name = "lifted"
+    display_name = "Lifted"
     sampler = "m_per_class"
     defaults = {"margin": 1.0}
 

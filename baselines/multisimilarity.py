@@ -42,6 +42,7 @@ def log1p_sum_exp(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 @register_loss
 class MultiSimilarityLoss(MetricLoss):
     name = "multisimilarity"
+    display_name = "Multi-Similarity"
     sampler = "m_per_class"
     defaults = {"alpha": 2.0, "beta": 50.0, "lambda": 1.0, "epsilon": 0.1}
 

@@ -41,6 +41,7 @@ def npair_loss(anchors: torch.Tensor, positives: torch.Tensor, l2_reg: float) ->
 @register_loss
 class NPairLoss(MetricLoss):
     name = "npair"
+    display_name = "N-pair"
     sampler = "npair"
     defaults = {"l2_reg": 3e-3}
 

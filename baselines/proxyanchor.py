@@ -39,6 +39,7 @@ def log1p_sum_exp(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 @register_loss
 class ProxyAnchorLoss(MetricLoss):
     name = "proxyanchor"
+    display_name = "Proxy-Anchor"
     sampler = "m_per_class"
     defaults = {"alpha": 32.0, "margin": 0.1, "lr_mult": 100.0}
     hints = {"alpha": ">= 0", "margin": ">= 0", "lr_mult": "> 0"}

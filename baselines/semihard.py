@@ -28,6 +28,7 @@ from hdml.registry import MetricLoss, register_loss
 @register_loss
 class SemiHardTripletLoss(MetricLoss):
     name = "semihard"
+    display_name = "Triplet hard"
     sampler = "m_per_class"
     defaults = {"margin": 0.2, "normalize": True, "reduction": "sum", "fallback": "easiest"}
     choices = {"reduction": ("sum", "mean"), "fallback": ("easiest", "skip")}

@@ -25,6 +25,7 @@ def split_triplets(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 @register_loss
 class TripletLoss(MetricLoss):
     name = "triplet"
+    display_name = "Triplet"
     sampler = "triplet"
     defaults = {"margin": 1.0, "reduction": "sum"}
     choices = {"reduction": ("sum", "mean")}

@@ -278,6 +278,7 @@ class HDMLTriplet(HDMLMethod):
     """Batch [anchors; positives; negatives]; one synthetic negative per triplet."""
 
     sampler = "triplet"
+    display_name = "HDML (Triplet)"
     default_alpha = 7.0
     loss_class = TripletLoss
 
@@ -299,6 +300,7 @@ class HDMLNPair(HDMLMethod):
     pulled toward a_i (the authors' layout). J_syn: each anchor against its own tile row."""
 
     sampler = "npair"
+    display_name = "HDML (N-pair)"
     default_alpha = 90.0
     loss_class = NPairLoss
 

@@ -7,7 +7,7 @@ one optimiser, each in its own parameter groups, and its checkpoint state.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 
@@ -119,8 +119,12 @@ def lr_schedule(opt: torch.optim.Optimizer, cfg: dict) -> MilestoneLR:
 
 class Method:
     """One training step on a batch laid out as `sampler` says. Owns one optimiser `opt` (with
-    `sched`) over the model and its `parts`, whose state the checkpoint holds by part name."""
+    `sched`) over the model and its `parts`, whose state the checkpoint holds by part name. A
+    registered `Method` class names itself in the report by `display_name` (and `paper_name`, as
+    `MetricLoss` does)."""
 
+    display_name: ClassVar[str]
+    paper_name: ClassVar[str]
     sampler: str
     opt: torch.optim.Optimizer
     sched: MilestoneLR

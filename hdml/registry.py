@@ -65,6 +65,8 @@ class Part(nn.Module):
 class MetricLoss(Part):
     """A loss on a batch of (unnormalised) embeddings and their integer labels.
 
+    `display_name` is the loss's name in the report, `paper_name` the row of the paper's tables it
+    fills where the paper calls it otherwise (unset: the display name, or no row),
     `sampler` names the batch layout the loss expects (see `hdml.samplers`), `defaults`
     the loss's own hyperparameters, configurable as `<name>.<key>` in a run config, `choices`
     and `nullable` what its keys accept, `hints` the ranges its own checks enforce, in words. A
@@ -73,6 +75,8 @@ class MetricLoss(Part):
     """
 
     name: ClassVar[str]
+    display_name: ClassVar[str]
+    paper_name: ClassVar[str]
     sampler: ClassVar[str] = "m_per_class"
     defaults: ClassVar[dict[str, Any]] = {}
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}

@@ -326,12 +326,12 @@ def test_report_section_renders_the_ledger_summary(tmp_path) -> None:
                     "<!-- backbone rows -->\n| k of k-means | c | documented difference |\n")
     (tmp_path / "out" / "tables").mkdir(parents=True)
     rep = Report(tmp_path / "out")
-    fidelity_section(rep, path)
+    fidelity_section(rep, ledger=path)
     html = rep.sections[0]
     assert rep.toc == [("fidelity", "Fidelity to the authors' code")] and "3 elements" in html
     md = (tmp_path / "out" / "tables" / "fidelity.md").read_text()
     assert "| match | 2 | J_gen; J_soft |" in md and "| documented difference | 1 | k of k-means |" in md
     assert "| follows paper | 0 |" in md
     missing = Report(tmp_path / "out")
-    fidelity_section(missing, tmp_path / "none.md")
+    fidelity_section(missing, ledger=tmp_path / "none.md")
     assert "No fidelity ledger" in missing.sections[0]

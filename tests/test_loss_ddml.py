@@ -189,7 +189,7 @@ def test_one_step_on_a_random_googlenet():
 
 
 def test_report_puts_our_ddml_beside_the_papers_row():
-    """The method name maps to the paper's 'DDML' row (hdml.report.DISPLAY): ours, the paper's 47.3
+    """The method name maps to the paper's 'DDML' row (DDMLLoss.display_name): ours, the paper's 47.3
     NMI on CUB-200-2011 and the difference in one row, in the paper's row order."""
     import pandas as pd
 

@@ -21,8 +21,8 @@ from test_aggregate import aggregate_all, make_results, write_embeddings
 from threadpoolctl import threadpool_limits
 
 from hdml.cli import main
-from hdml.figures import Series, curve_grid, encode, loss_grid, recall_grid, sweep_figure
-from hdml.intervals import ci95, summary
+from hdml.report.figures import Series, curve_grid, encode, loss_grid, recall_grid, sweep_figure
+from hdml.report.stats import ci95, summary
 from hdml.report import (check_variant_settings, default_alpha, fmt_mean_ci, method_order, method_series, paper_table,
                          pick_embeddings, read_losses, render, results_table, tex, tsne_figure)
 

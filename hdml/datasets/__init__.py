@@ -25,7 +25,7 @@ class DatasetSpec:
     one batch layout (`npair`, `triplet`, `m_per_class`, see `hdml.samplers`), because a
     batch that suits one layout can need more classes than a small dataset has in another.
     `files` describes, for `hdml prepare --help` and download hints, what to fetch by hand:
-    each entry (name, size, md5)."""
+    each entry (name, size, md5). `title` is the dataset's name in the report."""
 
     name: str
     prepare: Preparer
@@ -33,6 +33,7 @@ class DatasetSpec:
     run_defaults: dict[str, Any] = field(default_factory=dict)
     layout_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: tuple[tuple[str, str, str], ...] = ()
+    title: str = ""
 
     def defaults_for(self, method: str) -> dict[str, Any]:
         """The dataset's run-config defaults for one method (its batch layout's added)."""

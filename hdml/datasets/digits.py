@@ -45,6 +45,7 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
 register(
     DatasetSpec(
         name="digits",
+        title="Digits (embedded demo)",
         prepare=prepare,
         channels=1,
         run_defaults={

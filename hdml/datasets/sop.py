@@ -63,4 +63,5 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
                       expected=EXPECTED, official=official)
 
 
-register(DatasetSpec(name=NAME, prepare=prepare, files=FILES, run_defaults={"lr": 2e-5}))
+register(DatasetSpec(name=NAME, title="Stanford Online Products", prepare=prepare, files=FILES,
+                     run_defaults={"lr": 2e-5}))

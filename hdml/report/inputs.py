@@ -1,0 +1,134 @@
+"""The report's inputs, checked: the long tables of `hdml aggregate`, the runs' losses.csv, and the
+paper's published numbers. A bad file is a ValueError naming it."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hdml.aggregate import COSTS_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, RUNS_COLUMNS, run_key
+from hdml.report.names import dataset_sort
+from hdml.report.stats import summary
+
+
+def paper_table() -> pd.DataFrame:
+    """The paper's Tables 1-3 (dataset, method as the paper's row, metric, value in %)."""
+    with resources.files("hdml").joinpath("data/paper_tables.csv").open() as fh:
+        return pd.read_csv(fh)
+
+
+def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
+    table = pd.read_csv(path, keep_default_na=True)
+    if list(table.columns) != columns:
+        raise ValueError(f"{path}: header must be {','.join(columns)}; got {','.join(map(str, table.columns))}")
+    return table
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    table = read_table(path, METRICS_COLUMNS)
+    bad = ~table.value.between(0, 1)
+    if bad.any():
+        r = table[bad].iloc[0]
+        raise ValueError(f"{path}: {r.dataset}/{r.method}/{r.variant}/seed{r.seed} {r.metric} = {r.value}; "
+                         f"values must be fractions in [0, 1]")
+    table["variant"] = table.variant.astype(str)
+    return table
+
+# Swept run-config keys of HDML (runs.csv columns): variants named KEY=VALUE, plotted at the
+# value their runs were configured with; the name's value must agree with it.
+SWEEPS = {"alpha": "α (pulling factor)", "lambda0": "λ0 (fixed hardness, no adaptation)"}
+
+
+def variant_value(variant: str, param: str) -> float:
+    text = variant.split("=", 1)[1]
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"variant {variant!r}: {param} must be a number") from None
+
+
+def check_variant_settings(runs: pd.DataFrame, source: Path) -> None:
+    """A sweep or protocol variant's name must match what its runs were configured with: the
+    figures plot the configured value, the tables and file names show the name."""
+    for r in runs.itertuples():
+        key, _, text = str(r.variant).partition("=")
+        if key not in (*SWEEPS, "protocol"):
+            continue
+        got = getattr(r, key)
+        same = str(got) == text if key == "protocol" else (pd.notna(got) and np.isclose(float(got),
+                                                                                         variant_value(r.variant, key)))
+        if not same:
+            raise ValueError(f"{source}: {r.dataset}/{r.method}/{r.variant}/seed{r.seed} ran with {key} = {got}; "
+                             f"the variant name says {text}")
+
+
+LOSS_SMOOTH = 40  # a running mean over 1/40 of the steps: a readable line at 200 or 8,000 steps
+LOSS_POINTS = 400  # per run, at most: keeps the SVGs small
+# HDML's own terms in losses.csv (beside J_m), as the spec names them; the rest is bookkeeping.
+HDML_TERMS = {"j_syn": "J_syn (synthetics)", "j_gen": "J_gen (generator)", "j_recon": "J_recon",
+              "j_soft": "J_soft", "j_cls": "J_cls (classifier)", "lambda0": "λ0 (hardness)"}
+
+
+def read_losses(paths: list[Path]) -> pd.DataFrame | None:
+    """Losses per step of each run (long: dataset, method, variant, seed, step, metric, value),
+    each smoothed by a running mean over 1/LOSS_SMOOTH of the run's steps: `j_m`, the metric loss
+    (a baseline's `loss`), and HDML's HDML_TERMS."""
+    frames = []
+    for path in map(Path, paths):
+        key = run_key(path.parent)
+        table = pd.read_csv(path)
+        column = "j_m" if "j_m" in table.columns else "loss"
+        if not {"step", column} <= set(table.columns) or table.empty:
+            raise ValueError(f"{path}: needs rows and the columns step and loss (or j_m); "
+                             f"got {','.join(map(str, table.columns))}")
+        table = table.sort_values("step")
+        terms = {column: "j_m", **{t: t for t in HDML_TERMS if t in table.columns}}
+        smooth = table[list(terms)].rolling(max(1, round(len(table) / LOSS_SMOOTH)), min_periods=1).mean()
+        smooth = smooth.rename(columns=terms).assign(step=table.step.to_numpy())
+        smooth = smooth.iloc[::math.ceil(len(table) / LOSS_POINTS)]
+        frames.append(smooth.melt(id_vars="step", var_name="metric", value_name="value").assign(**key))
+    if not frames:
+        return None
+    out = pd.concat(frames, ignore_index=True)
+    out["variant"] = out.variant.astype(str)
+    return out
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a section builder may draw on, read and checked once. `summ`: mean, CI and
+    seed count per (dataset, method, variant, metric); `datasets` in the paper's order."""
+
+    metrics: pd.DataFrame
+    summ: pd.DataFrame
+    paper: pd.DataFrame
+    datasets: list[str]
+    curves: pd.DataFrame | None = None
+    runs: pd.DataFrame | None = None
+    costs: pd.DataFrame | None = None
+    losses: pd.DataFrame | None = None
+    embeddings: tuple[Path, ...] = ()
+
+
+def load_inputs(metrics_csv: Path, curves_csv: Path | None = None, runs_csv: Path | None = None,
+                costs_csv: Path | None = None, embeddings: list[Path] | None = None,
+                losses: list[Path] | None = None) -> Inputs:
+    metrics = read_metrics(Path(metrics_csv))
+    for variant in metrics.variant.unique():  # a sweep variant names a number, with or without runs.csv
+        if (key := variant.partition("=")[0]) in SWEEPS:
+            variant_value(variant, key)
+    curves = read_table(Path(curves_csv), CURVES_COLUMNS) if curves_csv else None
+    if curves is not None:
+        curves["variant"] = curves.variant.astype(str)
+    runs = read_table(Path(runs_csv), RUNS_COLUMNS) if runs_csv else None
+    if runs is not None:
+        runs["variant"] = runs.variant.astype(str)
+        check_variant_settings(runs, Path(runs_csv))
+    return Inputs(metrics=metrics, summ=summary(metrics, ["dataset", "method", "variant", "metric"]),
+                  paper=paper_table(), datasets=dataset_sort(metrics.dataset), curves=curves, runs=runs,
+                  costs=read_table(Path(costs_csv), COSTS_COLUMNS) if costs_csv else None,
+                  losses=read_losses(losses or []), embeddings=tuple(Path(p) for p in embeddings or []))

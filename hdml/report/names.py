@@ -1,0 +1,47 @@
+"""What the report calls things, read from the plug-ins themselves: a method's `display_name`
+(its loss class or `Method` class; `paper_name` where the paper's row says otherwise), a
+dataset's `DatasetSpec.title`, and HDML's default pulling factor `default_alpha`. A name without
+a plug-in (a folder from an older run) shows as it is. The paper's own facts stay here."""
+from __future__ import annotations
+
+from typing import Any
+
+from hdml.datasets import get_dataset
+from hdml.methods import METHODS
+from hdml.registry import LOSSES, load_plugins
+
+DATASET_ORDER = ["cub200", "cars196", "sop", "digits"]
+PAPER_TABLE = {"cub200": 1, "cars196": 2, "sop": 3}  # the paper's table number per dataset
+
+
+def plugin(method: str) -> Any:
+    """The class registered as `method` (a `Method` or a `MetricLoss`), or None."""
+    load_plugins()
+    return METHODS.get(method) or LOSSES.get(method)
+
+
+def display(method: str) -> str:
+    return getattr(plugin(method), "display_name", None) or method
+
+
+def paper_row(method: str) -> str:
+    """The row of the paper's Tables 1-3 the method fills: its `paper_name` where the paper calls
+    it otherwise than the report does, else its display name."""
+    return getattr(plugin(method), "paper_name", None) or display(method)
+
+
+def dataset_title(dataset: str) -> str:
+    try:
+        return get_dataset(dataset).title or dataset
+    except KeyError:
+        return dataset
+
+
+def paper_alpha(method: str) -> float | None:
+    """The method's own default pulling factor, used where a run's config leaves hdml.alpha null."""
+    value = getattr(plugin(method), "default_alpha", None)
+    return None if value is None else float(value)
+
+
+def dataset_sort(names) -> list[str]:
+    return sorted(set(names), key=lambda d: (DATASET_ORDER.index(d) if d in DATASET_ORDER else 99, d))
