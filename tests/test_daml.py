@@ -236,3 +236,23 @@ def test_one_step_on_a_random_googlenet(name: str, labels: list[int]) -> None:
     logs = method.step(x, torch.tensor(labels))
     assert all(math.isfinite(v) for v in logs.values()) and logs["j_gen"] > 0
     assert not same(params(model.backbone), before) and not same(params(method.generator), gen_before)
+
+
+def test_report_puts_daml_beside_the_papers_rows() -> None:
+    """`daml-triplet` / `daml-npair` map to the paper's 'DAML (Triplet)' / 'DAML (N-pair)' rows:
+    ours, the paper's CUB-200-2011 NMI (51.3, 61.3) and the difference, in the paper's row order."""
+    import pandas as pd
+
+    from hdml.report import paper_table, results_table
+
+    summ = pd.DataFrame([{"dataset": "cub200", "method": m, "variant": "default", "metric": "nmi", "mean": v,
+                          "n": 3, "ci": 0.01} for m, v in (("daml-triplet", 0.50), ("daml-npair", 0.60),
+                                                           ("hdml-npair", 0.62))])
+    table = results_table(summ, paper_table(), "cub200", selected=False)
+    header = table.flat_header()
+    order = [row[0].text for row in table.rows]
+    assert order.index("DAML (Triplet)") < order.index("DAML (N-pair)") < order.index("HDML (N-pair)")
+    rows = {row[0].text: dict(zip(header, [cell.text for cell in row], strict=True)) for row in table.rows}
+    got = {k: (rows[k]["NMI ours"], rows[k]["NMI paper"], rows[k]["NMI Δ"])
+           for k in ("DAML (Triplet)", "DAML (N-pair)")}
+    assert got == {"DAML (Triplet)": ("50.0 ± 1.0", "51.3", "-1.3"), "DAML (N-pair)": ("60.0 ± 1.0", "61.3", "-1.3")}
