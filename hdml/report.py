@@ -29,6 +29,7 @@ from hdml.aggregate import COSTS_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, RUNS_
 from hdml.figures import Series, curve_grid, encode, loss_grid, recall_grid, sweep_figure  # noqa: E402
 from hdml.intervals import MIN_SEEDS, shown, summary  # noqa: E402
 from hdml.io import write_text, write_with  # noqa: E402
+from hdml.report_synthetic import synthetic_section  # noqa: E402
 
 DISPLAY = {
     "contrastive": "Contrastive", "ddml": "DDML", "lifted": "Lifted", "angular": "Angular",
@@ -557,6 +558,7 @@ def render(metrics_csv: Path, out_dir: Path, curves_csv: Path | None = None, run
         sweep_section(rep, summ, metrics, runs, datasets, param)
     tsne_section(rep, [Path(p) for p in embeddings or []])
     protocol_section(rep, summ, paper, datasets)
+    synthetic_section(rep, summ)
     other_variants_section(rep, summ)
     costs_section(rep, costs)
 
