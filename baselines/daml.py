@@ -156,9 +156,6 @@ class DAMLMethod(Method):
         """(a, p, n, n_syn) rows aligned over the tuples whose synthetic negative J_gen scores."""
         raise NotImplementedError
 
-    def real_loss(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.loss(z, labels)
-
     def synthetic_loss(self, z: torch.Tensor, n_syn: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -167,7 +164,7 @@ class DAMLMethod(Method):
         self.model.train()
         self.generator.train()
         z = self.model(x)
-        j_m = self.real_loss(z, labels) + weight_penalty(self.model, self.cfg["weight_decay"])
+        j_m = self.loss(z, labels) + weight_penalty(self.model, self.cfg["weight_decay"])
         a, p, n, n_syn = self.tuples(z)
         g = generator_losses(a, p, n, n_syn, margin=self.h["margin"], protocol=self.protocol)
         j_gen = g["j_hard"] + self.h["lambda1"] * g["j_reg"] + self.h["lambda2"] * g["j_adv"]
