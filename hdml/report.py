@@ -558,7 +558,7 @@ def render(metrics_csv: Path, out_dir: Path, curves_csv: Path | None = None, run
         sweep_section(rep, summ, metrics, runs, datasets, param)
     tsne_section(rep, [Path(p) for p in embeddings or []])
     protocol_section(rep, summ, paper, datasets)
-    synthetic_section(rep, summ)
+    synthetic_section(rep, summ, loss_table)
     other_variants_section(rep, summ)
     costs_section(rep, costs)
 

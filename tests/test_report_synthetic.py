@@ -61,3 +61,19 @@ def test_no_pair_no_section(tmp_path: Path) -> None:
     s = summ()
     synthetic_section(rep, s[~s.method.isin(["daml-triplet", "daml-npair"])])
     assert rep.sections == []
+
+
+def test_generator_curves_drawn_per_dataset(tmp_path: Path) -> None:
+    """With losses, one figure of J_gen / J_syn per dataset, rows for the DAML and HDML methods only."""
+    from hdml.report import Report
+
+    (tmp_path / "tables").mkdir()
+    losses = pd.DataFrame([{"dataset": "digits", "method": m, "variant": "default", "seed": seed, "step": step,
+                            "metric": t, "value": 1.0 / step + seed}
+                           for m in ("daml-triplet", "hdml-triplet", "triplet") for seed in (0, 1, 2)
+                           for step in (1, 2, 3) for t in ("j_gen", "j_syn", "j_m")])
+    rep = Report(tmp_path)
+    synthetic_section(rep, summ(), losses)
+    assert (tmp_path / "figures" / "synthetic-losses_digits.png").exists()
+    assert rep.toc == [("synthetic", "Synthetic hard samples, side by side")]
+    assert 'id="fig-synthetic-losses_digits"' in rep.sections[0]
