@@ -14,12 +14,13 @@ while the metric (backbone + head) trains on real and synthetic tuples. One step
   z = head(backbone(x)); real tuples (a, p, n) from z
   n~ = G([a; p; n])                                  (the N-pair variant: one per anchor-negative pair)
   J_gen(n~)                                          -> generator only
-  J_metric = J_m(a, p, n) + weight penalty + lambda J_m(a, p, n~)   -> backbone + head
+  J_metric = J_m(a, p, n) + weight penalty + lambda J_m(a, p, n~)   -> backbone + head (protocol paper)
 Each loss's gradient is taken with torch.autograd.grad over its own parameters only, as HDML
 does (hdml/hdml_method.py); J_metric's gradient flows through G into z, G itself is not moved by it.
 For the first `daml.warmup` fraction of the run the metric trains on real tuples alone and G
-is not updated: the paper's "pre-train the metric, then train both jointly" (its length is
-not stated in the paper [unverified]; the public code's 20 of 100 epochs gives 0.2).
+is not updated: the paper's procedure as third-party summaries state it (pre-train the metric,
+then train both jointly) [unverified], its length unknown; the public code's 20 of 100 epochs
+gives 0.2.
 
 N-pair: anchor i's negatives are the other pairs' positives p_j (j != i); G makes
 n~_ij = G([a_i; p_i; p_j]) for every j != i, and the synthetic tuple of anchor i is its own
