@@ -60,9 +60,16 @@ def test_paper_config_plans_the_papers_grid():
     paper = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/paper.yaml").read_text())
     runs = validate_workflow_config(paper)
     table = [r for r in runs if r.variant == "default"]
-    assert {r.dataset for r in table} == {"cub200", "cars196", "sop"} and len(table) == 3 * 9 * 3
+    assert {r.dataset for r in table} == {"cub200", "cars196", "sop"} and len(table) == 3 * 11 * 3
+    from hdml.report import display, paper_table
+
+    for dataset in ("cub200", "cars196", "sop"):  # every row of the paper's Tables 1-3 is trained
+        papers = paper_table()
+        assert {display(r.method) for r in table if r.dataset == dataset} == set(
+            papers[papers.dataset == dataset].method)
     by = {(r.dataset, r.method, r.seed): r.overrides for r in table}
-    assert by[("cars196", "hdml-npair", 0)]["batch_size"] == 128 and by[("cars196", "triplet", 0)]["batch_size"] == 120
+    assert by[("cars196", "hdml-npair", 0)]["batch_size"] == 128 == by[("sop", "daml-npair", 0)]["batch_size"]
+    assert by[("cars196", "triplet", 0)]["batch_size"] == 120
     assert by[("cub200", "npair", 0)]["lr"] == 6e-5 and by[("cub200", "npair", 0)]["npair"]["l2_reg"] == 1.5e-2
     assert by[("sop", "hdml-npair", 0)]["hdml"]["beta"] == 5e4 and by[("sop", "npair", 0)]["eval_ks"][-1] == 1000
     variants = {r.variant for r in runs}

@@ -23,6 +23,7 @@ from hdml.report.inputs import HDML_TERMS, LOSS_SMOOTH, SWEEPS, Inputs
 from hdml.report.names import DATASET_ORDER, PAPER_TABLE, dataset_sort, dataset_title, display, paper_alpha, paper_row
 from hdml.report.page import Report, note
 from hdml.report.stats import MIN_SEEDS
+from hdml.report.synthetic import synthetic_section
 from hdml.report.table import (
     DASH,
     Cell,
@@ -505,7 +506,13 @@ def fmt_mb(x: float) -> str:
     return DASH if not np.isfinite(x) else f"{x:.0f}"
 
 
+def synthetic_samples_section(rep: Report, data: Inputs) -> None:
+    """DAML against HDML on the same base loss (hdml/report/synthetic.py), when both ran."""
+    synthetic_section(rep, data.summ, data.losses)
+
+
 # The page, in order; `register_section` appends to it.
 SECTIONS: list[SectionBuilder] = [dataset_sections, fidelity_section, ablation_section, alpha_sweep_section,
-                                  lambda0_sweep_section, tsne_section, protocol_section, other_variants_section,
+                                  lambda0_sweep_section, tsne_section, protocol_section, synthetic_samples_section,
+                                  other_variants_section,
                                   costs_section]

@@ -1,0 +1,255 @@
+"""DAML: Deep Adversarial Metric Learning (Duan, Zheng, Lin, Lu & Zhou, CVPR 2018), on the
+triplet and the N-pair loss: `daml-triplet` and `daml-npair`, settings in the `daml` section.
+
+A hard-negative generator G (an MLP in embedding space) maps the concatenated anchor,
+positive and negative embeddings [x; x+; x-] to a synthetic negative x~- and is trained on
+
+    J_gen = J_hard + lambda1 J_reg + lambda2 J_adv
+    J_hard = ||x~- - x||^2              (close to the anchor: hard)
+    J_reg  = ||x~- - x-||^2             (close to the negative it came from: still a negative)
+    J_adv  = [ ||x~- - x||^2 - ||x+ - x||^2 - margin ]_+   (adversarial to the metric: the
+                                          synthetic negative nearer the anchor than the positive)
+
+while the metric (backbone + head) trains on real and synthetic tuples. One step, one forward:
+  z = head(backbone(x)); real tuples (a, p, n) from z
+  n~ = G([a; p; n])                                  (the N-pair variant: one per anchor-negative pair)
+  J_gen(n~)                                          -> generator only
+  J_metric = J_m(a, p, n) + weight penalty + lambda J_m(a, p, n~)   -> backbone + head (protocol paper)
+Each loss's gradient is taken with torch.autograd.grad over its own parameters only, as HDML
+does (hdml/hdml_method.py); J_metric's gradient flows through G into z, G itself is not moved by it.
+For the first `daml.warmup` fraction of the run the metric trains on real tuples alone and G
+is not updated: the paper's procedure as third-party summaries state it (pre-train the metric,
+then train both jointly) [unverified], its length unknown; the public code's 20 of 100 epochs
+gives 0.2.
+
+N-pair: anchor i's negatives are the other pairs' positives p_j (j != i); G makes
+n~_ij = G([a_i; p_i; p_j]) for every j != i, and the synthetic tuple of anchor i is its own
+p_i among the n~_ij (HDML's N x N tile with the diagonal kept real).
+
+Protocols (`protocol`), following docs/fidelity.md "DAML (Duan et al. 2018)":
+- paper: J_gen summed over the tuples (the paper's sum over i), G's last layer linear
+  [unverified], J_metric = J_m(real) + lambda J_m(synthetic) with lambda = 1 [unverified].
+- code (the public Chainer implementation, anonymous1computervision/DAML, lib/common/utils.py:
+  `lossfun_one_batch`): J_hard, J_reg means over the tuples, J_adv a mean halved, G's output
+  passed through ReLU, and after the warm-up the metric trains on the synthetic tuples alone.
+Both: G is two fully connected layers of the embedding's width (3d -> d -> d, ReLU between),
+weights drawn from N(0, 0.02), biases 0 (code: lib/models/net.py; the paper's sizes
+[unverified]); lambda1 = lambda2 = 1 (code; the paper's values [unverified]); margin 1 (code's
+alpha); G's rate = lr * `daml.gen_lr_mult` (code: lr / 10), outside the lr schedule.
+The code's further choices are not reproduced (docs/fidelity.md): a two-layer "discriminator"
+on top of the embedding after the warm-up, and the backbone's rate dropped to lr / 1000 then.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from baselines.npair import NPairLoss
+from baselines.triplet import TripletLoss, split_triplets
+from hdml.config import ConfigError
+from hdml.methods import Method, build_loss, lr_schedule, metric_optimizer, register_method, weight_penalty
+from hdml.model import EmbeddingNet
+from hdml.registry import Context, Part, Section
+
+DAML_DEFAULTS: dict[str, Any] = {
+    "lambda": 1.0,  # weight of J_m on synthetic tuples (protocol paper) [unverified]
+    "lambda1": 1.0,  # J_reg (code; paper [unverified])
+    "lambda2": 1.0,  # J_adv (code; paper [unverified])
+    "margin": 1.0,  # alpha of J_adv (code)
+    "gen_lr_mult": 0.1,  # generator rate = lr * gen_lr_mult (code: lr / 10)
+    "warmup": 0.2,  # fraction of the run's steps the metric trains alone (code: 20 of 100 epochs)
+}
+
+
+def check_hparams(h: dict[str, Any]) -> None:
+    """Value checks of the `daml` section, naming the key."""
+    rules = {
+        "lambda": (h["lambda"] >= 0, ">= 0"),
+        "lambda1": (h["lambda1"] >= 0, ">= 0"),
+        "lambda2": (h["lambda2"] >= 0, ">= 0"),
+        "margin": (h["margin"] >= 0, ">= 0"),
+        "gen_lr_mult": (h["gen_lr_mult"] > 0, "> 0"),
+        "warmup": (0 <= h["warmup"] < 1, "in [0, 1)"),
+    }
+    for key, (ok, what) in rules.items():
+        if not (ok and math.isfinite(h[key])):
+            raise ConfigError(f"daml.{key}: must be {what}, got {h[key]!r}")
+
+
+DAML_SECTION = Section(DAML_DEFAULTS, hints={"warmup": "in [0, 1)", "gen_lr_mult": "> 0"}, check=check_hparams)
+
+
+class HardNegativeGenerator(Part):
+    """G([x; x+; x-]) -> x~-: 3d -> d -> d, ReLU after the first layer and, protocol code, after the
+    last; optimiser group at lr * `daml.gen_lr_mult`, outside the run's lr schedule."""
+
+    def __init__(self, context: Context, out_relu: bool) -> None:
+        super().__init__()
+        d = context.embedding_dim
+        self.l0 = nn.Linear(3 * d, d, device=context.device)
+        self.l1 = nn.Linear(d, d, device=context.device)
+        self.out_relu = out_relu
+        for layer in (self.l0, self.l1):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        out = self.l1(torch.relu(self.l0(torch.cat([a, p, n], dim=-1))))
+        return torch.relu(out) if self.out_relu else out
+
+    def param_groups(self, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"params": list(self.parameters()), "lr": cfg["lr"] * cfg["daml"]["gen_lr_mult"],
+                 "scheduled": False, "name": "generator"}]
+
+
+def generator_losses(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, n_syn: torch.Tensor, *,
+                     margin: float, protocol: str) -> dict[str, torch.Tensor]:
+    """J_hard, J_reg, J_adv over tuples (rows of a, p, n, n_syn aligned): sums (paper) or means,
+    J_adv halved (code)."""
+    d_syn_a = (n_syn - a).pow(2).sum(-1)
+    per = {"j_hard": d_syn_a,
+           "j_reg": (n_syn - n).pow(2).sum(-1),
+           "j_adv": torch.relu(d_syn_a - (p - a).pow(2).sum(-1) - margin)}
+    if protocol == "paper":
+        return {k: v.sum() for k, v in per.items()}
+    return {"j_hard": per["j_hard"].mean(), "j_reg": per["j_reg"].mean(), "j_adv": per["j_adv"].mean() / 2}
+
+
+def _set_grads(params: list[nn.Parameter], loss: torch.Tensor, retain_graph: bool) -> None:
+    """d loss / d params into `.grad`; none at all for a non-finite loss (Adam skips those)."""
+    if not loss.requires_grad or not math.isfinite(loss.item()):
+        return
+    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+
+
+class DAMLMethod(Method):
+    """DAML around a base loss; subclasses say how a batch becomes real and synthetic tuples."""
+
+    loss_class: ClassVar[type[TripletLoss] | type[NPairLoss]]
+
+    def __init__(self, model: EmbeddingNet, cfg: dict, context: Context, train_size: int | None = None) -> None:
+        h = cfg["daml"]
+        check_hparams(h)
+        self.model, self.cfg, self.h = model, cfg, h
+        self.protocol = cfg["protocol"]
+        self.loss = build_loss(self.loss_class, cfg, context)
+        self.generator = HardNegativeGenerator(context, out_relu=self.protocol == "code")
+        self.parts = {"loss": self.loss, "generator": self.generator}
+        self.opt = metric_optimizer(model, cfg, self.parts.values())
+        self.sched = lr_schedule(self.opt, cfg)
+        self.warmup_steps = math.ceil(h["warmup"] * cfg["steps"])
+        self.steps_done = 0
+
+    @classmethod
+    def config_sections(cls) -> dict[str, Section]:
+        return {"daml": DAML_SECTION, cls.loss_class.name: cls.loss_class.section()}
+
+    def adversarial(self) -> bool:
+        """Past the warm-up: the generator trains and the metric sees synthetic tuples."""
+        return self.steps_done >= self.warmup_steps
+
+    def tuples(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(a, p, n, n_syn) rows aligned over the tuples whose synthetic negative J_gen scores."""
+        raise NotImplementedError
+
+    def synthetic_loss(self, z: torch.Tensor, n_syn: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def losses(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every loss of one step with its graph (one backbone forward); see the module doc."""
+        self.model.train()
+        self.generator.train()
+        z = self.model(x)
+        j_m = self.loss(z, labels) + weight_penalty(self.model, self.cfg["weight_decay"])
+        a, p, n, n_syn = self.tuples(z)
+        g = generator_losses(a, p, n, n_syn, margin=self.h["margin"], protocol=self.protocol)
+        j_gen = g["j_hard"] + self.h["lambda1"] * g["j_reg"] + self.h["lambda2"] * g["j_adv"]
+        j_syn = self.synthetic_loss(z, n_syn)
+        if not self.adversarial():
+            j_metric = j_m
+        elif self.protocol == "code":
+            j_metric = j_syn + weight_penalty(self.model, self.cfg["weight_decay"])
+        else:
+            j_metric = j_m + self.h["lambda"] * j_syn
+        return {"j_m": j_m, "j_syn": j_syn, "j_metric": j_metric, **g, "j_gen": j_gen}
+
+    def step(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        adversarial = self.adversarial()
+        L = self.losses(x, labels)
+        metric_params = [p for p in [*self.model.parameters(), *self.loss.parameters()] if p.requires_grad]
+        groups = [(metric_params, L["j_metric"])]
+        if adversarial:  # J_gen's gradient first, keeping the graph J_metric's backward then frees
+            groups.insert(0, (list(self.generator.parameters()), L["j_gen"]))
+        for i, (params, loss) in enumerate(groups):
+            _set_grads(params, loss, retain_graph=i < len(groups) - 1)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        self.steps_done += 1
+        logs = {k: v.item() for k, v in L.items()}
+        return {**logs, "loss": logs["j_metric"], "adversarial": float(adversarial)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "steps_done": self.steps_done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.steps_done = state["steps_done"]
+
+
+@register_method("daml-triplet")
+class DAMLTriplet(DAMLMethod):
+    display_name = "DAML (Triplet)"
+    """Batch [anchors; positives; negatives]; one synthetic negative per triplet."""
+
+    sampler = "triplet"
+    loss_class = TripletLoss
+
+    def tuples(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        a, p, n = split_triplets(z)
+        if len(a) == 0:
+            raise ValueError(f"daml-triplet: a batch needs at least 3 rows (one triplet), got {len(z)}")
+        return a, p, n, self.generator(a, p, n)
+
+    def synthetic_loss(self, z: torch.Tensor, n_syn: torch.Tensor) -> torch.Tensor:
+        a, p, _ = split_triplets(z)
+        return self.loss.triplets(a, p, n_syn)
+
+
+@register_method("daml-npair")
+class DAMLNPair(DAMLMethod):
+    display_name = "DAML (N-pair)"
+    """Batch [a_1..a_N; p_1..p_N]; n~_ij = G([a_i; p_i; p_j]) for every j != i. J_gen over the
+    N(N-1) off-diagonal pairs; J_syn: each anchor against its row, p_i at column i, n~_ij elsewhere."""
+
+    sampler = "npair"
+    loss_class = NPairLoss
+
+    def _tile(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(anchors, positives, generated N x N x d tile, off-diagonal mask)."""
+        n = len(z) // 2
+        if n < 2 or len(z) != 2 * n:
+            raise ValueError(f"daml-npair: a batch must be 2N rows with N >= 2 pairs, got {len(z)} rows")
+        a, p = z[:n], z[n:]
+        d = z.shape[1]
+        tile = self.generator(a[:, None].expand(n, n, d), p[:, None].expand(n, n, d), p[None].expand(n, n, d))
+        return a, p, tile, ~torch.eye(n, dtype=torch.bool, device=z.device)
+
+    def tuples(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        a, p, tile, off = self._tile(z)
+        n, d = len(a), z.shape[1]
+        return (a[:, None].expand(n, n, d)[off], p[:, None].expand(n, n, d)[off], p[None].expand(n, n, d)[off],
+                tile[off])
+
+    def synthetic_loss(self, z: torch.Tensor, n_syn: torch.Tensor) -> torch.Tensor:
+        n = len(z) // 2
+        a, p = z[:n], z[n:]
+        off = ~torch.eye(n, dtype=torch.bool, device=z.device)
+        rows = p[None].expand(n, n, -1).index_put((off,), n_syn)  # row i: p_i at column i, n~_ij elsewhere
+        # anchor i against row i rolled so that its positive comes first (npair_loss's target 0)
+        return torch.stack([self.loss.pairs(a[i : i + 1], torch.roll(rows[i], -i, 0)) for i in range(n)]).mean()

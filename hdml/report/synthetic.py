@@ -1,0 +1,116 @@
+"""Report section "Synthetic hard samples, side by side": DAML's adversarial generator against
+HDML's hardness-aware one on the same base loss (triplet, N-pair), under one backbone, batch
+layout, seed set and protocol, so the difference is the generator's. Beside the table, the
+generators' objectives over training (J_gen, and J_syn, the base loss on the synthetic tuples).
+
+The difference HDML − DAML of each metric's mean over seeds carries a Welch 95% interval built
+from the summary's per-method intervals (se = ci / t_{0.975, n−1}, Welch–Satterthwaite degrees of
+freedom). The two methods run on the same seeds, but seeds do not pair their batches (the
+samplers draw differently), so the unpaired interval is the honest one. Below MIN_SEEDS seeds on
+either side the difference is shown without an interval, marked with the seed counts.
+"""
+from __future__ import annotations
+
+import html
+import math
+from typing import Protocol
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from scipy import stats
+
+from hdml.io import write_text
+from hdml.report.figures import Series, curve_grid
+from hdml.report.stats import shown
+
+# base loss -> (DAML method, HDML method)
+PAIRS = {"Triplet": ("daml-triplet", "hdml-triplet"), "N-pair": ("daml-npair", "hdml-npair")}
+LABELS = {"daml-triplet": "DAML (Triplet)", "hdml-triplet": "HDML (Triplet)", "daml-npair": "DAML (N-pair)",
+          "hdml-npair": "HDML (N-pair)"}
+GENERATOR_TERMS = [("j_gen", "J_gen (generator)"), ("j_syn", "J_syn (metric on synthetics)")]
+TITLE = "Synthetic hard samples, side by side"
+NOTE = ("HDML − DAML on the same base loss, last checkpoint, in points: mean over seeds ± Welch 95% interval "
+        "(unpaired; from the per-method Student-t intervals). An interval that excludes 0 marks a difference "
+        "the seeds support. DAML: adversarial hard-negative generator (baselines/daml.py); HDML: hardness-aware "
+        "interpolation and label-preserving generator (hdml/hdml_method.py).")
+
+
+class Section(Protocol):
+    """What this section needs of the report being built (hdml.report.Report)."""
+
+    out_dir: object
+
+    def section(self, key: str, title: str, body: str) -> None: ...
+
+    def figure(self, name: str, fig: plt.Figure, caption: str) -> str: ...
+
+
+def welch_diff(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    """(b.mean − a.mean, 95% half-width) from two summary rows (mean, ci, n); NaN half-width
+    where either side has fewer than MIN_SEEDS seeds or no interval."""
+    diff = b["mean"] - a["mean"]
+    if not (shown(a["n"]) and shown(b["n"]) and math.isfinite(a["ci"]) and math.isfinite(b["ci"])):
+        return diff, math.nan
+    va = (a["ci"] / stats.t.ppf(0.975, a["n"] - 1)) ** 2
+    vb = (b["ci"] / stats.t.ppf(0.975, b["n"] - 1)) ** 2
+    if va + vb == 0:
+        return diff, 0.0
+    df = (va + vb) ** 2 / (va**2 / (a["n"] - 1) + vb**2 / (b["n"] - 1))
+    return diff, float(stats.t.ppf(0.975, df) * math.sqrt(va + vb))
+
+
+def synthetic_rows(summ: pd.DataFrame) -> list[list[str]]:
+    """Dataset, base loss, metric, DAML, HDML, difference: one row per metric both methods have."""
+    last = summ[(summ.variant == "default") & ~summ.metric.str.startswith("selected:")]
+    rows = []
+    for dataset in sorted(last.dataset.unique()):
+        here = last[last.dataset == dataset].set_index(["method", "metric"])
+        for base, (daml, hdml) in PAIRS.items():
+            for metric in [m for m in last.metric.unique() if (daml, m) in here.index and (hdml, m) in here.index]:
+                a, b = here.loc[(daml, metric)], here.loc[(hdml, metric)]
+                diff, half = welch_diff(a, b)
+                shown_diff = (f"{100 * diff:+.1f} ± {100 * half:.1f}" if math.isfinite(half)
+                              else f"{100 * diff:+.1f} (n={int(a['n'])}, {int(b['n'])})")
+                rows.append([dataset, base, metric, f"{100 * a['mean']:.1f}", f"{100 * b['mean']:.1f}", shown_diff])
+    return rows
+
+
+HEADER = ["Dataset", "Base loss", "Metric", "DAML", "HDML", "Δ (HDML − DAML)"]
+
+
+def generator_figures(rep: Section, losses: pd.DataFrame | None) -> list[str]:
+    """Per dataset, the generators' own objectives over training (losses.csv, smoothed as the
+    report's other loss figures), one row per DAML/HDML method. Their J_gen are different
+    objectives (DAML: hard + reg + adversarial; HDML: reconstruction + softmax), so each panel
+    keeps its own scale; J_syn is the base loss on each method's synthetic tuples."""
+    if losses is None:
+        return []
+    parts = []
+    mine = losses[(losses.variant == "default") & losses.method.isin(LABELS)]
+    for dataset in sorted(mine.dataset.unique()):
+        here = mine[mine.dataset == dataset]
+        series = [Series(m, "default", label) for m, label in LABELS.items() if m in set(here.method)]
+        terms = [t for t in GENERATOR_TERMS if t[0] in set(here.metric)]
+        if series and terms:
+            fig = curve_grid(here, series, terms, f"{dataset}: generator objectives, default variant", percent=False)
+            parts.append(rep.figure(f"synthetic-losses_{dataset}", fig,
+                                    f"Generator objective J_gen and metric loss on synthetics J_syn on {dataset}, one "
+                                    "row per method (thick: mean over seeds; thin: each seed). DAML's generator starts "
+                                    "after its warm-up (daml.warmup); before that its J_gen is computed, not trained."))
+    return parts
+
+
+def synthetic_section(rep: Section, summ: pd.DataFrame, losses: pd.DataFrame | None = None) -> None:
+    """Add the section (and tables/synthetic.md) when the results hold a DAML/HDML pair; `losses`
+    (hdml.report.read_losses) adds the generators' training curves."""
+    rows = synthetic_rows(summ)
+    if not rows:
+        return
+    markdown = "\n".join(["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
+                          *("| " + " | ".join(r) + " |" for r in rows)]) + f"\n\n{NOTE}\n"
+    write_text(rep.out_dir / "tables" / "synthetic.md", markdown)
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
+    body = (f'<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>\n'
+            f'<p class="note">{html.escape(NOTE)}</p>')
+    rep.section("synthetic", TITLE, "\n".join([body, *generator_figures(rep, losses)]))
