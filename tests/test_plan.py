@@ -61,11 +61,12 @@ def test_paper_config_plans_the_papers_grid():
     runs = validate_workflow_config(paper)
     table = [r for r in runs if r.variant == "default"]
     assert {r.dataset for r in table} == {"cub200", "cars196", "sop"} and len(table) == 3 * 11 * 3
-    from hdml.report import display, paper_table
+    from hdml.report.inputs import paper_table
+    from hdml.report.names import paper_row
 
     for dataset in ("cub200", "cars196", "sop"):  # every row of the paper's Tables 1-3 is trained
         papers = paper_table()
-        assert {display(r.method) for r in table if r.dataset == dataset} == set(
+        assert {paper_row(r.method) for r in table if r.dataset == dataset} == set(
             papers[papers.dataset == dataset].method)
     by = {(r.dataset, r.method, r.seed): r.overrides for r in table}
     assert by[("cars196", "hdml-npair", 0)]["batch_size"] == 128 == by[("sop", "daml-npair", 0)]["batch_size"]
