@@ -214,7 +214,7 @@ SOP_SIZES = (2, 12)  # fewest and most images of one SOP product
 
 
 def spread(total: int, n: int, low: int, high: int, rng: np.random.Generator) -> list[int]:
-    """n class sizes in [low, high] summing to `total` (all equal +-1 when high is None-like)."""
+    """n class sizes in [low, high] summing to `total`, the extra images spread at random."""
     sizes = np.full(n, low)
     for i in rng.permutation(np.repeat(np.arange(n), high - low))[: total - low * n]:
         sizes[i] += 1
@@ -231,29 +231,36 @@ def photo(seed: int, size: tuple[int, int]) -> bytes:
     return buf.getvalue()
 
 
-def scaled(dataset: str, tmp: Path, scale: float, size: tuple[int, int] | None = None,
-           min_per_class: int = 4) -> Fake:
-    """`dataset`'s archive(s) at `scale` of its real image count (1.0: exactly the real counts
-    per split), JPEGs of `size` (default: PHOTO_SIZES). CUB and Cars keep all their classes and
-    scale the images per class (at least `min_per_class`, which the paper's semi-hard batches
-    of 4 per class need); SOP keeps its products' sizes (2-12 images) and scales the number of
-    products (at least 60 per split, a paper batch's classes)."""
+def class_counts(dataset: str, scale: float, min_per_class: int = 4) -> dict[str, list[tuple[int, int]]]:
+    """split -> (class id, images) at `scale` of the real image count (1.0: exactly the real
+    counts). CUB and Cars keep all their classes and scale the images per class (at least
+    `min_per_class`, which the paper's semi-hard batches of 4 per class need); SOP keeps its
+    products' sizes (2-12 images) and scales the number of products (at least 60 per split,
+    the classes of one paper batch)."""
     rng = np.random.default_rng(17)
+    out = {}
+    for split, (classes, images) in REAL[dataset].items():
+        if dataset == "sop":
+            n = len(classes) if scale == 1 else max(60, round(len(classes) * scale))
+            sizes = spread(images if n == len(classes) else round(images * n / len(classes)), n, *SOP_SIZES, rng)
+        else:
+            n = len(classes)
+            base, extra = divmod(max(min_per_class * n, round(images * scale)), n)
+            sizes = [base + (i < extra) for i in range(n)]
+        out[split] = list(zip(classes[:n], sizes))
+    return out
+
+
+def scaled(dataset: str, tmp: Path, scale: float, size: tuple[int, int] | None = None) -> Fake:
+    """`dataset`'s archive(s) with `class_counts(dataset, scale)`, JPEGs of `size` (default:
+    PHOTO_SIZES), written as they are generated (a full-size archive is never in memory)."""
     wh = size or PHOTO_SIZES[dataset]
     maker = lambda seed: photo(seed, wh)  # noqa: E731
-    real = REAL[dataset]
+    counts = class_counts(dataset, scale)
     if dataset == "sop":
-        products, super_of = [], lambda c, lo, n: 1 + (c - lo) * len(SOP_SUPERS) // n
-        for split, (classes, images) in real.items():
-            n = len(classes) if scale == 1 else max(60, round(len(classes) * scale))
-            total = images if scale == 1 else round(images * n / len(classes))
-            sizes = spread(total, n, *SOP_SIZES, rng)
-            products += [(c, super_of(c, classes[0], n), split, k) for c, k in zip(classes[:n], sizes)]
+        products = [(c, 1 + i * len(SOP_SUPERS) // len(rows), split, k)
+                    for split, rows in counts.items() for i, (c, k) in enumerate(rows)]
         return sop(tmp, products, image=maker)
-    per_class = {}
-    for classes, images in real.values():
-        total = max(min_per_class * len(classes), round(images * scale))
-        base, extra = divmod(total, len(classes))
-        per_class |= {c: base + (i < extra) for i, c in enumerate(classes)}
+    per_class = dict(counts["train"] + counts["test"])
     build = cub if dataset == "cub200" else cars_original
     return build(tmp, classes=list(per_class), per_class=per_class, image=maker)
