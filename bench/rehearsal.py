@@ -119,6 +119,8 @@ def stage_costs(work: Path) -> pd.DataFrame:
 def images_of(work: Path) -> dict[str, dict[str, int]]:
     out = {}
     for dataset in DATASETS:
+        if not (work / "data" / dataset / "split.csv").exists():  # a partial run (targets given)
+            continue
         split = pd.read_csv(work / "data" / dataset / "split.csv")
         out[dataset] = {s: int((split["split"] == s).sum()) for s in ("train", "test")}
         out[dataset]["classes"] = int(split["label"].nunique())
@@ -206,7 +208,9 @@ def main() -> None:
     with FileServer() as server:
         mirrors_file = work / "mirrors.yaml"
         mirrors_file.write_text(yaml.safe_dump(mirrors(server, files)))
-        wall, done = run_workflow(work, mirrors_file, args.cores, args.snakemake_args)
+        # The server's port, hence the mirrors' URLs (a `prepare` param), change from run to run.
+        resume = ["--rerun-triggers", "mtime", "input", "--rerun-incomplete"] if args.resume else []
+        wall, done = run_workflow(work, mirrors_file, args.cores, resume + args.snakemake_args)
     print(f"snakemake exit {done.returncode} after {wall / 60:.1f} min; log: {work / 'snakemake.log'}")
     costs, disk, counts = stage_costs(work), stage_disk(work), images_of(work)
     text = section(args, wall, costs, disk, counts, load)
