@@ -143,12 +143,8 @@ def gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-def cache_bytes(counts: dict[str, int], size: int) -> int:
-    return counts["train"] * 3 * size * size + counts["test"] * 3 * size * size
-
-
 def section(args: argparse.Namespace, wall: float, costs: pd.DataFrame, disk: dict[str, int],
-            counts: dict[str, dict[str, int]], load: str) -> str:
+            counts: dict[str, dict[str, int]], load: str, complete: bool) -> str:
     """The Rehearsal section of docs/benchmarks.md: what ran, the measured table, the projection."""
     size = args.image_size or "real-like (" + ", ".join(f"{d} {w}x{h}" for d, (w, h) in PHOTO_SIZES.items()) + ")"
     total = sum(c["train"] + c["test"] for c in counts.values())
@@ -161,16 +157,17 @@ def section(args: argparse.Namespace, wall: float, costs: pd.DataFrame, disk: di
         f"load average at the start {load}. Images: "
         + ", ".join(f"{d} {c['train'] + c['test']:,} ({c['classes']:,} classes)" for d, c in counts.items())
         + f", {total:,} in all ({total / real_total:.1%} of the real {real_total:,}); JPEG size {size}. "
-        f"Whole DAG: {wall / 60:.1f} min wall.",
+        + (f"Whole DAG: {wall / 60:.1f} min wall." if complete
+           else f"Partial run (targets): {wall / 60:.1f} min wall for the jobs counted below."),
         "",
-        "| stage | jobs | job-seconds (sum) | longest job | peak RSS of one job | disk left behind |",
+        "| stage | jobs | mean per job | longest job | peak RSS of one job | disk left behind |",
         "|---|---|---|---|---|---|",
     ]
     for stage, row in costs.iterrows():
         if pd.isna(row["jobs"]):
             lines.append(f"| {stage} | 0 | | | | {gb(disk[stage])} |")
             continue
-        lines.append(f"| {stage} | {int(row['jobs'])} | {row['seconds']:,.0f} s | {row['longest']:,.0f} s | "
+        lines.append(f"| {stage} | {int(row['jobs'])} | {row['seconds'] / row['jobs']:,.0f} s | {row['longest']:,.0f} s | "
                      f"{row['max_rss']:,.0f} MB | {gb(disk[stage])} |")
     lines += ["", MARK_END]
     return "\n".join(lines)
@@ -213,7 +210,7 @@ def main() -> None:
         wall, done = run_workflow(work, mirrors_file, args.cores, resume + args.snakemake_args)
     print(f"snakemake exit {done.returncode} after {wall / 60:.1f} min; log: {work / 'snakemake.log'}")
     costs, disk, counts = stage_costs(work), stage_disk(work), images_of(work)
-    text = section(args, wall, costs, disk, counts, load)
+    text = section(args, wall, costs, disk, counts, load, (work / "report" / "report.html").exists())
     print(text)
     if done.returncode:
         sys.exit(f"the workflow failed: see {work / 'snakemake.log'} and {work / 'results' / 'logs'}")
