@@ -29,10 +29,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
-from fakedata import PHOTO_SIZES, REAL, scaled  # noqa: E402
-from httpserver import FileServer  # noqa: E402
+from fakedata import PHOTO_SIZES, REAL, scaled
+from httpserver import FileServer
 
-from hdml.io import write_text  # noqa: E402
+from hdml.io import write_text
 
 DATASETS = ("cub200", "cars196", "sop")
 STAGES = ("prepare", "cache", "train", "evaluate", "aggregate", "report")
@@ -135,7 +135,7 @@ def run_workflow(work: Path, mirrors_file: Path, cores: int, extra: list[str]) -
     print(" ".join(cmd), flush=True)
     start = time.perf_counter()
     with open(work / "snakemake.log", "w") as log:
-        done = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        done = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
     return time.perf_counter() - start, done
 
 
@@ -177,7 +177,7 @@ def write_doc(text: str) -> None:
     doc = REPO / "docs" / "benchmarks.md"
     old = doc.read_text()
     if MARK_START in old:
-        new = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: text, old, flags=re.S)
+        new = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: text, old, flags=re.DOTALL)
     else:
         new = old.rstrip("\n") + "\n\n## Rehearsal\n\n" + text + "\n"
     write_text(doc, new)

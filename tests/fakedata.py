@@ -255,7 +255,10 @@ def scaled(dataset: str, tmp: Path, scale: float, size: tuple[int, int] | None =
     """`dataset`'s archive(s) with `class_counts(dataset, scale)`, JPEGs of `size` (default:
     PHOTO_SIZES), written as they are generated (a full-size archive is never in memory)."""
     wh = size or PHOTO_SIZES[dataset]
-    maker = lambda seed: photo(seed, wh)  # noqa: E731
+
+    def maker(seed: int) -> bytes:
+        return photo(seed, wh)
+
     counts = class_counts(dataset, scale)
     if dataset == "sop":
         products = [(c, 1 + i * len(SOP_SUPERS) // len(rows), split, k)

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from fakedata import REAL, class_counts
 from snakemake.utils import update_config
 
-from fakedata import REAL, class_counts
 from hdml.plan import validate_workflow_config
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
-import rehearsal  # noqa: E402
+import rehearsal
 
 # ../shared/spec/datasets.md: train classes, train images, test classes, test images
 SPEC = {"cub200": (100, 5864, 100, 5924), "cars196": (98, 8054, 98, 8131), "sop": (11318, 59551, 11316, 60502)}
