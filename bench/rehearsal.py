@@ -176,11 +176,9 @@ def section(args: argparse.Namespace, wall: float, costs: pd.DataFrame, disk: di
 def write_doc(text: str) -> None:
     doc = REPO / "docs" / "benchmarks.md"
     old = doc.read_text()
-    if MARK_START in old:
-        new = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: text, old, flags=re.DOTALL)
-    else:
-        new = old.rstrip("\n") + "\n\n## Rehearsal\n\n" + text + "\n"
-    write_text(doc, new)
+    if MARK_START not in old:
+        raise SystemExit(f"{doc}: no {MARK_START} ... {MARK_END} block to replace")
+    write_text(doc, re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: text, old, flags=re.DOTALL))
 
 
 def main() -> None:
