@@ -3,10 +3,12 @@ connections, HTML pages. `tests/conftest.py` registers this module as a plugin, 
 `http_server` fixture is available to every test."""
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -20,6 +22,7 @@ class Route:
     ranges: bool = True  # honour Range requests
     drop_after: int | None = None  # send only this many body bytes, then close...
     drops: int = 0  # ...on this many requests
+    file: Path | None = None  # serve this file instead of `body` (archives too big to hold in memory)
 
 
 class FileServer:
@@ -41,24 +44,29 @@ class FileServer:
                 if route.status != 200:
                     self.send_error(route.status)
                     return
-                body, start = route.body, 0
+                size, start = route.file.stat().st_size if route.file else len(route.body), 0
                 asked = self.headers.get("Range")
                 if asked and route.ranges:
                     start = int(asked.removeprefix("bytes=").split("-")[0])
-                    if start >= len(body):
+                    if start >= size:
                         self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Range", f"bytes */{size}")
                         self.send_header("Content-Length", "0")
                         self.end_headers()
                         return
                     self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                    self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
                 else:
                     self.send_response(200)
-                rest = body[start:]
                 self.send_header("Content-Type", route.content_type)
-                self.send_header("Content-Length", str(len(rest)))
+                self.send_header("Content-Length", str(size - start))
                 self.end_headers()
+                if route.file:
+                    with open(route.file, "rb") as fh:
+                        fh.seek(start)
+                        shutil.copyfileobj(fh, self.wfile, 1 << 20)
+                    return
+                rest = route.body[start:]
                 if route.drops > 0 and route.drop_after is not None:
                     route.drops -= 1
                     self.wfile.write(rest[: route.drop_after])

@@ -53,3 +53,38 @@ def test_training_from_cache_is_identical(digits_root, tmp_path):
     build_cache(root, "digits", 8, 1)
     cached = train_run(root=root, dataset="digits", method="npair", seed=0, out=tmp_path / "b", overrides=sets)
     assert plain["metrics"] == cached["metrics"]
+
+
+def test_too_small_disk_fails_before_writing_and_names_folder_and_bytes(digits_root, tmp_path, monkeypatch):
+    import collections
+
+    from hdml.cache import DiskSpaceError, cache_dir
+    from hdml.cli import main
+
+    root = copy_digits(digits_root, tmp_path)
+    n = len(read_split(root, "digits"))
+    needed = n * 1 * 8 * 8
+    usage = collections.namedtuple("usage", "total used free")
+    probed = []
+
+    def fake_usage(path):
+        probed.append(path)
+        return usage(10**12, 0, needed - 1)
+
+    monkeypatch.setattr(shutil, "disk_usage", fake_usage)
+    folder = cache_dir(root, "digits", 8)
+    try:
+        build_cache(root, "digits", 8, 1)
+    except DiskSpaceError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("no DiskSpaceError")
+    assert str(folder) in message and f"{needed:,} bytes" in message and f"{needed - 1:,} bytes" in message
+    assert not folder.exists()  # nothing written, not even the folder
+    assert probed and all(p.exists() for p in probed)  # asked about the disk the folder will be on
+    assert main(["cache", "digits", "--root", str(root), "--size", "8"]) == 2
+    assert not folder.exists()
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, needed))
+    build_cache(root, "digits", 8, 1)
+    assert load_cached(root, "digits", 8, 1, "train") is not None

@@ -99,3 +99,19 @@ def test_dataset_names_come_from_the_registry_not_the_schema(monkeypatch):
     monkeypatch.setitem(datasets.DATASETS, "digits2", datasets.DATASETS["digits"])
     runs = validate_workflow_config(cfg)
     assert {r.dataset for r in runs} == {"digits", "digits2"}
+
+
+@pytest.mark.parametrize("dataset, expected", [
+    ("sop", [4650, 8000]),  # the authors' products cadence: 4650, then 465 past 5,000 (never reached)
+    ("cars196", [*range(500, 5001, 500), *range(5056, 8001, 64)]),  # step % 64, as main_npair.py:209
+])
+def test_paper_config_evaluates_at_the_authors_cadence(dataset, expected):
+    from hdml.config import build_run_config
+    from hdml.datasets import get_dataset
+    from hdml.evaluate import eval_due
+
+    paper = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/paper.yaml").read_text())
+    run = next(r for r in validate_workflow_config(paper)
+               if (r.dataset, r.method, r.variant) == (dataset, "hdml-npair", "default"))
+    cfg = build_run_config(get_dataset(dataset).defaults_for(run.method), run.overrides, run.method)
+    assert [s for s in range(1, cfg["steps"] + 1) if eval_due(s, cfg)] == expected

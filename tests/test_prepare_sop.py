@@ -33,7 +33,7 @@ def test_prepare_through_drive_confirm_page(http_server: FileServer, tmp_path: P
     assert split.groupby("split")["label"].agg(lambda s: set(s)).to_dict() == {"train": {1, 2}, "test": {3, 4}}
     assert (split["split"] == "train").sum() == 6 and (split["split"] == "test").sum() == 6
     assert all((root / "sop" / p).is_file() for p in split["path"])
-    assert split["path"].str.match(r"Stanford_Online_Products/(bicycle|chair)_final/\d+_\d\.JPG").all()
+    assert split["path"].str.match(r"Stanford_Online_Products/(bicycle|cabinet)_final/\d+_\d\.JPG").all()
     # The dropped transfer is resumed through the confirm page again. This server answers the
     # page's Range request with 416, so the page is fetched once more without one.
     assert http_server.requests == [("/uc?export=download&id=ID", None),
