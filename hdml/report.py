@@ -29,6 +29,7 @@ from hdml.aggregate import COSTS_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, RUNS_
 from hdml.figures import Series, curve_grid, encode, loss_grid, recall_grid, sweep_figure  # noqa: E402
 from hdml.intervals import MIN_SEEDS, shown, summary  # noqa: E402
 from hdml.io import write_text, write_with  # noqa: E402
+from hdml.selection import selection_note  # noqa: E402
 
 DISPLAY = {
     "contrastive": "Contrastive", "ddml": "DDML", "lifted": "Lifted", "angular": "Angular",
@@ -570,6 +571,7 @@ def render(metrics_csv: Path, out_dir: Path, curves_csv: Path | None = None, run
              "test-selected and optimistic. “Triplet hard” is the paper's name for its semi-hard triplet "
              "baseline (method <code>semihard</code> here: FaceNet's semi-hard mining, the closest negative "
              "farther from the anchor than the positive).</p>")
+    intro += selection_note(runs)  # runs reporting another checkpoint than the last, labelled
     page = PAGE.format(intro=intro, toc=toc, body="\n".join(rep.sections))
     out = out_dir / "report.html"
     write_text(out, page)

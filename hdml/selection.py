@@ -12,10 +12,14 @@ computes.
 """
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SELECTIONS = ("last", "val", "test")
 RETRIEVAL = ("map@r", "r_precision")  # with recall@K: computed without clustering, so cheap on val
@@ -86,3 +90,18 @@ def summary(selection: str, metric: str, step: int, score: float | None, val_cla
     if val_classes is not None:
         out["val_classes"] = val_classes
     return out
+
+
+def selection_note(runs: pd.DataFrame | None) -> str:
+    """A paragraph of the report naming the runs whose numbers are not from the last checkpoint
+    (runs.csv `selection`), and what they were trained on; empty when every run reports its last."""
+    if runs is None or "selection" not in runs:
+        return ""
+    parts = []
+    for (mode, metric), group in runs[runs["selection"] != "last"].groupby(["selection", "selection_metric"]):
+        names = sorted({f"{r.dataset}/{r.method}/{r.variant}" for r in group.itertuples()})
+        trained = (" They train on the training classes less the validation classes carved from them "
+                   "(hdml.valsplit)." if mode == "val" else "")
+        parts.append(f"{len(group)} run(s) report the checkpoint {LABELS[mode]} by {metric}, not the last: "
+                     f"{', '.join(names)}.{trained}")
+    return "".join(f"<p>{html.escape(p)}</p>" for p in parts)

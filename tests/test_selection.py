@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 import hdml.trainer
+from hdml.aggregate import aggregate
 from hdml.config import ConfigError, build_run_config
 from hdml.evaluate import evaluate_run
-from hdml.selection import Best, selected_step
+from hdml.selection import Best, selected_step, selection_note
 from hdml.trainer import train_run
 from hdml.valsplit import write_val
 
@@ -60,6 +61,8 @@ def carved_root(tmp_path_factory):
 
 def test_selection_val_trains_without_val_classes_and_reports_the_best_val_point(carved_root, tmp_path,
                                                                                 monkeypatch):
+    """... and says so in metrics.json, evaluation.json, runs.csv and the report's note."""
+    run = tmp_path / "digits" / "triplet" / "fair" / "seed0"
     drawn: list[np.ndarray] = []
 
     class Recording(hdml.trainer.BatchLoader):
@@ -69,11 +72,11 @@ def test_selection_val_trains_without_val_classes_and_reports_the_best_val_point
             return batch
 
     monkeypatch.setattr(hdml.trainer, "BatchLoader", Recording)
-    result = train_run(root=carved_root, dataset="digits", method="triplet", seed=0, out=tmp_path, overrides=TINY)
+    result = train_run(root=carved_root, dataset="digits", method="triplet", seed=0, out=run, overrides=TINY)
     classes = set(np.concatenate(drawn).tolist())
     assert len(drawn) == 40 and classes == {1, 2, 3}  # never 0 or 4, the validation classes
 
-    curve = pd.read_csv(tmp_path / "curve.csv")
+    curve = pd.read_csv(run / "curve.csv")
     chosen = result["selection"]
     assert chosen["mode"] == "val" and chosen["metric"] == "map@r" and chosen["val_classes"] == [0, 4]
     assert chosen["train_classes"] == 3
@@ -81,10 +84,18 @@ def test_selection_val_trains_without_val_classes_and_reports_the_best_val_point
     assert chosen["score"] == pytest.approx(curve["val_map@r"].max())
     row = curve.set_index("step").loc[chosen["step"]]
     assert result["metrics"] == pytest.approx({k: row[k] for k in result["metrics"]})  # that point's test metrics
-    evaluation = evaluate_run(tmp_path)  # the saved embeddings are the chosen point's
+    evaluation = evaluate_run(run)  # the saved embeddings are the chosen point's
     assert evaluation["selection"] == chosen
     assert evaluation["metrics"] == pytest.approx(result["metrics"])
-    assert json.loads((tmp_path / "metrics.json").read_text())["selection"] == chosen
+    assert json.loads((run / "metrics.json").read_text())["selection"] == chosen
+
+    aggregate([run], tmp_path / "metrics.csv", tmp_path / "curves.csv", tmp_path / "runs.csv")
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert runs[["selection", "selection_metric"]].values.tolist() == [["val", "map@r"]]
+    text = selection_note(runs)
+    assert "1 run(s) report the checkpoint best on validation classes by map@r" in text
+    assert "digits/triplet/fair" in text and "less the validation classes" in text
+    assert selection_note(runs.assign(selection="last")) == ""
 
 
 def test_selection_val_never_reads_test_labels(carved_root, tmp_path):
