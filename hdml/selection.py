@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,7 +66,22 @@ class Best:
         return True
 
     def state(self) -> dict[str, Any]:
-        return {"step": self.step, "score": self.score, "row": self.row, "z": self.z}
+        """For the checkpoint, which loads with `weights_only=True`: a tensor, not an ndarray."""
+        return {"step": self.step, "score": self.score, "row": self.row,
+                "z": None if self.z is None else torch.from_numpy(self.z)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> Best:
+        if not state:
+            return cls()
+        z = state["z"]
+        return cls(state["step"], state["score"], state["row"], None if z is None else z.numpy())
+
+    def reported(self) -> tuple[dict[str, Any], np.ndarray]:
+        """(curve row, test embeddings) of the chosen point."""
+        if self.step is None or self.z is None:
+            raise RuntimeError("no evaluation had a finite selection score; nothing to report")
+        return self.row, self.z
 
 
 def selected_step(curve: list[dict[str, Any]], selection: str, metric: str) -> int:

@@ -154,7 +154,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
         torch.set_rng_state(state["torch_rng"])
         curve, losses, bad_streak, elapsed = state["curve"], state["losses"], state["bad_streak"], state["elapsed"]
         data_wait = state["data_wait"]
-        chosen = selection.Best(**state.get("chosen", {}))
+        chosen = selection.Best.from_state(state.get("chosen"))
         start = state["step"] + 1
 
     def save(step: int, rng: dict[str, torch.Tensor]) -> None:
@@ -213,7 +213,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     write_with(out / "curve.csv", lambda p: pd.DataFrame(curve).to_csv(p, index=False))
     write_with(out / "losses.csv", lambda p: pd.DataFrame(losses).to_csv(p, index=False))
     write_with(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
-    reported, z = (curve[-1], z) if cfg["selection"] == "last" else (chosen.row, chosen.z)
+    reported, z = (curve[-1], z) if cfg["selection"] == "last" else chosen.reported()
     write_with(out / "embeddings.npz", lambda p: save_npz(p, embeddings=z.astype(np.float32), labels=test_set.labels))
     final = {k: v for k, v in reported.items() if not k.startswith(("train_", "val_")) and k != "step"}
     result = {**header, "steps": cfg["steps"], "train_seconds": train_seconds, "data_wait_seconds": data_wait,

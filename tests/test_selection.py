@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import hdml.trainer
 from hdml.aggregate import aggregate
@@ -126,3 +127,20 @@ def test_selection_test_reports_the_best_test_point_labelled_as_such(digits_root
     assert result["selection"]["step"] == int(curve.loc[curve["nmi"].idxmax(), "step"])
     assert result["metrics"]["nmi"] == pytest.approx(curve["nmi"].max())
     assert "test-selected" in result["selection"]["label"] and result["selection"]["train_classes"] == 5
+
+
+def test_resumed_selection_val_run_reports_the_same_point(carved_root, tmp_path):
+    """The chosen point (its embeddings too) lives in the checkpoint, which loads weights-only."""
+    overrides = {**TINY, "checkpoint_every": 7, "eval_every": 10}
+    run = dict(root=carved_root, dataset="digits", method="triplet", seed=3, overrides=overrides)
+    whole = train_run(out=tmp_path / "whole", **run)
+    out = tmp_path / "resumed"
+    train_run(out=out, **run)
+    (out / "metrics.json").unlink()
+    sorted((out / "ckpt").glob("step-*.pt"))[-1].unlink()  # a kill after step 28's checkpoint
+    state = torch.load(sorted((out / "ckpt").glob("step-*.pt"))[-1], weights_only=True)  # what resuming loads
+    assert state["step"] == 28 and state["chosen"]["step"] in (10, 20)
+    resumed = train_run(out=out, **run)
+    assert resumed["selection"] == whole["selection"] and resumed["metrics"] == whole["metrics"]
+    with np.load(out / "embeddings.npz") as a, np.load(tmp_path / "whole" / "embeddings.npz") as b:
+        assert np.array_equal(a["embeddings"], b["embeddings"])
