@@ -144,3 +144,13 @@ def test_resumed_selection_val_run_reports_the_same_point(carved_root, tmp_path)
     assert resumed["selection"] == whole["selection"] and resumed["metrics"] == whole["metrics"]
     with np.load(out / "embeddings.npz") as a, np.load(tmp_path / "whole" / "embeddings.npz") as b:
         assert np.array_equal(a["embeddings"], b["embeddings"])
+
+
+def test_paper_protocol_run_is_unchanged_by_a_val_split(carved_root, digits_root, tmp_path):
+    """`selection: last` trains on every training class, val included, in split.csv's order:
+    the same run as on the dataset prepared without a val split."""
+    last = {**TINY, "selection": "last"}
+    a = train_run(root=digits_root, dataset="digits", method="triplet", seed=5, out=tmp_path / "a", overrides=last)
+    b = train_run(root=carved_root, dataset="digits", method="triplet", seed=5, out=tmp_path / "b", overrides=last)
+    assert a["metrics"] == b["metrics"] and "selection" not in a and "selection" not in b
+    assert pd.read_csv(tmp_path / "a" / "losses.csv").equals(pd.read_csv(tmp_path / "b" / "losses.csv"))
