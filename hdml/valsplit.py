@@ -13,6 +13,12 @@ keeps SOP's super-categories, which are contiguous ranges of labels, all present
 `selection: val`; any other selection trains on `train` and `val` together, in split.csv's
 row order, so the paper's protocol trains on exactly the images it trains on without a `val`
 split (`training_images`).
+
+Cross-validation over all `folds` (the reality check trains 4 models per setting, each fold
+validating once) is not implemented; its design: split.csv gains a `fold` column (the fold of
+each training row, as `fold_of_classes` deals them), `--val-folds K` writes it, and a run-config
+key `val_fold: 0..K-1` picks the fold that becomes `val` for that run (a tuning trial's score is
+then the mean over its K runs).
 """
 from __future__ import annotations
 
