@@ -27,7 +27,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from step import time_method  # bench/step.py: one training step, the trainer's model placement
 
 from hdml.config import build_run_config
 from hdml.data import ImageTensors, batch_transform
@@ -35,6 +34,7 @@ from hdml.evaluate import eval_due
 from hdml.model import build_model
 from hdml.selection import score_val
 from hdml.trainer import embed, place_model
+from step import time_method  # bench/step.py: one training step, the trainer's model placement
 
 PRESETS = {
     "demo": {"backbone": "smallcnn", "resize": 8, "crop": 8, "batch": 10, "embedding": 64, "channels": 1,
