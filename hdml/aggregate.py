@@ -29,7 +29,7 @@ log = logging.getLogger("hdml.aggregate")
 KEYS = ["dataset", "method", "variant", "seed"]
 METRICS_COLUMNS = [*KEYS, "metric", "value"]
 CURVES_COLUMNS = [*KEYS, "step", "metric", "value"]
-RUNS_COLUMNS = [*KEYS, "protocol", "alpha", "lambda0", "steps", "selected_step"]
+RUNS_COLUMNS = [*KEYS, "protocol", "alpha", "lambda0", "steps", "selected_step", "selection", "selection_metric"]
 COSTS_COLUMNS = [*KEYS, "stage", "seconds", "max_rss_mb", "cpu_seconds"]
 STAGES = ("train", "evaluate")
 
@@ -75,9 +75,12 @@ def read_run(run_dir: Path) -> tuple[list[dict], pd.DataFrame, dict]:
     long = curve.melt(id_vars="step", var_name="metric", value_name="value").assign(**key)
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     hdml = config.get("hdml") or {}
+    reported = result.get("selection") or {}
     settings = {**key, "protocol": config.get("protocol"), "alpha": hdml.get("alpha"),
                 "lambda0": hdml.get("lambda0"), "steps": config.get("steps"),
-                "selected_step": result["test_selected"].get("step")}
+                "selected_step": result["test_selected"].get("step"),
+                # which checkpoint `metrics` are from (hdml.selection; absent: the last)
+                "selection": reported.get("mode", "last"), "selection_metric": reported.get("metric")}
     return rows, long[CURVES_COLUMNS], settings
 
 

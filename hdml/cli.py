@@ -18,6 +18,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     out = get_dataset(args.dataset).prepare(Path(args.root), urls=args.url, md5=args.md5,
                                             archive=Path(args.archive) if args.archive else None)
+    if args.val_folds:
+        from hdml.valsplit import write_val
+
+        write_val(Path(args.root), args.dataset, args.val_folds)
     print(out)
 
 
@@ -182,6 +186,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--url", action="append", help="mirror to try (repeatable; replaces the built-in list)")
     s.add_argument("--md5", help="expected MD5 of the archive (replaces the built-in checksum)")
     s.add_argument("--archive", help="an archive already on disk, or the folder it was extracted to; no download")
+    s.add_argument("--val-folds", type=int, default=0, metavar="K",
+                   help="deal the training classes into K folds and write fold 0 as split val (for "
+                        "`selection: val`; the reality check's K is 4); default: no val split")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("cache", help="decode and resize a prepared dataset once, into memory-mappable arrays")

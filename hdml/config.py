@@ -67,6 +67,10 @@ DEFAULTS: dict[str, Any] = {
     "channels_last": True,
     "compile": False,
     "tensorboard": False,
+    # which checkpoint the run reports: last | val (best on classes carved from training,
+    # hdml.valsplit) | test (best on test: the authors' procedure), by selection_metric
+    "selection": "last",
+    "selection_metric": "map@r",
     "image": {"resize": 256, "crop": 227, "flip": True, "normalize": "auto"},
 }
 
@@ -79,6 +83,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "image.normalize": ("auto", "imagenet", "caffe", "unit"),
     "backbone": ("smallcnn", "googlenet", "resnet50", "googlenet-caffe"),
     "triplet_sampler": ("distinct", "independent"),
+    "selection": ("last", "val", "test"),
 }
 POSITIVE = {"steps", "batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps",
             "keep_checkpoints"}
@@ -268,6 +273,12 @@ def validate(cfg: dict[str, Any], rules: Rules | None = None) -> None:
         raise ConfigError(f"eval_ks: every K must be > 0, got {cfg['eval_ks']}")
     if cfg["batch_size"] % 2:
         raise ConfigError(f"batch_size: must be even (pairs), got {cfg['batch_size']}")
+    from hdml.selection import check_metric
+
+    try:
+        check_metric(cfg["selection_metric"], cfg["eval_ks"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for name, section in rules.sections.items():
         if section.check is not None:
             try:

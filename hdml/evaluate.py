@@ -6,6 +6,7 @@ it needs neither torch nor the images.
 """
 from __future__ import annotations
 
+import json
 import math
 import zipfile
 import zlib
@@ -71,5 +72,9 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     selected = {k: float(best[k]) for k in result if k in best.index}
     selected["step"] = float(best["step"])
     out = {"metrics": result, "test_selected": selected}
+    trained = run_dir / "metrics.json"
+    reported = json.loads(trained.read_text()).get("selection") if trained.exists() else None
+    if reported is not None:  # embeddings.npz holds the checkpoint this selection chose
+        out["selection"] = reported
     write_json(run_dir / "evaluation.json", out)
     return out

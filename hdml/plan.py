@@ -76,6 +76,10 @@ def validate_workflow_config(config: dict, schema: dict | None = None, source: s
             if run.variant != "default":
                 section += f" + variants.{run.variant}.set"
             raise ConfigError(f"{source}: {section}: {exc}") from None
+        if run.overrides.get("selection") == "val" and "val_folds" not in config["datasets"][run.dataset].get(
+                "prepare", {}):
+            raise ConfigError(f"{source}: datasets.{run.dataset}: {run.method} ({run.variant}) has selection: val, "
+                              f"which needs a validation split: add prepare: {{val_folds: 4}} to the dataset")
     tsne = config.get("tsne")
     if tsne:
         wanted = Run(tsne["dataset"], tsne["method"], "default", tsne.get("seed", min(config["seeds"])))

@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 import yaml
 
-from hdml import checkpoint, metrics
+from hdml import checkpoint, metrics, selection
 from hdml.config import Interrupted, TrainingDiverged, build_run_config
-from hdml.data import BatchTransform, ImageTensors, load_splits
+from hdml.data import BatchTransform, ImageTensors
 from hdml.datasets import get_dataset
 from hdml.evaluate import eval_due, save_npz
 from hdml.io import write_json, write_text, write_with
@@ -36,6 +36,7 @@ from hdml.model import EmbeddingNet, build_model
 from hdml.progress import Progress
 from hdml.runfolder import exclusive
 from hdml.samplers import build_sampler
+from hdml.valsplit import training_images
 
 log = logging.getLogger("hdml.train")
 
@@ -129,7 +130,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     set_determinism(cfg["deterministic"])
     torch.manual_seed(seed)
     device = resolve_device(cfg["device"])
-    train_set, test_set, transform = load_splits(root, dataset, cfg, spec.channels, device)
+    train_set, test_set, val_set, transform = training_images(root, dataset, cfg, spec.channels, device)
     _, train_targets = np.unique(train_set.labels, return_inverse=True)
     model = place_model(build_model(cfg, spec.channels), cfg, device)
     runner = build_method(method, model, cfg, int(train_targets.max()) + 1, train_size=len(train_set))
@@ -141,6 +142,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     curve: list[dict[str, Any]] = []
     losses: list[dict[str, float]] = []
     start, bad_streak, elapsed, data_wait = 1, 0, 0.0, 0.0
+    chosen, metric = selection.Best(), cfg["selection_metric"]  # the reported point, unless `selection: last`
     ckpt_dir = out / "ckpt"
     fingerprint = json.dumps({**header, **cfg}, sort_keys=True)
     state = checkpoint.load_latest(ckpt_dir, fingerprint)
@@ -152,6 +154,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
         torch.set_rng_state(state["torch_rng"])
         curve, losses, bad_streak, elapsed = state["curve"], state["losses"], state["bad_streak"], state["elapsed"]
         data_wait = state["data_wait"]
+        chosen = selection.Best.from_state(state.get("chosen"))
         start = state["step"] + 1
 
     def save(step: int, rng: dict[str, torch.Tensor]) -> None:
@@ -159,7 +162,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
             "model": model.state_dict(), "method": runner.state_dict(), **rng,
             "torch_rng": torch.get_rng_state(), "curve": curve, "losses": losses,
             "bad_streak": bad_streak, "elapsed": elapsed + time.perf_counter() - started,
-            "data_wait": data_wait + loader.wait, "fingerprint": fingerprint,
+            "data_wait": data_wait + loader.wait, "fingerprint": fingerprint, "chosen": chosen.state(),
         }, cfg["keep_checkpoints"])
 
     z = None  # the latest test embeddings
@@ -186,6 +189,12 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
                 row = {"step": step, **metrics.evaluate(z, test_set.labels, cfg["eval_ks"], seed=seed,
                                                            kmeans_algorithm=cfg["eval_kmeans"]),
                        **{f"train_{k}": v for k, v in logs.items()}}
+                if val_set is not None:  # at evaluation points only: never on a training step's path
+                    row[f"val_{metric}"] = selection.score_val(
+                        embed(model, val_set, transform, cfg["eval_batch_size"]), val_set.labels, metric,
+                        cfg["eval_ks"], seed, cfg["eval_kmeans"])
+                if cfg["selection"] != "last":
+                    chosen.offer(step, row[f"val_{metric}" if val_set is not None else metric], row, z)
                 curve.append(row)
                 progress.evaluated(step, row)
                 log.info("step %d: %s", step, {k: round(v, 4) for k, v in row.items() if k != "step"})
@@ -204,10 +213,16 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     write_with(out / "curve.csv", lambda p: pd.DataFrame(curve).to_csv(p, index=False))
     write_with(out / "losses.csv", lambda p: pd.DataFrame(losses).to_csv(p, index=False))
     write_with(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
+    reported, z = (curve[-1], z) if cfg["selection"] == "last" else chosen.reported()
     write_with(out / "embeddings.npz", lambda p: save_npz(p, embeddings=z.astype(np.float32), labels=test_set.labels))
-    final = {k: v for k, v in curve[-1].items() if not k.startswith("train_") and k != "step"}
+    final = {k: v for k, v in reported.items() if not k.startswith(("train_", "val_")) and k != "step"}
     result = {**header, "steps": cfg["steps"], "train_seconds": train_seconds, "data_wait_seconds": data_wait,
               "metrics": final}
+    if cfg["selection"] != "last":
+        result["selection"] = selection.summary(
+            cfg["selection"], metric, chosen.step, chosen.score,
+            sorted(int(c) for c in np.unique(val_set.labels)) if val_set is not None else None,
+            int(train_targets.max()) + 1)
     write_json(out / "metrics.json", result)
     progress.close("done")
     return result

@@ -169,3 +169,19 @@ def test_adding_a_plugin_changes_no_other_methods_run_config(monkeypatch):
     assert build_run_config({}, {}) == {**everything, "extra": {"scale": 1.0, "mode": "a"}}
     with pytest.raises(ConfigError, match=r"^extra.mode: must be one of \['a', 'b'\]"):
         build_run_config({}, {"extra.mode": "c"}, "extra")
+
+
+def test_selection_val_needs_the_datasets_val_split_in_the_workflow_config():
+    from hdml.plan import validate_workflow_config
+
+    config = {"data_root": "d", "results_dir": "r", "report_dir": "p", "seeds": [0],
+              "datasets": {"digits": {"methods": ["triplet"], "train": {"selection": "val"}}}}
+    with pytest.raises(ConfigError, match=r"datasets.digits: triplet \(default\) has selection: val, which needs a "
+                                          r"validation split: add prepare: \{val_folds: 4\}"):
+        validate_workflow_config(config)
+    config["datasets"]["digits"]["prepare"] = {"val_folds": 4}
+    (run,) = validate_workflow_config(config)
+    assert run.overrides == {"selection": "val"}
+    config["datasets"]["digits"]["prepare"] = {"val_folds": 1}
+    with pytest.raises(ConfigError, match="val_folds"):
+        validate_workflow_config(config)

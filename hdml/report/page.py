@@ -15,6 +15,7 @@ from hdml.report.figures import encode
 from hdml.report.inputs import Inputs
 from hdml.report.stats import MIN_SEEDS
 from hdml.report.table import Table
+from hdml.selection import selection_note
 
 
 @dataclass
@@ -92,7 +93,8 @@ def intro(data: Inputs) -> str:
             "checkpoint with the best <i>test</i> NMI; that number is reported separately, labelled as "
             "test-selected and optimistic. “Triplet hard” is the paper's name for its semi-hard triplet "
             "baseline (method <code>semihard</code> here: FaceNet's semi-hard mining, the closest negative "
-            "farther from the anchor than the positive).</p>")
+            "farther from the anchor than the positive).</p>"
+            + selection_note(data.runs))  # runs reporting another checkpoint than the last, labelled
 
 
 def write_page(rep: Report, data: Inputs) -> Path:

@@ -97,13 +97,16 @@ def end_summary() -> str:
 
 
 def prepare_args(wildcards) -> str:
-    """Mirror / checksum / local-archive overrides of a dataset, from its `prepare` section."""
+    """Mirror / checksum / local-archive overrides and the validation folds of a dataset, from its
+    `prepare` section."""
     entry = config["datasets"][wildcards.dataset].get("prepare", {})
     args = [f"--url {shlex.quote(u)}" for u in entry.get("urls", [])]
     if "md5" in entry:
         args.append(f"--md5 {entry['md5']}")
     if "archive" in entry:
         args.append(f"--archive {shlex.quote(entry['archive'])}")
+    if "val_folds" in entry:
+        args.append(f"--val-folds {entry['val_folds']}")
     return " ".join(args)
 
 

@@ -1,0 +1,104 @@
+"""The validation split: classes carved from the training classes, for choosing checkpoints (and,
+later, hyper-parameters) without looking at the test classes (Musgrave et al., "A Metric
+Learning Reality Check", ECCV 2020).
+
+Which classes: the training classes sorted by label are dealt into `folds` class-disjoint folds,
+class i going to fold i mod `folds`; fold 0 is `val`. With the reality check's 4 folds that is a
+quarter of the training classes (CUB-200-2011: 25 of 100, Cars196: 25 of 98, SOP: 2,830 of
+11,318, digits: 0 and 4 of 0-4). Dealing every k-th class rather than cutting a contiguous block
+keeps SOP's super-categories, which are contiguous ranges of labels, all present in both parts.
+
+`hdml prepare DATASET --val-folds K` writes the carved classes' training rows to split.csv as
+`val`; without it split.csv is as before. A run then trains on `train` alone only with
+`selection: val`; any other selection trains on `train` and `val` together, in split.csv's
+row order, so the paper's protocol trains on exactly the images it trains on without a `val`
+split (`training_images`).
+
+Cross-validation over all `folds` (the reality check trains 4 models per setting, each fold
+validating once) is not implemented; its design: split.csv gains a `fold` column (the fold of
+each training row, as `fold_of_classes` deals them), `--val-folds K` writes it, and a run-config
+key `val_fold: 0..K-1` picks the fold that becomes `val` for that run (a tuning trial's score is
+then the mean over its K runs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hdml.data import BatchTransform, ImageTensors, batch_transform, load_images, read_split
+from hdml.io import write_with
+
+FOLDS = 4  # the reality check's class-disjoint folds of the training classes
+
+
+def fold_of_classes(train_labels: np.ndarray, folds: int = FOLDS) -> dict[int, int]:
+    """Each training class's fold: the classes sorted by label, class i in fold i mod `folds`."""
+    classes = np.unique(np.asarray(train_labels).astype(np.int64))
+    if folds < 2:
+        raise ValueError(f"val folds: {folds}; need at least 2 (one fold validates, the rest train)")
+    if len(classes) < folds + 1:
+        raise ValueError(f"val folds: {folds} folds of {len(classes)} training classes would leave fewer "
+                         f"than 2 classes in some part")
+    return {int(c): i % folds for i, c in enumerate(classes)}
+
+
+def val_classes(train_labels: np.ndarray, folds: int = FOLDS) -> list[int]:
+    """The classes of fold 0, the validation classes."""
+    return sorted(c for c, f in fold_of_classes(train_labels, folds).items() if f == 0)
+
+
+def carve(split: pd.DataFrame, folds: int = FOLDS) -> pd.DataFrame:
+    """`split` (path, label, split) with the training rows of the validation classes marked
+    `val`; rows keep their order. A split that already has `val` rows is an error: carving twice
+    would shrink the training classes again."""
+    if (split["split"] == "val").any():
+        raise ValueError("split.csv already has val rows; prepare the dataset afresh to carve another split")
+    labels = split["label"].astype(np.int64)
+    train = split["split"] == "train"
+    chosen = set(val_classes(labels[train].to_numpy(), folds))
+    out = split.copy()
+    out.loc[train & labels.isin(chosen), "split"] = "val"
+    return out
+
+
+def write_val(root: str | Path, dataset: str, folds: int = FOLDS) -> Path:
+    """Carve the validation classes into ROOT/DATASET/split.csv (atomically)."""
+    read_split(root, dataset)  # the usual checks, with the file's name in their messages
+    path = Path(root) / dataset / "split.csv"
+    raw = pd.read_csv(path, dtype={"path": str, "split": str, "label": str}, keep_default_na=False)
+    carved = carve(raw, folds)
+    write_with(path, lambda p: carved.to_csv(p, index=False))
+    return path
+
+
+def training_images(root: str | Path, dataset: str, cfg: dict, channels: int, device: torch.device
+                    ) -> tuple[ImageTensors, ImageTensors, ImageTensors | None, BatchTransform]:
+    """(train, test, val or None, batch transform) of a run. With `selection: val` the training
+    images exclude the validation classes, which come back as `val`; otherwise a `val` split,
+    if the dataset has one, joins the training images in split.csv's row order."""
+    names = set(read_split(root, dataset)["split"])
+    has_val = "val" in names
+    if cfg["selection"] == "val" and not has_val:
+        raise ValueError(f"{Path(root) / dataset / 'split.csv'}: selection: val needs a val split; run "
+                         f"`hdml prepare {dataset} --root {root} --val-folds {FOLDS}` first")
+    images = load_images(root, dataset, cfg, channels, ("train", "test", "val") if has_val else ("train", "test"))
+    transform = batch_transform(cfg, device)
+    if not has_val:
+        return images["train"], images["test"], None, transform
+    if cfg["selection"] == "val":
+        return images["train"], images["test"], images["val"], transform
+    return _in_file_order(root, dataset, images["train"], images["val"]), images["test"], None, transform
+
+
+def _in_file_order(root: str | Path, dataset: str, train: ImageTensors, val: ImageTensors) -> ImageTensors:
+    """`train` and `val` as one split, rows in split.csv's order (a copy of both, in memory)."""
+    kinds = read_split(root, dataset)["split"]
+    rows = np.flatnonzero(kinds.isin(["train", "val"]).to_numpy())
+    order = np.argsort(np.concatenate([rows[kinds.iloc[rows].to_numpy() == "train"],
+                                       rows[kinds.iloc[rows].to_numpy() == "val"]]), kind="stable")
+    pixels = np.concatenate([np.asarray(train.pixels), np.asarray(val.pixels)])[order]
+    labels = np.concatenate([train.labels, val.labels])[order]
+    return ImageTensors(pixels, labels)
