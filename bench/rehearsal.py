@@ -29,9 +29,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
-from fakedata import PHOTO_SIZES, REAL, scaled
-from hdml.io import write_text
-from httpserver import FileServer
+from fakedata import PHOTO_SIZES, REAL, scaled  # noqa: E402 (after the path set-up above)
+from hdml.io import write_text  # noqa: E402 (after the path set-up above)
+from httpserver import FileServer  # noqa: E402 (after the path set-up above)
 
 DATASETS = ("cub200", "cars196", "sop")
 STAGES = ("prepare", "cache", "train", "evaluate", "aggregate", "report")
@@ -44,7 +44,8 @@ def build_archives(folder: Path, scale: float, size: tuple[int, int] | None) -> 
     want = {"scale": scale, "size": list(size) if size else None}
     files = {}
     if stamp.exists() and json.loads(stamp.read_text()).get("build") == want:
-        return {d: {k: Path(v) for k, v in roles.items()} for d, roles in json.loads(stamp.read_text())["files"].items()}
+        stored = json.loads(stamp.read_text())["files"]
+        return {d: {k: Path(v) for k, v in roles.items()} for d, roles in stored.items()}
     shutil.rmtree(folder, ignore_errors=True)
     for dataset in DATASETS:
         start = time.perf_counter()
@@ -53,7 +54,8 @@ def build_archives(folder: Path, scale: float, size: tuple[int, int] | None) -> 
         fake = scaled(dataset, out, scale, size)
         files[dataset] = fake.files
         print(f"{dataset}: {len(fake.labels):,} images in {time.perf_counter() - start:.0f} s", flush=True)
-    stamp.write_text(json.dumps({"build": want, "files": {d: {k: str(v) for k, v in r.items()} for d, r in files.items()}}))
+    listed = {d: {k: str(v) for k, v in r.items()} for d, r in files.items()}
+    stamp.write_text(json.dumps({"build": want, "files": listed}))
     return files
 
 
@@ -126,7 +128,8 @@ def images_of(work: Path) -> dict[str, dict[str, int]]:
     return out
 
 
-def run_workflow(work: Path, mirrors_file: Path, cores: int, extra: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+def run_workflow(work: Path, mirrors_file: Path, cores: int,
+                 extra: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(work),
            "--configfile", str(REPO / "config/paper.yaml"), str(REPO / "config/rehearsal.yaml"), str(mirrors_file),
            "--cores", str(cores), "--keep-going", *extra]
@@ -166,7 +169,8 @@ def section(args: argparse.Namespace, wall: float, costs: pd.DataFrame, disk: di
         if pd.isna(row["jobs"]):
             lines.append(f"| {stage} | 0 | | | | {gb(disk[stage])} |")
             continue
-        lines.append(f"| {stage} | {int(row['jobs'])} | {row['seconds'] / row['jobs']:,.0f} s | {row['longest']:,.0f} s | "
+        lines.append(f"| {stage} | {int(row['jobs'])} | {row['seconds'] / row['jobs']:,.0f} s | "
+                     f"{row['longest']:,.0f} s | "
                      f"{row['max_rss']:,.0f} MB | {gb(disk[stage])} |")
     lines += ["", MARK_END]
     return "\n".join(lines)

@@ -144,7 +144,8 @@ def cars_original(tmp: Path, classes: Iterable[int] = CAR_CLASSES, per_class: Ma
     names[0, :] = car_names()
     mat = tmp / "cars_annos.mat"
     savemat(mat, {"annotations": ann, "class_names": names})
-    return Fake({"images": tgz, "annos": mat}, expected, {c for c in classes if c <= 98}, {c for c in classes if c > 98})
+    return Fake({"images": tgz, "annos": mat}, expected, {c for c in classes if c <= 98},
+                {c for c in classes if c > 98})
 
 
 def cars_kaggle(tmp: Path) -> Fake:
@@ -247,7 +248,7 @@ def class_counts(dataset: str, scale: float, min_per_class: int = 4) -> dict[str
             n = len(classes)
             base, extra = divmod(max(min_per_class * n, round(images * scale)), n)
             sizes = [base + (i < extra) for i in range(n)]
-        out[split] = list(zip(classes[:n], sizes))
+        out[split] = list(zip(classes[:n], sizes, strict=False))
     return out
 
 
