@@ -75,10 +75,11 @@ def sweep_inputs(tmp_path, alpha: float):
     for variant, a in (("default", None), ("alpha=30", alpha)):
         for seed in range(3):
             rows += [("digits", "hdml-npair", variant, seed, m, 0.5 + 0.01 * seed) for m in ("nmi", "recall@1")]
-            runs.append(("digits", "hdml-npair", variant, seed, "code", a, None, 100, 50))
+            runs.append(("digits", "hdml-npair", variant, seed, "code", a, None, 100, 50, "last",
+                         "map@r"))
     write_metrics(tmp_path / "m.csv", rows)
     pd.DataFrame(runs, columns=["dataset", "method", "variant", "seed", "protocol", "alpha", "lambda0", "steps",
-                                "selected_step"]).to_csv(tmp_path / "runs.csv", index=False)
+                                "selected_step", "selection", "selection_metric"]).to_csv(tmp_path / "runs.csv", index=False)
 
 
 def test_sweep_values_come_from_the_run_configs(tmp_path):
