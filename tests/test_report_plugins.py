@@ -79,7 +79,8 @@ def sweep_inputs(tmp_path, alpha: float):
                          "map@r"))
     write_metrics(tmp_path / "m.csv", rows)
     pd.DataFrame(runs, columns=["dataset", "method", "variant", "seed", "protocol", "alpha", "lambda0", "steps",
-                                "selected_step", "selection", "selection_metric"]).to_csv(tmp_path / "runs.csv", index=False)
+                                "selected_step", "selection", "selection_metric"]).to_csv(tmp_path / "runs.csv",
+                                                                                         index=False)
 
 
 def test_sweep_values_come_from_the_run_configs(tmp_path):
