@@ -323,14 +323,21 @@ def _retrieval(x: np.ndarray, codes: np.ndarray, ks: list[int], chunk: int | Non
         for lo, hi in _chunks(len(deep), chunk, d):
             rows = deep[lo:hi]
             first[rows] = _first_positive(codes[_neighbours(index, x[rows], rows, k2)[0]] == codes[rows, None])
-    m = int(valid.sum())
+    return _summarise(first, ap, rp, valid, ks, "(singleton class)"), nbr, nbr_dist
+
+
+def _summarise(first: np.ndarray, ap: np.ndarray, rp: np.ndarray, valid: np.ndarray, ks: list[int],
+               why: str) -> dict[str, float]:
+    """Recall@K, MAP@R and R-precision averaged over the queries with a positive (`valid`), from
+    each query's rank of its first positive and its AP@R and R-precision; the others are named."""
+    n, m = len(valid), int(valid.sum())
     if m < n:
-        log.warning("%d of %d queries have no positive (singleton class): left out of Recall@K, "
-                    "MAP@R and R-precision", n - m, n)
+        log.warning("%d of %d queries have no positive %s: left out of Recall@K, MAP@R and R-precision",
+                    n - m, n, why)
     out = {f"recall@{K}": float((first[valid] < K).sum() / m) for K in ks}
     out["map@r"] = float(ap[valid].sum() / m)
     out["r_precision"] = float(rp[valid].sum() / m)
-    return out, nbr, nbr_dist
+    return out
 
 
 def _gallery_retrieval(q: np.ndarray, q_codes: np.ndarray, g: np.ndarray, g_codes: np.ndarray, ks: list[int],
@@ -364,14 +371,7 @@ def _gallery_retrieval(q: np.ndarray, q_codes: np.ndarray, g: np.ndarray, g_code
         for lo, hi in _chunks(len(deep), chunk, d):
             rows = deep[lo:hi]
             first[rows] = _first_positive(g_codes[index.search(q[rows], k2)[1]] == q_codes[rows, None])
-    m = int(valid.sum())
-    if m < n:
-        log.warning("%d of %d queries have no positive in the gallery: left out of Recall@K, MAP@R and "
-                    "R-precision", n - m, n)
-    out = {f"recall@{K}": float((first[valid] < K).sum() / m) for K in ks}
-    out["map@r"] = float(ap[valid].sum() / m)
-    out["r_precision"] = float(rp[valid].sum() / m)
-    return out
+    return _summarise(first, ap, rp, valid, ks, "in the gallery")
 
 
 # --- k-means ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pytorch_metric_learning.losses import ContrastiveLoss as PMLContrastive
 from pytorch_metric_learning.reducers import DoNothingReducer
 
 from hdml.registry import get_loss
+from loss_cases import BAD_M_PER_CLASS_BATCHES
 
 Loss = get_loss("contrastive")
 
@@ -89,15 +90,7 @@ def test_zero_loss_and_gradient_when_positives_coincide_and_negatives_beyond_mar
     assert torch.equal(z.grad, torch.zeros_like(z))
 
 
-@pytest.mark.parametrize(
-    "z, y, match",
-    [
-        (torch.randn(6), torch.tensor([0, 0, 1, 1, 2, 2]), "2-D"),
-        (torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2]), "one entry per embedding row"),
-        (torch.randn(4, 3), torch.tensor([0, 1, 2, 3]), "no positive pair"),
-        (torch.randn(4, 3), torch.tensor([5, 5, 5, 5]), "single class"),
-    ],
-)
+@pytest.mark.parametrize("z, y, match", BAD_M_PER_CLASS_BATCHES)
 def test_bad_batch_raises(z, y, match):
     with pytest.raises(ValueError, match=match):
         Loss()(z, y)

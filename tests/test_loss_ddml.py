@@ -10,6 +10,7 @@ import torch
 
 from hdml.config import ConfigError, build_run_config
 from hdml.registry import get_loss
+from loss_cases import BAD_M_PER_CLASS_BATCHES
 
 Loss = get_loss("ddml")
 
@@ -130,15 +131,7 @@ def test_small_loss_when_every_pair_satisfies_its_threshold():
     assert Loss(beta=2.0)(z, y).item() == pytest.approx((2 * g(-2.0, 2.0) + 4 * g(-96.0, 2.0)) / 6, rel=1e-12)
 
 
-@pytest.mark.parametrize(
-    "z, y, match",
-    [
-        (torch.randn(6), torch.tensor([0, 0, 1, 1, 2, 2]), "2-D"),
-        (torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2]), "one entry per embedding row"),
-        (torch.randn(4, 3), torch.tensor([0, 1, 2, 3]), "no positive pair"),
-        (torch.randn(4, 3), torch.tensor([5, 5, 5, 5]), "single class"),
-    ],
-)
+@pytest.mark.parametrize("z, y, match", BAD_M_PER_CLASS_BATCHES)
 def test_bad_batch_raises(z, y, match):
     with pytest.raises(ValueError, match=match):
         Loss()(z, y)

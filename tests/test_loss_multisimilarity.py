@@ -13,6 +13,7 @@ from pytorch_metric_learning import losses, miners
 
 from hdml.config import ConfigError, build_run_config
 from hdml.registry import get_loss
+from loss_cases import BAD_M_PER_CLASS_BATCHES
 
 Loss = get_loss("multisimilarity")
 PAPER = {"alpha": 2.0, "beta": 50.0, "lambda": 1.0, "epsilon": 0.1}
@@ -162,15 +163,7 @@ def test_gradient_raises_positive_and_lowers_negative_similarity():
     assert (after - before)[keep_pos].mean() > 0 and (after - before)[keep_neg].mean() < 0
 
 
-@pytest.mark.parametrize(
-    "z, y, match",
-    [
-        (torch.randn(6), torch.tensor([0, 0, 1, 1, 2, 2]), "2-D"),
-        (torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2]), "one entry per embedding row"),
-        (torch.randn(4, 3), torch.tensor([0, 1, 2, 3]), "no positive pair"),
-        (torch.randn(4, 3), torch.tensor([5, 5, 5, 5]), "single class"),
-    ],
-)
+@pytest.mark.parametrize("z, y, match", BAD_M_PER_CLASS_BATCHES)
 def test_bad_batch_raises(z, y, match):
     with pytest.raises(ValueError, match=match):
         Loss()(z, y)
