@@ -416,16 +416,21 @@ def _split_empty(centroids: np.ndarray, count: np.ndarray, n: int) -> None:
         weight[cj] -= weight[ci]
 
 
+def check_kmeans_args(n: int, k: int, seed: int) -> None:
+    """Both clusterings refuse the same bad requests with the same words."""
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means: k = {k} clusters for {n} points")
+    if seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed}")
+
+
 def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = KMEANS_NITER,
            neighbours: tuple[np.ndarray, np.ndarray] | None = None, device: str = "auto") -> np.ndarray:
     """Cluster index of each row of `x` after `niter` Lloyd iterations (see module docstring).
     `neighbours` (each point's nearest others, as `_retrieval` returns them) spares most of
     the first assignment step, whose centroids are data points."""
     n = len(x)
-    if not 1 <= k <= n:
-        raise ValueError(f"k-means: k = {k} clusters for {n} points")
-    if seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed}")
+    check_kmeans_args(n, k, seed)
     device = resolve_device(device)
     perm = np.empty(n, dtype=np.int32)
     faiss.rand_perm(faiss.swig_ptr(perm), n, seed + 1)
@@ -521,10 +526,7 @@ def kmeans_restarts(x: np.ndarray, k: int, seed: int = 0, n_init: int = KMEANS_P
     defaults, the authors' clustering (module docstring): the least-inertia of `n_init`
     k-means++ + Lloyd runs; first run wins ties. Deterministic for a given seed."""
     n = len(x)
-    if not 1 <= k <= n:
-        raise ValueError(f"k-means: k = {k} clusters for {n} points")
-    if seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed}")
+    check_kmeans_args(n, k, seed)
     device = resolve_device(device)
     x = np.ascontiguousarray(x, dtype=np.float32)
     abs_tol = tol * float(x.astype(np.float64).var(axis=0).mean())
