@@ -90,7 +90,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from hdml.evaluate import evaluate_run
 
-    print(json.dumps(evaluate_run(args.run), indent=2))
+    print(json.dumps(evaluate_run(args.run, recompute=args.recompute), indent=2))
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
@@ -218,6 +218,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="full metrics of a finished run, from its saved test embeddings")
     s.add_argument("--run", required=True, help="run folder of hdml train (reads embeddings.npz, curve.csv)")
+    s.add_argument("--recompute", action="store_true",
+                   help="compute the metrics even when the training already did on these same embeddings")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("metrics", help="metrics of saved embeddings, as JSON")

@@ -28,7 +28,7 @@ from hdml import checkpoint, metrics, selection
 from hdml.config import Interrupted, TrainingDiverged, build_run_config
 from hdml.data import BatchTransform, ImageTensors
 from hdml.datasets import get_dataset
-from hdml.evaluate import eval_due, save_npz
+from hdml.evaluate import embeddings_digest, eval_due, save_npz
 from hdml.io import write_json, write_text, write_with
 from hdml.loader import BatchLoader
 from hdml.methods import build_method
@@ -207,7 +207,8 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     data_wait += loader.wait
     log.info("training: %.1f s, of which %.1f s (%.1f%%) waiting for batches", train_seconds, data_wait,
              100 * data_wait / max(train_seconds, 1e-9))
-    if z is None:  # resumed from a checkpoint of the last step
+    evaluated_here = z is not None  # else resumed from a checkpoint of the last step: embed again
+    if not evaluated_here:
         z = embed(model, test_set, transform, cfg["eval_batch_size"])
 
     write_with(out / "curve.csv", lambda p: pd.DataFrame(curve).to_csv(p, index=False))
@@ -218,6 +219,8 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     final = {k: v for k, v in reported.items() if not k.startswith(("train_", "val_")) and k != "step"}
     result = {**header, "steps": cfg["steps"], "train_seconds": train_seconds, "data_wait_seconds": data_wait,
               "metrics": final}
+    if evaluated_here or cfg["selection"] != "last":  # the metrics above were computed from exactly this z
+        result["embeddings_sha256"] = embeddings_digest(z, test_set.labels)
     if cfg["selection"] != "last":
         result["selection"] = selection.summary(
             cfg["selection"], metric, chosen.step, chosen.score,

@@ -38,10 +38,37 @@ def test_evaluate_from_saved_embeddings_reproduces_final_metrics(digits_root, tm
     from hdml.evaluate import evaluate_run
 
     result = train_run(root=digits_root, dataset="digits", method="triplet", seed=1, out=tmp_path, overrides=TINY)
-    evaluation = evaluate_run(tmp_path)
+    evaluation = evaluate_run(tmp_path, recompute=True)
+    assert evaluation["metrics_source"] == "recomputed"
     for key, value in result["metrics"].items():
         assert evaluation["metrics"][key] == pytest.approx(value, abs=1e-9)
     assert evaluation["test_selected"]["step"] in (30, 60)
+
+
+def test_evaluate_takes_the_trainings_metrics_only_for_the_same_embeddings(digits_root, tmp_path, monkeypatch):
+    """The final clustering is not done twice; a changed embeddings file is evaluated afresh."""
+    import numpy as np
+
+    import hdml.evaluate
+    from hdml.evaluate import evaluate_run, load_embeddings, save_npz
+
+    result = train_run(root=digits_root, dataset="digits", method="triplet", seed=1, out=tmp_path, overrides=TINY)
+    real = hdml.evaluate.metrics.evaluate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("clustered again")
+
+    monkeypatch.setattr(hdml.evaluate.metrics, "evaluate", refuse)
+    evaluation = evaluate_run(tmp_path)
+    assert evaluation["metrics_source"] == "training" and evaluation["metrics"] == result["metrics"]
+
+    z, labels = load_embeddings(tmp_path / "embeddings.npz")
+    save_npz(tmp_path / "embeddings.npz", embeddings=z[::-1].copy(), labels=labels)  # other bytes
+    with pytest.raises(AssertionError, match="clustered again"):
+        evaluate_run(tmp_path)
+    monkeypatch.setattr(hdml.evaluate.metrics, "evaluate", real)
+    save_npz(tmp_path / "embeddings.npz", embeddings=z + np.float32(0.5), labels=labels)
+    assert evaluate_run(tmp_path)["metrics_source"] == "recomputed"
 
 
 def test_bad_config_fails_before_writing(digits_root, tmp_path):
