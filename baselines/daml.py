@@ -131,6 +131,9 @@ class DAMLMethod(Method):
     """DAML around a base loss; subclasses say how a batch becomes real and synthetic tuples."""
 
     loss_class: ClassVar[type[TripletLoss] | type[NPairLoss]]
+    loss_terms = {"j_syn": "J_syn (synthetics)", "j_gen": "J_gen (generator)", "j_hard": "J_hard (near the anchor)",
+                  "j_reg": "J_reg (near its negative)", "j_adv": "J_adv (adversarial)"}
+    loss_figure = "generator"
 
     def __init__(self, model: EmbeddingNet, cfg: dict, context: Context, train_size: int | None = None) -> None:
         h = cfg["daml"]

@@ -18,8 +18,8 @@ import pandas as pd
 
 from hdml.aggregate import run_key
 from hdml.io import write_text
-from hdml.report.figures import Series, curve_grid, loss_grid, recall_grid, sweep_figure, tsne_figure
-from hdml.report.inputs import HDML_TERMS, LOSS_SMOOTH, SWEEPS, Inputs
+from hdml.report.figures import Series, curve_grid, loss_grid, own_terms, recall_grid, sweep_figure, tsne_figure
+from hdml.report.inputs import LOSS_SMOOTH, SWEEPS, Inputs
 from hdml.report.names import DATASET_ORDER, PAPER_TABLE, dataset_sort, dataset_title, display, paper_alpha, paper_row
 from hdml.report.page import Report, note
 from hdml.report.stats import MIN_SEEDS
@@ -235,9 +235,7 @@ def dataset_sections(rep: Report, data: Inputs) -> None:
             parts.append(rep.figure(f"losses_{dataset}", fig, f"Training loss on {dataset} (losses.csv), one panel "
                                     f"per method: the metric loss J_m with the weight penalty, {LOSS_SMOOTHING}. "
                                     "HDML's J_m is the same loss as its base method's (dashed), on real samples."))
-            terms = [(t, label) for t, label in HDML_TERMS.items() if t in set(mine.metric)]
-            with_terms = set(mine[mine.metric.isin(HDML_TERMS)].method)
-            hdml = [replace(s, base=None, paper={}) for s in series if s.method in with_terms]
+            hdml, terms = own_terms(mine, series, "hdml")
             if hdml:
                 fig = curve_grid(mine, hdml, terms, f"{name}: HDML's own losses, default variant", percent=False)
                 parts.append(rep.figure(f"losses-hdml_{dataset}", fig, f"HDML's own terms on {dataset} "
@@ -450,9 +448,10 @@ def protocol_section(rep: Report, data: Inputs) -> None:
                          ["Dataset", "Method", "Metric", "code", "paper protocol", "Δ (paper − code)",
                           "paper reports"], rows, stub=3,
                          note="Mean ± 95% CI over seeds, in %; Δ in points. The protocols differ where the "
-                              "authors' code and the paper disagree (J_avg, J_gen, learning rates, ...): the "
-                              "fidelity ledger, docs/fidelity.md, lists each difference and which protocol follows "
-                              "which source.")
+                              "authors' code and the paper disagree (HDML: J_avg, J_gen, learning rates, ...; DAML: "
+                              "sums or means in J_gen, the generator's output layer, the metric's loss on real and "
+                              "synthetic tuples): the fidelity ledger, docs/fidelity.md, lists each difference and "
+                              "which protocol follows which source.")
     write_text(rep.out_dir / "tables" / "protocol.md", table.markdown())
     rep.section("protocol", title, rep.table(table))
 
