@@ -399,6 +399,12 @@ def with_n(r) -> str:
     return text if text.endswith(")") else f"{text} (n={r.n})"
 
 
+def table_section(rep: Report, key: str, title: str, table: Table) -> None:
+    """A section that is one table: the table on the page and as tables/KEY.md."""
+    write_text(rep.out_dir / "tables" / f"{key}.md", table.markdown())
+    rep.section(key, title, rep.table(table))
+
+
 def fidelity_section(rep: Report, data: Inputs | None = None, ledger: Path | None = None) -> None:
     """The fidelity ledger's summary beside the result tables: what "reproduced" means here."""
     from hdml.fidelity import LEDGER, read_ledger
@@ -418,8 +424,7 @@ def fidelity_section(rep: Report, data: Inputs | None = None, ledger: Path | Non
                               "it; documented difference: a deliberate departure, argued in the ledger; follows "
                               "paper: where paper and code disagree, the default takes the paper's value. Each "
                               "row of the ledger cites the authors' file and line and the test that pins it.")
-    write_text(rep.out_dir / "tables" / "fidelity.md", table.markdown())
-    rep.section("fidelity", title, rep.table(table))
+    table_section(rep, "fidelity", title, table)
 
 
 def protocol_section(rep: Report, data: Inputs) -> None:
@@ -452,8 +457,7 @@ def protocol_section(rep: Report, data: Inputs) -> None:
                               "sums or means in J_gen, the generator's output layer, the metric's loss on real and "
                               "synthetic tuples): the fidelity ledger, docs/fidelity.md, lists each difference and "
                               "which protocol follows which source.")
-    write_text(rep.out_dir / "tables" / "protocol.md", table.markdown())
-    rep.section("protocol", title, rep.table(table))
+    table_section(rep, "protocol", title, table)
 
 
 def other_variants_section(rep: Report, data: Inputs) -> None:
@@ -466,8 +470,7 @@ def other_variants_section(rep: Report, data: Inputs) -> None:
     rest = rest.assign(method=rest.method.map(display))
     table = summary_table(rest, "variants", "Other variants, last checkpoint", ["dataset", "method", "variant"],
                           ["Dataset", "Method", "Variant"], "Mean ± 95% CI over seeds, in %.")
-    write_text(rep.out_dir / "tables" / "variants.md", table.markdown())
-    rep.section("variants", "Other variants", rep.table(table))
+    table_section(rep, "variants", "Other variants", table)
 
 
 def hms(seconds: float) -> str:
@@ -497,8 +500,7 @@ def costs_section(rep: Report, data: Inputs) -> None:
                           "peak RSS mean (MB)", "peak RSS max (MB)"], rows, stub=4,
                          note=f"Wall time h:mm:ss per run; peak resident memory of the job's processes (host "
                               f"memory, not GPU memory). Total wall time of all these jobs: {total:.2f} h.")
-    write_text(rep.out_dir / "tables" / "costs.md", table.markdown())
-    rep.section("costs", title, rep.table(table))
+    table_section(rep, "costs", title, table)
 
 
 def fmt_mb(x: float) -> str:
