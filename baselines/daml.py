@@ -19,7 +19,8 @@ Each loss's gradient is taken with torch.autograd.grad over its own parameters o
 does (hdml/hdml_method.py); J_metric's gradient flows through G into z, G itself is not moved by it.
 For the first `daml.warmup` fraction of the run the metric trains on real tuples alone and G
 is not updated: the paper's procedure as third-party summaries state it (pre-train the metric,
-then train both jointly) [unverified], its length unknown; the public code's 20 of 100 epochs
+then train both jointly) [unverified: the paper's text could not be reached], its length
+unknown; the public code's 20 of 100 epochs (lib/common/utils.py:253, main_triplet.py:26)
 gives 0.2.
 
 N-pair: anchor i's negatives are the other pairs' positives p_j (j != i); G makes
@@ -29,15 +30,20 @@ p_i among the n~_ij (HDML's N x N tile with the diagonal kept real).
 Protocols (`protocol`), following docs/fidelity.md "DAML (Duan et al. 2018)":
 - paper: J_gen summed over the tuples (the paper's sum over i), G's last layer linear
   [unverified], J_metric = J_m(real) + lambda J_m(synthetic) with lambda = 1 [unverified].
-- code (the public Chainer implementation, anonymous1computervision/DAML, lib/common/utils.py:
-  `lossfun_one_batch`): J_hard, J_reg means over the tuples, J_adv a mean halved, G's output
-  passed through ReLU, and after the warm-up the metric trains on the synthetic tuples alone.
+- code (the public Chainer implementation, anonymous1computervision/DAML at 883aa5a,
+  lib/common/utils.py:221-268 `lossfun_one_batch`): J_hard, J_reg means over the tuples
+  (:300-314), J_adv a mean halved (:294-298), G's output passed through ReLU (lib/models/net.py:24-27),
+  and after the warm-up the metric trains on the synthetic tuples alone (utils.py:250, 257-258).
 Both: G is two fully connected layers of the embedding's width (3d -> d -> d, ReLU between),
-weights drawn from N(0, 0.02), biases 0 (code: lib/models/net.py; the paper's sizes
-[unverified]); lambda1 = lambda2 = 1 (code; the paper's values [unverified]); margin 1 (code's
-alpha); G's rate = lr * `daml.gen_lr_mult` (code: lr / 10), outside the lr schedule.
+weights drawn from N(0, 0.02), biases 0 (code: lib/models/net.py:12-27; the paper's sizes
+[unverified]); lambda1 = lambda2 = 1 (code: utils.py:224-225; the paper's values [unverified]);
+margin 1 (code: `adv_loss`'s alpha, utils.py:294); G's rate = lr * `daml.gen_lr_mult` (code:
+lr / 10, lib/common/train_eval.py:76), outside the lr schedule.
 The code's further choices are not reproduced (docs/fidelity.md): a two-layer "discriminator"
-on top of the embedding after the warm-up, and the backbone's rate dropped to lr / 1000 then.
+on top of the embedding after the warm-up, the backbone's rate dropped to lr / 1000 then
+(train_eval.py:65), L2-normalised embeddings in training (main_triplet.py:31), and its base
+triplet loss's mean halved (lib/functions/triplet_loss.py:29; the suite's `triplet` section is
+shared with the triplet baseline and HDML).
 """
 from __future__ import annotations
 
@@ -55,12 +61,12 @@ from hdml.model import EmbeddingNet
 from hdml.registry import Context, Part, Section
 
 DAML_DEFAULTS: dict[str, Any] = {
-    "lambda": 1.0,  # weight of J_m on synthetic tuples (protocol paper) [unverified]
-    "lambda1": 1.0,  # J_reg (code; paper [unverified])
-    "lambda2": 1.0,  # J_adv (code; paper [unverified])
-    "margin": 1.0,  # alpha of J_adv (code)
-    "gen_lr_mult": 0.1,  # generator rate = lr * gen_lr_mult (code: lr / 10)
-    "warmup": 0.2,  # fraction of the run's steps the metric trains alone (code: 20 of 100 epochs)
+    "lambda": 1.0,  # weight of J_m on synthetic tuples (protocol paper) [unverified: no source reached]
+    "lambda1": 1.0,  # J_reg (code: utils.py:224; paper [unverified])
+    "lambda2": 1.0,  # J_adv (code: utils.py:225; paper [unverified])
+    "margin": 1.0,  # alpha of J_adv (code: utils.py:294; paper [unverified])
+    "gen_lr_mult": 0.1,  # generator rate = lr * gen_lr_mult (code: lr / 10, train_eval.py:76)
+    "warmup": 0.2,  # fraction of the run's steps the metric trains alone (code: 20 of 100 epochs, utils.py:253)
 }
 
 
@@ -131,6 +137,9 @@ class DAMLMethod(Method):
     """DAML around a base loss; subclasses say how a batch becomes real and synthetic tuples."""
 
     loss_class: ClassVar[type[TripletLoss] | type[NPairLoss]]
+    loss_terms = {"j_syn": "J_syn (synthetics)", "j_gen": "J_gen (generator)", "j_hard": "J_hard (near the anchor)",
+                  "j_reg": "J_reg (near its negative)", "j_adv": "J_adv (adversarial)"}
+    loss_figure = "generator"
 
     def __init__(self, model: EmbeddingNet, cfg: dict, context: Context, train_size: int | None = None) -> None:
         h = cfg["daml"]

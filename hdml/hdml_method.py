@@ -163,6 +163,9 @@ class HDMLMethod(Method):
 
     default_alpha: ClassVar[float]
     loss_class: ClassVar[type[TripletLoss] | type[NPairLoss]]
+    loss_terms = {"j_syn": "J_syn (synthetics)", "j_gen": "J_gen (generator)", "j_recon": "J_recon",
+                  "j_soft": "J_soft", "j_cls": "J_cls (classifier)", "lambda0": "λ0 (hardness)"}
+    loss_figure = "hdml"
 
     def __init__(self, model: EmbeddingNet, cfg: dict, context: Context, train_size: int | None = None) -> None:
         h = cfg["hdml"]

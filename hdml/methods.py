@@ -125,6 +125,11 @@ class Method:
 
     display_name: ClassVar[str]
     paper_name: ClassVar[str]
+    # The report's training-loss figures: the columns of losses.csv beside J_m this method logs,
+    # with their labels, and the figure that draws them: "hdml" (HDML's own losses, per dataset)
+    # or "generator" (the generator curves of "Synthetic hard samples, side by side").
+    loss_terms: ClassVar[dict[str, str]] = {}
+    loss_figure: ClassVar[str | None] = None
     sampler: str
     opt: torch.optim.Optimizer
     sched: MilestoneLR

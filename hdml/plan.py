@@ -112,11 +112,27 @@ def plan_runs(config: dict) -> list[Run]:
         for dataset in entry["datasets"]:
             if dataset not in config["datasets"]:
                 raise ConfigError(f"variants.{variant}.datasets: {dataset!r} is not under datasets")
+            check_variant_sections(variant, entry)
             for method in entry["methods"]:
                 base = method_overrides(config, dataset, method)
                 for s in entry.get("seeds", config["seeds"]):
-                    runs.append(Run(dataset, method, variant, s, {**base, **entry["set"]}))
+                    runs.append(Run(dataset, method, variant, s, {**base, **drop_foreign(entry["set"], method)}))
     return runs
+
+
+def check_variant_sections(variant: str, entry: dict[str, Any]) -> None:
+    """A variant's `set` may hold plug-in sections only some of its methods use (`protocol=paper`
+    sets `hdml.beta` for HDML and DAML runs alike; each run drops the sections it lacks), but a
+    section none of them uses would change nothing: an error, not a silent copy of the default."""
+    from hdml.methods import all_config_sections
+
+    sections = all_config_sections()
+    for key in entry["set"]:
+        head = key.partition(".")[0]
+        if head in sections and not set(sections[head][1]) & set(entry["methods"]):
+            raise ConfigError(f"variants.{variant}.set: {key}: the {head} section belongs to "
+                              f"{', '.join(sections[head][1])}, none of this variant's methods "
+                              f"({', '.join(entry['methods'])})")
 
 
 def method_overrides(config: dict, dataset: str, method: str) -> dict[str, Any]:

@@ -13,35 +13,19 @@ from torch import nn
 from baselines.daml import DAMLMethod, generator_losses
 from hdml.config import ConfigError, default_config, merge, validate
 from hdml.methods import build_method, config_sections
-from hdml.model import EmbeddingNet
+from tiny_methods import NPAIR_LABELS, TRIPLET_LABELS, params, same, tiny_batch, tiny_method
 
-BATCHES = {
-    "daml-triplet": torch.tensor([0, 1, 2, 0] * 2 + [1, 2, 0, 2]),  # 4 triplets [a; p; n]
-    "daml-npair": torch.tensor([0, 1, 2] * 2),  # 3 pairs [a; p]
-}
+BATCHES = {"daml-triplet": TRIPLET_LABELS, "daml-npair": NPAIR_LABELS}
 VARIANTS = sorted(BATCHES)
 
 
 def tiny(name: str, overrides: dict | None = None, seed: int = 0) -> DAMLMethod:
-    torch.manual_seed(seed)
-    model = EmbeddingNet(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 12)), 12, 4)
-    cfg = default_config()
-    merge(cfg, {"lr": 1e-2, "weight_decay": 1e-3, "steps": 10, "daml.warmup": 0.0, **(overrides or {})})
-    validate(cfg)
-    return build_method(name, model, cfg, 3)
+    """The adversarial phase from the first step (no warm-up) over a 10-step run."""
+    return tiny_method(name, {"steps": 10, "daml.warmup": 0.0, **(overrides or {})}, seed)
 
 
 def batch(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    labels = BATCHES[name]
-    return torch.randn(len(labels), 6, generator=torch.Generator().manual_seed(7)), labels
-
-
-def params(module: nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    return tiny_batch(BATCHES[name])
 
 
 # ---------------------------------------------------------------- objectives by hand

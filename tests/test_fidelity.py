@@ -201,8 +201,11 @@ def test_paper_protocol_variant_fixes_one_beta_and_one_learning_rate() -> None:
     cfg = yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text())
     runs = [r for r in validate_workflow_config(cfg) if r.variant == "protocol=paper"]
     assert {r.dataset for r in runs} == {"cub200", "cars196", "sop"}
-    built = [build_run_config(get_dataset(r.dataset).run_defaults, r.overrides) for r in runs]
-    assert {(c["hdml"]["beta"], c["lr"], c["protocol"]) for c in built} == {(1e4, 1e-4, "paper")}
+    assert {r.method for r in runs} == {"hdml-triplet", "hdml-npair", "daml-triplet", "daml-npair"}
+    built = {r: build_run_config(get_dataset(r.dataset).defaults_for(r.method), r.overrides, r.method) for r in runs}
+    assert {(c["lr"], c["protocol"]) for c in built.values()} == {(1e-4, "paper")}
+    assert {c["hdml"]["beta"] for r, c in built.items() if r.method.startswith("hdml")} == {1e4}
+    assert not any("hdml" in c for r, c in built.items() if r.method.startswith("daml"))  # HDML's beta is not DAML's
 
 
 def separated(n_clusters: int = 12, per: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

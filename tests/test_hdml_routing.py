@@ -13,41 +13,20 @@ import pytest
 import torch
 from torch import nn
 
-from hdml.config import default_config, merge, validate
 from hdml.hdml_method import HDMLMethod
-from hdml.methods import build_method
-from hdml.model import EmbeddingNet
+from tiny_methods import NPAIR_LABELS, TRIPLET_LABELS, params, same, tiny_batch, tiny_method
 
-BATCHES = {
-    # 4 triplets [anchors; positives; negatives] / 3 pairs [anchors; positives]
-    "hdml-triplet": torch.tensor([0, 1, 2, 0] * 2 + [1, 2, 0, 2]),
-    "hdml-npair": torch.tensor([0, 1, 2] * 2),
-}
+BATCHES = {"hdml-triplet": TRIPLET_LABELS, "hdml-npair": NPAIR_LABELS}
 VARIANTS = sorted(BATCHES)
 
 
 def tiny(name: str, overrides: dict | None = None, seed: int = 0) -> HDMLMethod:
-    torch.manual_seed(seed)
-    model = EmbeddingNet(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 12)), 12, 4)
-    cfg = default_config()
     # lambda0 0.5: the augmentor moves points; beta 1e6 with J_gen_avg = 1e6: J_syn weighs 1 - e^-1.
-    merge(cfg, {"lr": 1e-2, "weight_decay": 1e-3, "hdml.lambda0": 0.5, "hdml.beta": 1e6, "hdml.gen_hidden": 16,
-                **(overrides or {})})
-    validate(cfg)
-    return build_method(name, model, cfg, 3)
+    return tiny_method(name, {"hdml.lambda0": 0.5, "hdml.beta": 1e6, "hdml.gen_hidden": 16, **(overrides or {})}, seed)
 
 
 def batch(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    labels = BATCHES[name]
-    return torch.randn(len(labels), 6, generator=torch.Generator().manual_seed(7)), labels
-
-
-def params(module: nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+    return tiny_batch(BATCHES[name])
 
 
 def reference(method: HDMLMethod, x: torch.Tensor, y: torch.Tensor, part: str,

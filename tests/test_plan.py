@@ -48,6 +48,31 @@ def test_bad_workflow_config_names_the_field(edit, message):
         validate_workflow_config(cfg)
 
 
+def test_variant_sets_a_plugin_section_only_for_the_methods_that_use_it():
+    """`protocol=paper` sets HDML's beta beside the protocol for HDML and DAML runs alike: the
+    DAML runs drop the hdml section, as a dataset's shared `train` section is dropped; a section
+    none of the variant's methods uses is still an error (it would rerun the default)."""
+    cfg = copy.deepcopy(DEMO)
+    cfg["variants"] = {"p": {"datasets": ["digits"], "methods": ["hdml-npair", "daml-npair"],
+                             "set": {"protocol": "paper", "hdml.beta": 5.0}}}
+    runs = {r.method: r for r in validate_workflow_config(cfg) if r.variant == "p"}
+    assert runs["hdml-npair"].overrides["hdml.beta"] == 5.0 and runs["hdml-npair"].overrides["protocol"] == "paper"
+    assert "hdml.beta" not in runs["daml-npair"].overrides and runs["daml-npair"].overrides["protocol"] == "paper"
+    cfg["variants"]["p"]["methods"] = ["daml-npair", "npair"]
+    with pytest.raises(ConfigError, match=r"variants\.p\.set: hdml\.beta: the hdml section belongs to .*none of this "
+                                          r"variant's methods \(daml-npair, npair\)"):
+        validate_workflow_config(cfg)
+
+
+def test_demo_and_paper_run_both_generator_methods_under_both_protocols():
+    paper = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/paper.yaml").read_text())
+    for cfg in (DEMO, paper):
+        runs = validate_workflow_config(cfg)
+        for method in ("hdml-triplet", "hdml-npair", "daml-triplet", "daml-npair"):
+            for variant in ("default", "protocol=paper"):
+                assert any(r.method == method and r.variant == variant for r in runs), (method, variant)
+
+
 def test_set_args_round_trip():
     from hdml.config import parse_sets
 

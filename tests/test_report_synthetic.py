@@ -77,3 +77,92 @@ def test_generator_curves_drawn_per_dataset(tmp_path: Path) -> None:
     assert (tmp_path / "figures" / "synthetic-losses_digits.png").exists()
     assert rep.toc == [("synthetic", "Synthetic hard samples, side by side")]
     assert 'id="fig-synthetic-losses_digits"' in rep.sections[0]
+
+
+def test_protocol_section_shows_daml_beside_hdml(tmp_path: Path) -> None:
+    """The demo's protocol=paper variant runs DAML too: its rows stand in the protocol table, code
+    and paper protocol side by side with the paper's number."""
+    from hdml.report import Report, paper_table
+    from hdml.report.inputs import Inputs
+    from hdml.report.sections import protocol_section
+
+    variants = {"default": 0.0, "protocol=paper": 0.02}
+    long = pd.DataFrame([{"dataset": "cub200", "method": m, "variant": v, "metric": "nmi", "value": x + shift}
+                         for m in ("daml-npair", "hdml-npair") for v, shift in variants.items()
+                         for x in (0.50, 0.51, 0.52)])
+    data = Inputs(metrics=long, summ=summary(long, ["dataset", "method", "variant", "metric"]), paper=paper_table(),
+                  datasets=["cub200"])
+    (tmp_path / "tables").mkdir()
+    protocol_section(Report(tmp_path), data)
+    table = (tmp_path / "tables" / "protocol.md").read_text()
+    assert "| cub200 | DAML (N-pair) | NMI | 51.0 ± 2.5 (n=3) | 53.0 ± 2.5 (n=3) | +2.0 | 61.3 |" in table
+    assert "| cub200 | HDML (N-pair) | NMI |" in table
+
+
+def fabricated_losses() -> pd.DataFrame:
+    """losses as hdml.report.read_losses gives them: DAML and HDML log J_gen and J_syn alike,
+    besides each one's own terms; the baseline J_m alone."""
+    logged = {"npair": ["j_m"], "hdml-npair": ["j_m", "j_syn", "j_gen", "j_recon", "j_soft"],
+              "daml-npair": ["j_m", "j_syn", "j_gen", "j_hard", "j_reg", "j_adv"]}
+    return pd.DataFrame([{"dataset": "digits", "method": m, "variant": "default", "seed": seed, "step": step,
+                          "metric": t, "value": 1.0 / step + seed}
+                         for m, terms in logged.items() for t in terms for seed in (0, 1, 2) for step in (1, 2, 3)])
+
+
+def drawn(monkeypatch: pytest.MonkeyPatch, *modules) -> list[tuple[str, list[str], list[str]]]:
+    """Every curve grid the report draws: (title, methods by row, metrics by column)."""
+    from hdml.report import figures
+
+    calls = []
+
+    def recording(curves, series, metrics, title, percent=True):
+        calls.append((title, [s.method for s in series], [m for m, _ in metrics]))
+        return figures.curve_grid(curves, series, metrics, title, percent)
+
+    for module in modules:
+        monkeypatch.setattr(module, "curve_grid", recording)
+    return calls
+
+
+def test_hdml_figure_takes_the_methods_whose_plugin_declares_it(tmp_path: Path, monkeypatch) -> None:
+    """DAML logs j_gen and j_syn too: "HDML's own losses" still has HDML's rows alone, chosen by
+    the plug-in's `loss_figure`, not by which columns a run happens to log."""
+    from hdml.report import Report, paper_table, sections
+    from hdml.report.inputs import Inputs
+
+    calls = drawn(monkeypatch, sections)
+    long = pd.DataFrame([{"dataset": "digits", "method": m, "variant": "default", "seed": s, "metric": "nmi",
+                          "value": 0.5 + s / 100} for m in ("npair", "hdml-npair", "daml-npair") for s in (0, 1, 2)])
+    data = Inputs(metrics=long, summ=summary(long, ["dataset", "method", "variant", "metric"]), paper=paper_table(),
+                  datasets=["digits"], losses=fabricated_losses())
+    (tmp_path / "tables").mkdir()
+    sections.dataset_sections(Report(tmp_path), data)
+    [(title, methods, terms)] = [c for c in calls if "HDML's own losses" in c[0]]
+    assert methods == ["hdml-npair"] and terms == ["j_syn", "j_gen", "j_recon", "j_soft"]
+
+
+def test_daml_generator_terms_get_their_own_curves(tmp_path: Path, monkeypatch) -> None:
+    """The side-by-side figure keeps J_gen and J_syn of both generators; DAML's J_hard, J_reg and
+    J_adv get a figure of their own, one row per DAML method."""
+    from hdml.report import Report, synthetic
+
+    calls = drawn(monkeypatch, synthetic)
+    (tmp_path / "tables").mkdir()
+    rep = Report(tmp_path)
+    synthetic_section(rep, summ(), fabricated_losses())
+    assert [(m, t) for _, m, t in calls] == [(["daml-npair", "hdml-npair"], ["j_gen", "j_syn"]),
+                                             (["daml-npair"], ["j_hard", "j_reg", "j_adv"])]
+    assert (tmp_path / "figures" / "synthetic-daml-terms_digits.png").exists()
+    assert 'id="fig-synthetic-daml-terms_digits"' in rep.sections[0]
+
+
+def test_read_losses_keeps_the_terms_the_plugin_declares(tmp_path: Path) -> None:
+    """A DAML run's losses.csv: J_m plus its declared terms; bookkeeping columns stay out."""
+    from hdml.report import read_losses
+
+    run = tmp_path / "runs/digits/daml-npair/default/seed0"
+    run.mkdir(parents=True)
+    pd.DataFrame({"step": [1, 2], "j_m": [1.0, 0.5], "j_gen": 2.0, "j_hard": 1.0, "j_reg": 0.5, "j_adv": 0.1,
+                  "j_syn": 0.3, "j_metric": 0.9, "adversarial": 1.0}).to_csv(run / "losses.csv", index=False)
+    got = read_losses([run / "losses.csv"])
+    assert set(got.metric) == {"j_m", "j_gen", "j_hard", "j_reg", "j_adv", "j_syn"}

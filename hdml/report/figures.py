@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +24,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from hdml.aggregate import run_key  # noqa: E402
-from hdml.report.names import dataset_title, display  # noqa: E402
+from hdml.report.names import dataset_title, display, loss_figure, loss_terms  # noqa: E402
 from hdml.report.stats import MIN_SEEDS, shown, summary  # noqa: E402
 
 FORMATS = ("png", "svg")
@@ -46,6 +46,16 @@ class Series:
     label: str
     base: str | None = None  # label of another Series, drawn dashed beside this one
     paper: dict = field(default_factory=dict)  # metric (or K) -> the paper's value, in %
+
+
+def own_terms(losses: pd.DataFrame, series: list[Series], figure: str) -> tuple[list[Series], list[tuple[str, str]]]:
+    """The series whose plug-in draws its own terms in `figure` (`Method.loss_figure`) and has some
+    in `losses`, without base or paper lines; the terms they declare and logged, in declared order."""
+    mine = [s for s in series if loss_figure(s.method) == figure
+            and set(loss_terms(s.method)) & set(losses[losses.method == s.method].metric)]
+    logged = set(losses[losses.method.isin([s.method for s in mine])].metric)
+    declared = {t: label for s in mine for t, label in loss_terms(s.method).items()}
+    return [replace(s, base=None, paper={}) for s in mine], [(t, lab) for t, lab in declared.items() if t in logged]
 
 
 def encode(fig: plt.Figure) -> dict[str, bytes]:

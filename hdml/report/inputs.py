@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hdml.aggregate import COSTS_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, RUNS_COLUMNS, run_key
-from hdml.report.names import dataset_sort
+from hdml.report.names import dataset_sort, loss_terms
 from hdml.report.stats import summary
 
 
@@ -68,15 +68,12 @@ def check_variant_settings(runs: pd.DataFrame, source: Path) -> None:
 
 LOSS_SMOOTH = 40  # a running mean over 1/40 of the steps: a readable line at 200 or 8,000 steps
 LOSS_POINTS = 400  # per run, at most: keeps the SVGs small
-# HDML's own terms in losses.csv (beside J_m), as the spec names them; the rest is bookkeeping.
-HDML_TERMS = {"j_syn": "J_syn (synthetics)", "j_gen": "J_gen (generator)", "j_recon": "J_recon",
-              "j_soft": "J_soft", "j_cls": "J_cls (classifier)", "lambda0": "λ0 (hardness)"}
 
 
 def read_losses(paths: list[Path]) -> pd.DataFrame | None:
     """Losses per step of each run (long: dataset, method, variant, seed, step, metric, value),
     each smoothed by a running mean over 1/LOSS_SMOOTH of the run's steps: `j_m`, the metric loss
-    (a baseline's `loss`), and HDML's HDML_TERMS."""
+    (a baseline's `loss`), and the terms the run's method declares (`Method.loss_terms`)."""
     frames = []
     for path in map(Path, paths):
         key = run_key(path.parent)
@@ -86,7 +83,7 @@ def read_losses(paths: list[Path]) -> pd.DataFrame | None:
             raise ValueError(f"{path}: needs rows and the columns step and loss (or j_m); "
                              f"got {','.join(map(str, table.columns))}")
         table = table.sort_values("step")
-        terms = {column: "j_m", **{t: t for t in HDML_TERMS if t in table.columns}}
+        terms = {column: "j_m", **{t: t for t in loss_terms(key["method"]) if t in table.columns}}
         smooth = table[list(terms)].rolling(max(1, round(len(table) / LOSS_SMOOTH)), min_periods=1).mean()
         smooth = smooth.rename(columns=terms).assign(step=table.step.to_numpy())
         smooth = smooth.iloc[::math.ceil(len(table) / LOSS_POINTS)]

@@ -30,6 +30,16 @@ def paper_row(method: str) -> str:
     return getattr(plugin(method), "paper_name", None) or display(method)
 
 
+def loss_terms(method: str) -> dict[str, str]:
+    """The losses.csv columns beside J_m the method's plug-in declares, with their labels."""
+    return dict(getattr(plugin(method), "loss_terms", None) or {})
+
+
+def loss_figure(method: str) -> str | None:
+    """Which report figure draws the method's own terms ("hdml", "generator"), as its plug-in says."""
+    return getattr(plugin(method), "loss_figure", None)
+
+
 def dataset_title(dataset: str) -> str:
     try:
         return get_dataset(dataset).title or dataset

@@ -18,8 +18,8 @@ import pandas as pd
 
 from hdml.aggregate import run_key
 from hdml.io import write_text
-from hdml.report.figures import Series, curve_grid, loss_grid, recall_grid, sweep_figure, tsne_figure
-from hdml.report.inputs import HDML_TERMS, LOSS_SMOOTH, SWEEPS, Inputs
+from hdml.report.figures import Series, curve_grid, loss_grid, own_terms, recall_grid, sweep_figure, tsne_figure
+from hdml.report.inputs import LOSS_SMOOTH, SWEEPS, Inputs
 from hdml.report.names import DATASET_ORDER, PAPER_TABLE, dataset_sort, dataset_title, display, paper_alpha, paper_row
 from hdml.report.page import Report, note
 from hdml.report.stats import MIN_SEEDS
@@ -235,9 +235,7 @@ def dataset_sections(rep: Report, data: Inputs) -> None:
             parts.append(rep.figure(f"losses_{dataset}", fig, f"Training loss on {dataset} (losses.csv), one panel "
                                     f"per method: the metric loss J_m with the weight penalty, {LOSS_SMOOTHING}. "
                                     "HDML's J_m is the same loss as its base method's (dashed), on real samples."))
-            terms = [(t, label) for t, label in HDML_TERMS.items() if t in set(mine.metric)]
-            with_terms = set(mine[mine.metric.isin(HDML_TERMS)].method)
-            hdml = [replace(s, base=None, paper={}) for s in series if s.method in with_terms]
+            hdml, terms = own_terms(mine, series, "hdml")
             if hdml:
                 fig = curve_grid(mine, hdml, terms, f"{name}: HDML's own losses, default variant", percent=False)
                 parts.append(rep.figure(f"losses-hdml_{dataset}", fig, f"HDML's own terms on {dataset} "
@@ -401,6 +399,12 @@ def with_n(r) -> str:
     return text if text.endswith(")") else f"{text} (n={r.n})"
 
 
+def table_section(rep: Report, key: str, title: str, table: Table) -> None:
+    """A section that is one table: the table on the page and as tables/KEY.md."""
+    write_text(rep.out_dir / "tables" / f"{key}.md", table.markdown())
+    rep.section(key, title, rep.table(table))
+
+
 def fidelity_section(rep: Report, data: Inputs | None = None, ledger: Path | None = None) -> None:
     """The fidelity ledger's summary beside the result tables: what "reproduced" means here."""
     from hdml.fidelity import LEDGER, read_ledger
@@ -420,8 +424,7 @@ def fidelity_section(rep: Report, data: Inputs | None = None, ledger: Path | Non
                               "it; documented difference: a deliberate departure, argued in the ledger; follows "
                               "paper: where paper and code disagree, the default takes the paper's value. Each "
                               "row of the ledger cites the authors' file and line and the test that pins it.")
-    write_text(rep.out_dir / "tables" / "fidelity.md", table.markdown())
-    rep.section("fidelity", title, rep.table(table))
+    table_section(rep, "fidelity", title, table)
 
 
 def protocol_section(rep: Report, data: Inputs) -> None:
@@ -450,11 +453,11 @@ def protocol_section(rep: Report, data: Inputs) -> None:
                          ["Dataset", "Method", "Metric", "code", "paper protocol", "Δ (paper − code)",
                           "paper reports"], rows, stub=3,
                          note="Mean ± 95% CI over seeds, in %; Δ in points. The protocols differ where the "
-                              "authors' code and the paper disagree (J_avg, J_gen, learning rates, ...): the "
-                              "fidelity ledger, docs/fidelity.md, lists each difference and which protocol follows "
-                              "which source.")
-    write_text(rep.out_dir / "tables" / "protocol.md", table.markdown())
-    rep.section("protocol", title, rep.table(table))
+                              "authors' code and the paper disagree (HDML: J_avg, J_gen, learning rates, ...; DAML: "
+                              "sums or means in J_gen, the generator's output layer, the metric's loss on real and "
+                              "synthetic tuples): the fidelity ledger, docs/fidelity.md, lists each difference and "
+                              "which protocol follows which source.")
+    table_section(rep, "protocol", title, table)
 
 
 def other_variants_section(rep: Report, data: Inputs) -> None:
@@ -467,8 +470,7 @@ def other_variants_section(rep: Report, data: Inputs) -> None:
     rest = rest.assign(method=rest.method.map(display))
     table = summary_table(rest, "variants", "Other variants, last checkpoint", ["dataset", "method", "variant"],
                           ["Dataset", "Method", "Variant"], "Mean ± 95% CI over seeds, in %.")
-    write_text(rep.out_dir / "tables" / "variants.md", table.markdown())
-    rep.section("variants", "Other variants", rep.table(table))
+    table_section(rep, "variants", "Other variants", table)
 
 
 def hms(seconds: float) -> str:
@@ -498,8 +500,7 @@ def costs_section(rep: Report, data: Inputs) -> None:
                           "peak RSS mean (MB)", "peak RSS max (MB)"], rows, stub=4,
                          note=f"Wall time h:mm:ss per run; peak resident memory of the job's processes (host "
                               f"memory, not GPU memory). Total wall time of all these jobs: {total:.2f} h.")
-    write_text(rep.out_dir / "tables" / "costs.md", table.markdown())
-    rep.section("costs", title, rep.table(table))
+    table_section(rep, "costs", title, table)
 
 
 def fmt_mb(x: float) -> str:

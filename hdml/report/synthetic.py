@@ -1,7 +1,9 @@
 """Report section "Synthetic hard samples, side by side": DAML's adversarial generator against
 HDML's hardness-aware one on the same base loss (triplet, N-pair), under one backbone, batch
 layout, seed set and protocol, so the difference is the generator's. Beside the table, the
-generators' objectives over training (J_gen, and J_syn, the base loss on the synthetic tuples).
+generators' objectives over training (J_gen, and J_syn, the base loss on the synthetic tuples),
+and the terms of DAML's J_gen (J_hard, J_reg, J_adv: the methods whose plug-in declares
+`loss_figure = "generator"`) in a figure of their own.
 
 The difference HDML − DAML of each metric's mean over seeds carries a Welch 95% interval built
 from the summary's per-method intervals (se = ci / t_{0.975, n−1}, Welch–Satterthwaite degrees of
@@ -20,7 +22,8 @@ import pandas as pd
 from scipy import stats
 
 from hdml.io import write_text
-from hdml.report.figures import Series, curve_grid
+from hdml.report.figures import Series, curve_grid, own_terms
+from hdml.report.names import display
 from hdml.report.stats import shown
 
 # base loss -> (DAML method, HDML method)
@@ -82,21 +85,33 @@ def generator_figures(rep: Section, losses: pd.DataFrame | None) -> list[str]:
     """Per dataset, the generators' own objectives over training (losses.csv, smoothed as the
     report's other loss figures), one row per DAML/HDML method. Their J_gen are different
     objectives (DAML: hard + reg + adversarial; HDML: reconstruction + softmax), so each panel
-    keeps its own scale; J_syn is the base loss on each method's synthetic tuples."""
+    keeps its own scale; J_syn is the base loss on each method's synthetic tuples. Then the
+    terms of DAML's J_gen, for the methods whose plug-in draws its terms here."""
     if losses is None:
         return []
     parts = []
-    mine = losses[(losses.variant == "default") & losses.method.isin(LABELS)]
-    for dataset in sorted(mine.dataset.unique()):
-        here = mine[mine.dataset == dataset]
+    default = losses[losses.variant == "default"]
+    for dataset in sorted(default.dataset.unique()):
+        here = default[default.dataset == dataset]
         series = [Series(m, "default", label) for m, label in LABELS.items() if m in set(here.method)]
-        terms = [t for t in GENERATOR_TERMS if t[0] in set(here.metric)]
+        terms = [t for t in GENERATOR_TERMS if t[0] in set(here[here.method.isin(LABELS)].metric)]
         if series and terms:
             fig = curve_grid(here, series, terms, f"{dataset}: generator objectives, default variant", percent=False)
             parts.append(rep.figure(f"synthetic-losses_{dataset}", fig,
                                     f"Generator objective J_gen and metric loss on synthetics J_syn on {dataset}, one "
                                     "row per method (thick: mean over seeds; thin: each seed). DAML's generator starts "
                                     "after its warm-up (daml.warmup); before that its J_gen is computed, not trained."))
+        own, declared = own_terms(here, [Series(m, "default", display(m)) for m in sorted(here.method.unique())],
+                              "generator")
+        daml_terms = [t for t in declared if t[0] not in dict(GENERATOR_TERMS)]
+        if own and daml_terms:
+            fig = curve_grid(here, own, daml_terms, f"{dataset}: DAML's generator terms, default variant",
+                             percent=False)
+            parts.append(rep.figure(f"synthetic-daml-terms_{dataset}", fig,
+                                    f"The terms of DAML's J_gen = J_hard + λ1 J_reg + λ2 J_adv on {dataset}, one "
+                                    "row per DAML method (thick: mean over seeds; thin: each seed): J_hard, the "
+                                    "synthetic negative's distance to the anchor; J_reg, to the negative it came from; "
+                                    "J_adv, the hinge that makes it harder than the positive (baselines/daml.py)."))
     return parts
 
 
