@@ -26,7 +26,7 @@ N-pair: anchor i's negatives are the other pairs' positives p_j (j != i); G make
 n~_ij = G([a_i; p_i; p_j]) for every j != i, and the synthetic tuple of anchor i is its own
 p_i among the n~_ij (HDML's N x N tile with the diagonal kept real).
 
-Protocols (`protocol`), following docs/fidelity.md "DAML (Duan et al. 2018)":
+Protocols (`protocol`), following hdml/fidelity.md "DAML (Duan et al. 2018)":
 - paper: J_gen summed over the tuples (the paper's sum over i), G's last layer linear
   [unverified], J_metric = J_m(real) + lambda J_m(synthetic) with lambda = 1 [unverified].
 - code (the public Chainer implementation, anonymous1computervision/DAML, lib/common/utils.py:
@@ -36,7 +36,7 @@ Both: G is two fully connected layers of the embedding's width (3d -> d -> d, Re
 weights drawn from N(0, 0.02), biases 0 (code: lib/models/net.py; the paper's sizes
 [unverified]); lambda1 = lambda2 = 1 (code; the paper's values [unverified]); margin 1 (code's
 alpha); G's rate = lr * `daml.gen_lr_mult` (code: lr / 10), outside the lr schedule.
-The code's further choices are not reproduced (docs/fidelity.md): a two-layer "discriminator"
+The code's further choices are not reproduced (hdml/fidelity.md): a two-layer "discriminator"
 on top of the embedding after the warm-up, and the backbone's rate dropped to lr / 1000 then.
 """
 from __future__ import annotations

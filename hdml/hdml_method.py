@@ -19,7 +19,7 @@ Protocols (`protocol`):
   the last completed block of `hdml.block` (64) steps; J_avg averages the weighted J_m
   (w J_m, weight penalty included), as the authors' code feeds it.
 - paper: J_gen = J_recon + lambda J_soft, J_recon = mean over the batch of ||y' - y||^2 (the
-  scale at which lambda balances the two terms; docs/fidelity.md), J_soft one mean; both averages are over the last
+  scale at which lambda balances the two terms; hdml/fidelity.md), J_soft one mean; both averages are over the last
   epoch, an epoch being ceil(training images / batch size) steps (batches are drawn with replacement, so this is the
   number of steps that show as many images as the training split holds); J_avg averages the
   unweighted J_m (the paper's "average metric loss"). The paper, like the code, trains the

@@ -492,6 +492,6 @@ def test_captions_say_what_the_html_shows(report):
     html = unescape(report["html"])
     assert "Red: best of the column" in html and "†" not in html  # only the Markdown carries †
     assert "†: best of the column" in (report["dir"] / "tables/cub200.md").read_text()
-    assert "method spec" not in html and "the fidelity ledger, docs/fidelity.md" in html
+    assert "method spec" not in html and "the fidelity ledger, hdml/fidelity.md" in html
     assert html.count("“Triplet hard” is the paper's name for its semi-hard triplet baseline") == 1
     assert "Learning curves on cub200, one row per method" in html

@@ -414,7 +414,7 @@ def fidelity_section(rep: Report, data: Inputs | None = None, ledger: Path | Non
     groups = ledger_summary(read_ledger(path))
     total = sum(len(v) for v in groups.values())
     rows = [[status, str(len(elements)), "; ".join(elements) or DASH] for status, elements in groups.items()]
-    table = simple_table("fidelity", f"Fidelity ledger: {total} elements (docs/fidelity.md)",
+    table = simple_table("fidelity", f"Fidelity ledger: {total} elements (hdml/fidelity.md)",
                          ["Status", "Elements", "Which"], rows,
                          note="match: computed as the authors' TensorFlow code (github.com/wzzheng/HDML) computes "
                               "it; documented difference: a deliberate departure, argued in the ledger; follows "
@@ -451,7 +451,7 @@ def protocol_section(rep: Report, data: Inputs) -> None:
                           "paper reports"], rows, stub=3,
                          note="Mean ± 95% CI over seeds, in %; Δ in points. The protocols differ where the "
                               "authors' code and the paper disagree (J_avg, J_gen, learning rates, ...): the "
-                              "fidelity ledger, docs/fidelity.md, lists each difference and which protocol follows "
+                              "fidelity ledger, hdml/fidelity.md, lists each difference and which protocol follows "
                               "which source.")
     write_text(rep.out_dir / "tables" / "protocol.md", table.markdown())
     rep.section("protocol", title, rep.table(table))
