@@ -154,7 +154,7 @@ def _set_grads(params: list[nn.Parameter], loss: torch.Tensor, retain_graph: boo
     if not loss.requires_grad or not math.isfinite(loss.item()):
         return
     grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
-    for p, g in zip(params, grads):
+    for p, g in zip(params, grads, strict=True):
         p.grad = g
 
 

@@ -7,7 +7,8 @@ one optimiser, each in its own parameter groups, and its checkpoint state.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 import torch
 
@@ -67,7 +68,7 @@ def all_config_sections() -> dict[str, tuple[Section, list[str]]]:
 
 
 def build_method(name: str, model: EmbeddingNet, cfg: dict, num_classes: int,
-                 train_size: int | None = None) -> "Method":
+                 train_size: int | None = None) -> Method:
     """`train_size` (training images) lets a method count epochs (HDML, protocol paper)."""
     check_method(name)
     context = Context(num_classes=num_classes, embedding_dim=model.head.fc.out_features,

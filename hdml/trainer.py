@@ -110,7 +110,7 @@ class SignalFlag:
         self.received: int | None = None
         self.previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "SignalFlag":
+    def __enter__(self) -> SignalFlag:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.previous[sig] = signal.signal(sig, self._handle)
         return self
