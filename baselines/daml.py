@@ -130,6 +130,7 @@ def _set_grads(params: list[nn.Parameter], loss: torch.Tensor, retain_graph: boo
 class DAMLMethod(Method):
     """DAML around a base loss; subclasses say how a batch becomes real and synthetic tuples."""
 
+    family = "DAML"
     loss_class: ClassVar[type[TripletLoss] | type[NPairLoss]]
 
     def __init__(self, model: EmbeddingNet, cfg: dict, context: Context, train_size: int | None = None) -> None:
@@ -204,11 +205,12 @@ class DAMLMethod(Method):
 
 @register_method("daml-triplet")
 class DAMLTriplet(DAMLMethod):
-    display_name = "DAML (Triplet)"
     """Batch [anchors; positives; negatives]; one synthetic negative per triplet."""
 
+    display_name = "DAML (Triplet)"
     sampler = "triplet"
     loss_class = TripletLoss
+    base = TripletLoss.name
 
     def tuples(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         a, p, n = split_triplets(z)
@@ -223,12 +225,13 @@ class DAMLTriplet(DAMLMethod):
 
 @register_method("daml-npair")
 class DAMLNPair(DAMLMethod):
-    display_name = "DAML (N-pair)"
     """Batch [a_1..a_N; p_1..p_N]; n~_ij = G([a_i; p_i; p_j]) for every j != i. J_gen over the
     N(N-1) off-diagonal pairs; J_syn: each anchor against its row, p_i at column i, n~_ij elsewhere."""
 
+    display_name = "DAML (N-pair)"
     sampler = "npair"
     loss_class = NPairLoss
+    base = NPairLoss.name
 
     def _tile(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(anchors, positives, generated N x N x d tile, off-diagonal mask)."""

@@ -161,6 +161,7 @@ def _set_grads(params: list[nn.Parameter], loss: torch.Tensor, retain_graph: boo
 class HDMLMethod(Method):
     """HDML around a base loss; subclasses say how a batch becomes a synthetic tuple."""
 
+    family = "HDML"
     default_alpha: ClassVar[float]
     loss_class: ClassVar[type[TripletLoss] | type[NPairLoss]]
 
@@ -281,6 +282,7 @@ class HDMLTriplet(HDMLMethod):
     display_name = "HDML (Triplet)"
     default_alpha = 7.0
     loss_class = TripletLoss
+    base = TripletLoss.name
 
     def synthesize(self, z: torch.Tensor, labels: torch.Tensor,
                    lam0: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -303,6 +305,7 @@ class HDMLNPair(HDMLMethod):
     display_name = "HDML (N-pair)"
     default_alpha = 90.0
     loss_class = NPairLoss
+    base = NPairLoss.name
 
     def synthesize(self, z: torch.Tensor, labels: torch.Tensor,
                    lam0: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

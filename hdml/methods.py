@@ -122,10 +122,14 @@ class Method:
     """One training step on a batch laid out as `sampler` says. Owns one optimiser `opt` (with
     `sched`) over the model and its `parts`, whose state the checkpoint holds by part name. A
     registered `Method` class names itself in the report by `display_name` (and `paper_name`, as
-    `MetricLoss` does)."""
+    `MetricLoss` does). A method built around a registered loss says which by `base` (its
+    name), and the kind of synthetic samples it adds by `family` ("HDML", "DAML"): the report
+    draws the base beside the method and compares families on one base, by these alone."""
 
     display_name: ClassVar[str]
     paper_name: ClassVar[str]
+    base: ClassVar[str | None] = None
+    family: ClassVar[str | None] = None
     sampler: str
     opt: torch.optim.Optimizer
     sched: MilestoneLR
