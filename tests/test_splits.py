@@ -119,3 +119,17 @@ def test_test_split_runs_keep_the_two_array_embeddings_file(digits_root, tmp_pat
     with np.load(tmp_path / "embeddings.npz") as saved:
         assert sorted(saved) == ["embeddings", "labels"]
         assert np.array_equal(saved["labels"], read_split(digits_root, "digits").query("split == 'test'")["label"])
+
+
+def test_a_gallery_that_does_not_fit_its_labels_is_an_error_naming_the_file(tmp_path):
+    from hdml.evaluate import load_embeddings, save_npz
+
+    path = tmp_path / "embeddings.npz"
+    save_npz(path, embeddings=np.zeros((4, 2)), labels=np.arange(4), gallery_embeddings=np.zeros((3, 2)),
+             gallery_labels=np.arange(4))
+    with pytest.raises(ValueError, match=r"embeddings.npz: gallery_embeddings of shape \(3, 2\) with gallery_labels"):
+        load_embeddings(path)
+    save_npz(path, embeddings=np.zeros((4, 2)), labels=np.arange(4), gallery_embeddings=np.ones((3, 2)),
+             gallery_labels=np.arange(3))
+    loaded = load_embeddings(path)
+    assert np.array_equal(loaded.gallery, np.ones((3, 2))) and np.array_equal(loaded.gallery_labels, np.arange(3))
