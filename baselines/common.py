@@ -28,7 +28,8 @@ def check_batch(name: str, z: torch.Tensor, labels: torch.Tensor) -> None:
         raise ValueError(f"{name}: embeddings must be a 2-D (batch, dim) tensor, got shape {tuple(z.shape)}")
     if labels.dim() != 1 or labels.shape[0] != z.shape[0]:
         raise ValueError(
-            f"{name}: labels must be 1-D with one entry per embedding row ({z.shape[0]}), got shape {tuple(labels.shape)}"
+            f"{name}: labels must be 1-D with one entry per embedding row ({z.shape[0]}), "
+            f"got shape {tuple(labels.shape)}"
         )
 
 

@@ -8,9 +8,10 @@
 Embeddings not normalised (Hadsell's D_W is the plain Euclidean distance of the outputs).
 Defaults: margin 1.0 - Hadsell et al. only require m > 0; 1.0 is the common choice (default
 of Caffe's ContrastiveLoss layer and of PML's neg_margin). `mean` is that Caffe layer's
-1/(2N) sum, a per-pair normalisation that keeps the scale independent of the batch size. PML's ContrastiveLoss is the unsquared, unhalved hinge
-(relu(D - pos_margin), relu(neg_margin - D)) averaged over non-zero positive and negative
-terms separately; the tests check ours against its per-pair terms.
+1/(2N) sum, a per-pair normalisation that keeps the scale independent of the batch size.
+PML's ContrastiveLoss is the unsquared, unhalved hinge (relu(D - pos_margin),
+relu(neg_margin - D)) averaged over non-zero positive and negative terms separately; the tests
+check ours against its per-pair terms.
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ N-pair: anchor i's negatives are the other pairs' positives p_j (j != i); G make
 n~_ij = G([a_i; p_i; p_j]) for every j != i, and the synthetic tuple of anchor i is its own
 p_i among the n~_ij (HDML's N x N tile with the diagonal kept real).
 
-Protocols (`protocol`), following docs/fidelity.md "DAML (Duan et al. 2018)":
+Protocols (`protocol`), following hdml/fidelity.md "DAML (Duan et al. 2018)":
 - paper: J_gen summed over the tuples (the paper's sum over i), G's last layer linear
   [unverified], J_metric = J_m(real) + lambda J_m(synthetic) with lambda = 1 [unverified].
 - code (the public Chainer implementation, anonymous1computervision/DAML at 883aa5a,
@@ -39,7 +39,7 @@ weights drawn from N(0, 0.02), biases 0 (code: lib/models/net.py:12-27; the pape
 [unverified]); lambda1 = lambda2 = 1 (code: utils.py:224-225; the paper's values [unverified]);
 margin 1 (code: `adv_loss`'s alpha, utils.py:294); G's rate = lr * `daml.gen_lr_mult` (code:
 lr / 10, lib/common/train_eval.py:76), outside the lr schedule.
-The code's further choices are not reproduced (docs/fidelity.md): a two-layer "discriminator"
+The code's further choices are not reproduced (hdml/fidelity.md): a two-layer "discriminator"
 on top of the embedding after the warm-up, the backbone's rate dropped to lr / 1000 then
 (train_eval.py:65), L2-normalised embeddings in training (main_triplet.py:31), and its base
 triplet loss's mean halved (lib/functions/triplet_loss.py:29; the suite's `triplet` section is
@@ -136,6 +136,7 @@ def _set_grads(params: list[nn.Parameter], loss: torch.Tensor, retain_graph: boo
 class DAMLMethod(Method):
     """DAML around a base loss; subclasses say how a batch becomes real and synthetic tuples."""
 
+    family = "DAML"
     loss_class: ClassVar[type[TripletLoss] | type[NPairLoss]]
     loss_terms = {"j_syn": "J_syn (synthetics)", "j_gen": "J_gen (generator)", "j_hard": "J_hard (near the anchor)",
                   "j_reg": "J_reg (near its negative)", "j_adv": "J_adv (adversarial)"}
@@ -213,11 +214,12 @@ class DAMLMethod(Method):
 
 @register_method("daml-triplet")
 class DAMLTriplet(DAMLMethod):
-    display_name = "DAML (Triplet)"
     """Batch [anchors; positives; negatives]; one synthetic negative per triplet."""
 
+    display_name = "DAML (Triplet)"
     sampler = "triplet"
     loss_class = TripletLoss
+    base = TripletLoss.name
 
     def tuples(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         a, p, n = split_triplets(z)
@@ -232,12 +234,13 @@ class DAMLTriplet(DAMLMethod):
 
 @register_method("daml-npair")
 class DAMLNPair(DAMLMethod):
-    display_name = "DAML (N-pair)"
     """Batch [a_1..a_N; p_1..p_N]; n~_ij = G([a_i; p_i; p_j]) for every j != i. J_gen over the
     N(N-1) off-diagonal pairs; J_syn: each anchor against its row, p_i at column i, n~_ij elsewhere."""
 
+    display_name = "DAML (N-pair)"
     sampler = "npair"
     loss_class = NPairLoss
+    base = NPairLoss.name
 
     def _tile(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(anchors, positives, generated N x N x d tile, off-diagonal mask)."""

@@ -18,7 +18,7 @@ Defaults tau 3, beta 2 [unverified]: the values of the DDML paper's experimental
 (Sec. 4, face verification on LFW / YouTube Faces with a 3-layer tanh MLP; tau, beta, the
 regulariser weight lambda and the learning rate mu set empirically to 3, 2, 1e-2, 1e-3) as
 recalled by the author of this module; the paper's text could not be reached through this
-project's search tools, so docs/fidelity.md (DDML section) marks them unverified until checked against
+project's search tools, so hdml/fidelity.md (DDML section) marks them unverified until checked against
 the PDF. The paper's regulariser lambda/2 sum_m (||W_m||_F^2 + ||b_m||_2^2) is not part of this
 loss: it is the suite's `weight_decay`, which hdml.methods.weight_penalty adds to every
 baseline's objective in the same form, weight_decay/2 * sum (||W||^2 + ||b||^2) (lambda =

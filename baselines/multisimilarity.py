@@ -19,7 +19,7 @@ such an anchor; the formula gives the same 0). The min/max thresholds are select
 no gradient. Each log(1 + sum e^x) is a logsumexp with a zero appended: exact and free of
 overflow for beta = 50 and any similarity.
 
-Defaults are the paper's: alpha 2, beta 50, lambda 1, eps 0.1 (docs/fidelity.md, Multi-Similarity
+Defaults are the paper's: alpha 2, beta 50, lambda 1, eps 0.1 (hdml/fidelity.md, Multi-Similarity
 section). The authors' code runs lambda 0.5 (`thresh`) and beta 40 (`SCALE_NEG`), and drops every positive with
 S >= 1 - 1e-5 rather than only j = i; pytorch-metric-learning's MultiSimilarityLoss defaults to
 base (lambda) 0.5 and mines nothing unless paired with its MultiSimilarityMiner.

@@ -1,4 +1,5 @@
-"""Evaluate a finished run from its saved test embeddings: the full metric set, and the
+"""Evaluate a finished run from its saved evaluation embeddings (the test split, or the query
+split searched against the gallery split: `hdml.splits`): the full metric set, and the
 test-selected numbers the authors' code reported (best test NMI over the curve), kept apart.
 
 Kept apart from training so metrics can be recomputed, or new ones added, without retraining;
@@ -14,6 +15,7 @@ import json
 import math
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,42 +51,78 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
         np.savez_compressed(fh, **arrays)
 
 
-def embeddings_digest(z: np.ndarray, labels: np.ndarray) -> str:
-    """SHA-256 of embeddings (as float32) and labels, dtypes and shapes included: ties the metrics
-    in metrics.json to the exact arrays they were computed from."""
-    digest = hashlib.sha256()
-    for array in (np.ascontiguousarray(z, dtype=np.float32), np.ascontiguousarray(labels)):
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class Embeddings:
+    """A run's evaluation embeddings (not yet normalised) and labels: the queries and, for a
+    dataset with query/gallery splits, the gallery they search; without one (a `test` split)
+    the queries are their own gallery. embeddings.npz holds `embeddings` and `labels` (the
+    queries) and, only with a gallery, `gallery_embeddings` and `gallery_labels`."""
+
+    query: np.ndarray
+    labels: np.ndarray
+    gallery: np.ndarray | None = None
+    gallery_labels: np.ndarray | None = None
+
+    @classmethod
+    def stacked(cls, z: np.ndarray, labels: np.ndarray, gallery_labels: np.ndarray | None) -> Embeddings:
+        """From one array of the query rows followed by the gallery rows (the form the trainer
+        keeps and checkpoints)."""
+        n = len(labels)
+        return cls(z[:n], labels) if gallery_labels is None else cls(z[:n], labels, z[n:], gallery_labels)
+
+    def evaluate(self, ks: list[int], seed: int, kmeans_algorithm: str) -> dict[str, float]:
+        return metrics.evaluate(self.query, self.labels, ks, seed=seed, kmeans_algorithm=kmeans_algorithm,
+                                gallery=self.gallery, gallery_labels=self.gallery_labels)
+
+    def digest(self) -> str:
+        """SHA-256 of the arrays as saved (float32 embeddings, labels; dtypes and shapes included):
+        ties the metrics in metrics.json to the exact arrays they were computed from."""
+        sha = hashlib.sha256()
+        for array in (self.query, self.labels, self.gallery, self.gallery_labels):
+            if array is not None:
+                array = np.ascontiguousarray(array, dtype=np.float32 if array.dtype.kind == "f" else None)
+                sha.update(f"{array.dtype.str}{array.shape}".encode())
+                sha.update(array.tobytes())
+        return sha.hexdigest()
+
+    def save(self, path: Path) -> None:
+        arrays = {"embeddings": self.query.astype(np.float32), "labels": self.labels}
+        if self.gallery is not None:
+            arrays |= {"gallery_embeddings": self.gallery.astype(np.float32), "gallery_labels": self.gallery_labels}
+        save_npz(path, **arrays)
 
 
-def load_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings (n x d) and labels (n) of a saved run; a damaged file is an error naming it."""
+def load_embeddings(path: Path) -> Embeddings:
+    """The embeddings of a saved run; a damaged file is an error naming it."""
     try:
         with np.load(path, allow_pickle=False) as data:
             z, labels = data["embeddings"], data["labels"]
+            gallery = (data["gallery_embeddings"], data["gallery_labels"]) if "gallery_embeddings" in data else None
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"{path}: unreadable embeddings ({exc!r}); rerun the training to rewrite it") from None
-    if z.ndim != 2 or labels.shape != (len(z),):
-        raise ValueError(f"{path}: embeddings of shape {z.shape} with labels of shape {labels.shape}; expected "
-                         f"n x d and n")
-    return z, labels
+    pairs = [("embeddings", z, "labels", labels)]
+    if gallery is not None:
+        pairs.append(("gallery_embeddings", gallery[0], "gallery_labels", gallery[1]))
+    for what, x, tags, y in pairs:
+        if x.ndim != 2 or y.shape != (len(x),):
+            raise ValueError(f"{path}: {what} of shape {x.shape} with {tags} of shape {y.shape}; expected "
+                             f"n x d and n")
+    return Embeddings(z, labels) if gallery is None else Embeddings(z, labels, *gallery)
 
 
 def evaluate_run(run_dir: str | Path, recompute: bool = False) -> dict[str, Any]:
     run_dir = Path(run_dir)
     saved = read_yaml(run_dir / "config.yaml")
-    z, labels = load_embeddings(run_dir / "embeddings.npz")
+    embeddings = load_embeddings(run_dir / "embeddings.npz")
     trained = run_dir / "metrics.json"
     record = json.loads(trained.read_text()) if trained.exists() else {}
-    if not recompute and record.get("embeddings_sha256") == embeddings_digest(z, labels):
+    if not recompute and record.get("embeddings_sha256") == embeddings.digest():
         result, source = dict(record["metrics"]), "training"
     else:  # runs from before the choice existed evaluate with today's default
-        result, source = metrics.evaluate(z, labels, saved["eval_ks"], seed=saved["seed"],
-                                          kmeans_algorithm=saved.get("eval_kmeans", "kmeans++")), "recomputed"
+        result = embeddings.evaluate(saved["eval_ks"], saved["seed"], saved.get("eval_kmeans", "kmeans++"))
+        source = "recomputed"
     curve = pd.read_csv(run_dir / "curve.csv")
     best = curve.loc[curve["nmi"].idxmax()]
     selected = {k: float(best[k]) for k in result if k in best.index}

@@ -1,5 +1,8 @@
-"""The fidelity ledger (docs/fidelity.md): one row per element of HDML and its baselines, with
+"""The fidelity ledger (hdml/fidelity.md): one row per element of HDML and its baselines, with
 the paper's statement, the authors' code, this suite, the test that pins it, and a status.
+
+The ledger is package data, its only copy, so that the report of an installed (non-editable)
+hdml renders it too; people read it at hdml/fidelity.md.
 
 The report renders its summary (how many elements match the authors' code, differ by a
 documented choice, or follow the paper) beside the result tables, so a reader knows what
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-LEDGER = Path(__file__).resolve().parent.parent / "docs" / "fidelity.md"
+LEDGER = Path(__file__).resolve().parent / "fidelity.md"
 STATUSES = ("match", "documented difference", "follows paper")
 
 

@@ -36,7 +36,7 @@ def recon_loss(y_rec: torch.Tensor, y: torch.Tensor, *, protocol: str = "code") 
     """J_recon. code: sum over batch and dimensions of (y' - y)^2 (authors' main_npair.py:134).
     paper: the per-sample squared L2 cost ||y' - y||^2 averaged over the batch, the "reconstruction
     cost between the two distributions" at the scale of the softmax term it is balanced with (a
-    sum over B x 1024 values would leave lambda * J_soft below 0.1% of J_gen; docs/fidelity.md)."""
+    sum over B x 1024 values would leave lambda * J_soft below 0.1% of J_gen; hdml/fidelity.md)."""
     per_sample = (y_rec - y).pow(2).sum(1)
     if protocol == "code":
         return per_sample.sum()

@@ -19,7 +19,7 @@ Protocols (`protocol`):
   the last completed block of `hdml.block` (64) steps; J_avg averages the weighted J_m
   (w J_m, weight penalty included), as the authors' code feeds it.
 - paper: J_gen = J_recon + lambda J_soft, J_recon = mean over the batch of ||y' - y||^2 (the
-  scale at which lambda balances the two terms; docs/fidelity.md), J_soft one mean; both averages are over the last
+  scale at which lambda balances the two terms; hdml/fidelity.md), J_soft one mean; both averages are over the last
   epoch, an epoch being ceil(training images / batch size) steps (batches are drawn with replacement, so this is the
   number of steps that show as many images as the training split holds); J_avg averages the
   unweighted J_m (the paper's "average metric loss"). The paper, like the code, trains the
@@ -154,13 +154,14 @@ def _set_grads(params: list[nn.Parameter], loss: torch.Tensor, retain_graph: boo
     if not loss.requires_grad or not math.isfinite(loss.item()):
         return
     grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
-    for p, g in zip(params, grads):
+    for p, g in zip(params, grads, strict=True):
         p.grad = g
 
 
 class HDMLMethod(Method):
     """HDML around a base loss; subclasses say how a batch becomes a synthetic tuple."""
 
+    family = "HDML"
     default_alpha: ClassVar[float]
     loss_class: ClassVar[type[TripletLoss] | type[NPairLoss]]
     loss_terms = {"j_syn": "J_syn (synthetics)", "j_gen": "J_gen (generator)", "j_recon": "J_recon",
@@ -284,6 +285,7 @@ class HDMLTriplet(HDMLMethod):
     display_name = "HDML (Triplet)"
     default_alpha = 7.0
     loss_class = TripletLoss
+    base = TripletLoss.name
 
     def synthesize(self, z: torch.Tensor, labels: torch.Tensor,
                    lam0: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -306,6 +308,7 @@ class HDMLNPair(HDMLMethod):
     display_name = "HDML (N-pair)"
     default_alpha = 90.0
     loss_class = NPairLoss
+    base = NPairLoss.name
 
     def synthesize(self, z: torch.Tensor, labels: torch.Tensor,
                    lam0: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

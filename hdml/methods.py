@@ -7,7 +7,8 @@ one optimiser, each in its own parameter groups, and its checkpoint state.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 import torch
 
@@ -67,7 +68,7 @@ def all_config_sections() -> dict[str, tuple[Section, list[str]]]:
 
 
 def build_method(name: str, model: EmbeddingNet, cfg: dict, num_classes: int,
-                 train_size: int | None = None) -> "Method":
+                 train_size: int | None = None) -> Method:
     """`train_size` (training images) lets a method count epochs (HDML, protocol paper)."""
     check_method(name)
     context = Context(num_classes=num_classes, embedding_dim=model.head.fc.out_features,
@@ -121,7 +122,9 @@ class Method:
     """One training step on a batch laid out as `sampler` says. Owns one optimiser `opt` (with
     `sched`) over the model and its `parts`, whose state the checkpoint holds by part name. A
     registered `Method` class names itself in the report by `display_name` (and `paper_name`, as
-    `MetricLoss` does)."""
+    `MetricLoss` does). A method built around a registered loss says which by `base` (its
+    name), and the kind of synthetic samples it adds by `family` ("HDML", "DAML"): the report
+    draws the base beside the method and compares families on one base, by these alone."""
 
     display_name: ClassVar[str]
     paper_name: ClassVar[str]
@@ -130,6 +133,8 @@ class Method:
     # or "generator" (the generator curves of "Synthetic hard samples, side by side").
     loss_terms: ClassVar[dict[str, str]] = {}
     loss_figure: ClassVar[str | None] = None
+    base: ClassVar[str | None] = None
+    family: ClassVar[str | None] = None
     sampler: str
     opt: torch.optim.Optimizer
     sched: MilestoneLR

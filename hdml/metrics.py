@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import sys
 from collections.abc import Iterator
@@ -184,7 +185,7 @@ def _full_precision_matmul() -> Iterator[None]:
         yield
     finally:
         torch.set_float32_matmul_precision(legacy)
-        for b, precision in zip(backends, precisions):
+        for b, precision in zip(backends, precisions, strict=True):
             b.fp32_precision = precision
 
 
@@ -261,7 +262,7 @@ def _chunks(n: int, size: int, d: int) -> list[tuple[int, int]]:
     bounds = list(range(0, n, size)) + [n]
     if len(bounds) > 2 and (n - bounds[-2]) * d < faiss.cvar.distance_compute_blas_threshold:
         del bounds[-2]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(itertools.pairwise(bounds))
 
 
 def _neighbours(index: faiss.Index, queries: np.ndarray, rows: np.ndarray,

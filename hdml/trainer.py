@@ -2,7 +2,7 @@
 
 Outputs in the run directory: `config.yaml` (the resolved run config), `curve.csv` (metrics at
 every evaluation), `losses.csv` (every step's losses), `model.pt` (final weights),
-`embeddings.npz` (the final model's test embeddings and labels), and
+`embeddings.npz` (the reported model's evaluation embeddings and labels: `hdml.evaluate.Embeddings`), and
 `metrics.json`, written last and only when the run completed, so its presence means a
 finished run. `ckpt/` holds checkpoints: a rerun with the same `--out` resumes from the
 newest readable one and, on the CPU, ends with exactly the metrics of an uninterrupted run.
@@ -24,11 +24,11 @@ import pandas as pd
 import torch
 import yaml
 
-from hdml import checkpoint, metrics, selection
+from hdml import checkpoint, selection
 from hdml.config import Interrupted, TrainingDiverged, build_run_config
 from hdml.data import BatchTransform, ImageTensors
 from hdml.datasets import get_dataset
-from hdml.evaluate import embeddings_digest, eval_due, save_npz
+from hdml.evaluate import Embeddings, eval_due
 from hdml.io import write_json, write_text, write_with
 from hdml.loader import BatchLoader
 from hdml.methods import build_method
@@ -36,7 +36,7 @@ from hdml.model import EmbeddingNet, build_model
 from hdml.progress import Progress
 from hdml.runfolder import exclusive
 from hdml.samplers import build_sampler
-from hdml.valsplit import training_images
+from hdml.valsplit import RunImages, training_images
 
 log = logging.getLogger("hdml.train")
 
@@ -94,6 +94,13 @@ def embed(model: EmbeddingNet, images: ImageTensors, transform: BatchTransform, 
     return torch.cat(out).numpy()
 
 
+def embed_evaluation(model: EmbeddingNet, images: RunImages, batch_size: int) -> np.ndarray:
+    """Embeddings of the evaluation images: the query rows, then the gallery rows where the
+    dataset has a gallery split (`Embeddings.stacked` splits them again)."""
+    z = embed(model, images.query, images.transform, batch_size)
+    if images.gallery is None:
+        return z
+    return np.concatenate([z, embed(model, images.gallery, images.transform, batch_size)])
 
 
 class SignalFlag:
@@ -103,7 +110,7 @@ class SignalFlag:
         self.received: int | None = None
         self.previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "SignalFlag":
+    def __enter__(self) -> SignalFlag:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -130,7 +137,12 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     set_determinism(cfg["deterministic"])
     torch.manual_seed(seed)
     device = resolve_device(cfg["device"])
-    train_set, test_set, val_set, transform = training_images(root, dataset, cfg, spec.channels, device)
+    images = training_images(root, dataset, cfg, spec.channels, device)
+    train_set, val_set, transform = images.train, images.val, images.transform
+    gallery_labels = None if images.gallery is None else images.gallery.labels
+
+    def evaluation(z: np.ndarray) -> Embeddings:
+        return Embeddings.stacked(z, images.query.labels, gallery_labels)
     _, train_targets = np.unique(train_set.labels, return_inverse=True)
     model = place_model(build_model(cfg, spec.channels), cfg, device)
     runner = build_method(method, model, cfg, int(train_targets.max()) + 1, train_size=len(train_set))
@@ -165,7 +177,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
             "data_wait": data_wait + loader.wait, "fingerprint": fingerprint, "chosen": chosen.state(),
         }, cfg["keep_checkpoints"])
 
-    z = None  # the latest test embeddings
+    z = None  # the latest evaluation embeddings (embed_evaluation)
     started = time.perf_counter()
     loader = BatchLoader(train_set, sampler, transform, sample_gen, augment_gen, cfg["num_workers"])
     progress = Progress(out, steps=cfg["steps"], start=start, batch_size=cfg["batch_size"], header=header,
@@ -185,9 +197,8 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
                         f"{bad_streak} consecutive steps with a NaN/infinite loss (last at step {step}); "
                         f"no metrics written (max_bad_steps={cfg['max_bad_steps']})")
             if eval_due(step, cfg):
-                z = embed(model, test_set, transform, cfg["eval_batch_size"])
-                row = {"step": step, **metrics.evaluate(z, test_set.labels, cfg["eval_ks"], seed=seed,
-                                                           kmeans_algorithm=cfg["eval_kmeans"]),
+                z = embed_evaluation(model, images, cfg["eval_batch_size"])
+                row = {"step": step, **evaluation(z).evaluate(cfg["eval_ks"], seed, cfg["eval_kmeans"]),
                        **{f"train_{k}": v for k, v in logs.items()}}
                 if val_set is not None:  # at evaluation points only: never on a training step's path
                     row[f"val_{metric}"] = selection.score_val(
@@ -209,18 +220,19 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
              100 * data_wait / max(train_seconds, 1e-9))
     evaluated_here = z is not None  # else resumed from a checkpoint of the last step: embed again
     if not evaluated_here:
-        z = embed(model, test_set, transform, cfg["eval_batch_size"])
+        z = embed_evaluation(model, images, cfg["eval_batch_size"])
 
     write_with(out / "curve.csv", lambda p: pd.DataFrame(curve).to_csv(p, index=False))
     write_with(out / "losses.csv", lambda p: pd.DataFrame(losses).to_csv(p, index=False))
     write_with(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
     reported, z = (curve[-1], z) if cfg["selection"] == "last" else chosen.reported()
-    write_with(out / "embeddings.npz", lambda p: save_npz(p, embeddings=z.astype(np.float32), labels=test_set.labels))
+    saved = evaluation(z)
+    write_with(out / "embeddings.npz", saved.save)
     final = {k: v for k, v in reported.items() if not k.startswith(("train_", "val_")) and k != "step"}
     result = {**header, "steps": cfg["steps"], "train_seconds": train_seconds, "data_wait_seconds": data_wait,
               "metrics": final}
     if evaluated_here or cfg["selection"] != "last":  # the metrics above were computed from exactly this z
-        result["embeddings_sha256"] = embeddings_digest(z, test_set.labels)
+        result["embeddings_sha256"] = saved.digest()
     if cfg["selection"] != "last":
         result["selection"] = selection.summary(
             cfg["selection"], metric, chosen.step, chosen.score,

@@ -22,6 +22,7 @@ then the mean over its K runs).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ import torch
 
 from hdml.data import BatchTransform, ImageTensors, batch_transform, load_images, read_split
 from hdml.io import write_with
+from hdml.splits import evaluation_splits
 
 FOLDS = 4  # the reality check's class-disjoint folds of the training classes
 
@@ -74,23 +76,35 @@ def write_val(root: str | Path, dataset: str, folds: int = FOLDS) -> Path:
     return path
 
 
-def training_images(root: str | Path, dataset: str, cfg: dict, channels: int, device: torch.device
-                    ) -> tuple[ImageTensors, ImageTensors, ImageTensors | None, BatchTransform]:
-    """(train, test, val or None, batch transform) of a run. With `selection: val` the training
-    images exclude the validation classes, which come back as `val`; otherwise a `val` split,
-    if the dataset has one, joins the training images in split.csv's row order."""
+@dataclass
+class RunImages:
+    """The images a run reads: training images, the evaluation split(s) (`hdml.splits`:
+    `query` searched against `gallery`, or `test` as its own gallery, `gallery` None), the
+    validation images when the run selects on them, and the run config's batch transform."""
+
+    train: ImageTensors
+    query: ImageTensors
+    gallery: ImageTensors | None
+    val: ImageTensors | None
+    transform: BatchTransform
+
+
+def training_images(root: str | Path, dataset: str, cfg: dict, channels: int, device: torch.device) -> RunImages:
+    """The images of a run. With `selection: val` the training images exclude the validation
+    classes, which come back as `val`; otherwise a `val` split, if the dataset has one, joins the
+    training images in split.csv's row order."""
     names = set(read_split(root, dataset)["split"])
     has_val = "val" in names
     if cfg["selection"] == "val" and not has_val:
         raise ValueError(f"{Path(root) / dataset / 'split.csv'}: selection: val needs a val split; run "
                          f"`hdml prepare {dataset} --root {root} --val-folds {FOLDS}` first")
-    images = load_images(root, dataset, cfg, channels, ("train", "test", "val") if has_val else ("train", "test"))
-    transform = batch_transform(cfg, device)
-    if not has_val:
-        return images["train"], images["test"], None, transform
-    if cfg["selection"] == "val":
-        return images["train"], images["test"], images["val"], transform
-    return _in_file_order(root, dataset, images["train"], images["val"]), images["test"], None, transform
+    query, gallery = evaluation_splits(names)
+    wanted = ("train", query, *((gallery,) if gallery else ()), *(("val",) if has_val else ()))
+    images = load_images(root, dataset, cfg, channels, wanted)
+    train, val = images["train"], images.get("val")
+    if has_val and cfg["selection"] != "val":
+        train, val = _in_file_order(root, dataset, train, val), None
+    return RunImages(train, images[query], images[gallery] if gallery else None, val, batch_transform(cfg, device))
 
 
 def _in_file_order(root: str | Path, dataset: str, train: ImageTensors, val: ImageTensors) -> ImageTensors:

@@ -1,5 +1,5 @@
 """HDML as the authors' code (github.com/wzzheng/HDML, commit fa03ef0) runs it under
-`protocol: code`, and the paper's protocol kept apart from the ablations (docs/fidelity.md).
+`protocol: code`, and the paper's protocol kept apart from the ablations (hdml/fidelity.md).
 References are computed here from the authors' formulas, in numpy, not from the suite's code."""
 from __future__ import annotations
 
@@ -306,7 +306,7 @@ def test_ledger_rows_have_known_statuses_and_cite_existing_tests() -> None:
     repo = Path(__file__).parents[1]
     for file, name in re.findall(r"tests/(\w+\.py)(?:::(\w+))?", LEDGER.read_text()):
         text = (repo / "tests" / file).read_text()
-        assert not name or f"def {name}(" in text, f"docs/fidelity.md cites tests/{file}::{name}, which is not there"
+        assert not name or f"def {name}(" in text, f"hdml/fidelity.md cites tests/{file}::{name}, which is not there"
 
 
 def test_bad_ledger_status_is_named(tmp_path) -> None:

@@ -74,21 +74,21 @@ def test_weights() -> None:
 
 def test_code_protocol_blocks_of_64_in_the_method() -> None:
     logs = run(tiny({}), 129)
-    jmw = [l["j_m_weighted"] for l in logs]
-    jgen = [l["j_gen"] for l in logs]
+    jmw = [row["j_m_weighted"] for row in logs]
+    jgen = [row["j_gen"] for row in logs]
     for s in (0, 63):
         assert logs[s]["j_avg"] == logs[s]["j_gen_avg"] == 1e6
     for s, block in ((64, range(0, 64)), (127, range(0, 64)), (128, range(64, 128))):
         assert logs[s]["j_avg"] == pytest.approx(np.mean([jmw[i] for i in block]), rel=1e-12)
         assert logs[s]["j_gen_avg"] == pytest.approx(np.mean([jgen[i] for i in block]), rel=1e-12)
     # the code averages the weighted J_m, which differs from the raw one here (w = e^-(1e4/1e6) at first)
-    assert logs[64]["j_avg"] != pytest.approx(np.mean([l["j_m"] for l in logs[:64]]), rel=1e-6)
+    assert logs[64]["j_avg"] != pytest.approx(np.mean([row["j_m"] for row in logs[:64]]), rel=1e-6)
     assert logs[0]["j_m_weighted"] == pytest.approx(math.exp(-1e4 / 1e6) * logs[0]["j_m"], rel=1e-6)
     # the weights the averages drive, at every step
-    for l in logs:
-        assert l["lambda0"] == pytest.approx(1 - math.exp(-7.0 / l["j_avg"]), rel=1e-6)
-        w = math.exp(-1e4 / l["j_gen_avg"])
-        assert l["j_metric"] == pytest.approx(w * l["j_m"] + (1 - w) * l["j_syn"], rel=1e-5, abs=1e-6)
+    for row in logs:
+        assert row["lambda0"] == pytest.approx(1 - math.exp(-7.0 / row["j_avg"]), rel=1e-6)
+        w = math.exp(-1e4 / row["j_gen_avg"])
+        assert row["j_metric"] == pytest.approx(w * row["j_m"] + (1 - w) * row["j_syn"], rel=1e-5, abs=1e-6)
     assert logs[128]["lambda0"] > logs[0]["lambda0"]
 
 
@@ -96,10 +96,10 @@ def test_paper_protocol_averages_over_an_epoch_of_raw_jm() -> None:
     method = tiny({"protocol": "paper", "hdml.beta": 5.0}, train_size=30)  # ceil(30 / 12) = 3 steps
     assert method.j_avg.block == method.j_gen_avg.block == 3
     logs = run(method, 7)
-    assert [l["j_avg"] for l in logs[:3]] == [1e6] * 3
-    assert logs[3]["j_avg"] == pytest.approx(np.mean([l["j_m"] for l in logs[:3]]), rel=1e-12)
-    assert logs[6]["j_avg"] == pytest.approx(np.mean([l["j_m"] for l in logs[3:6]]), rel=1e-12)
-    assert logs[6]["j_gen_avg"] == pytest.approx(np.mean([l["j_gen"] for l in logs[3:6]]), rel=1e-12)
+    assert [row["j_avg"] for row in logs[:3]] == [1e6] * 3
+    assert logs[3]["j_avg"] == pytest.approx(np.mean([row["j_m"] for row in logs[:3]]), rel=1e-12)
+    assert logs[6]["j_avg"] == pytest.approx(np.mean([row["j_m"] for row in logs[3:6]]), rel=1e-12)
+    assert logs[6]["j_gen_avg"] == pytest.approx(np.mean([row["j_gen"] for row in logs[3:6]]), rel=1e-12)
 
 
 def test_paper_protocol_needs_the_training_set_size() -> None:
@@ -110,4 +110,4 @@ def test_paper_protocol_needs_the_training_set_size() -> None:
 def test_fixed_lambda0_does_not_adapt() -> None:
     logs = run(tiny({"hdml.lambda0": 0.3, "hdml.block": 2}), 5)
     assert logs[4]["j_avg"] != 1e6  # the average moves ...
-    assert [l["lambda0"] for l in logs] == [pytest.approx(0.3)] * 5  # ... the hardness does not
+    assert [row["lambda0"] for row in logs] == [pytest.approx(0.3)] * 5  # ... the hardness does not

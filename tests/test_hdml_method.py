@@ -138,7 +138,8 @@ def test_alpha_zero_means_no_synthesis(name: str) -> None:
 def test_one_backbone_forward_and_one_generator_batch_per_step(name: str) -> None:
     method = tiny(name)
     calls: dict[str, list[int]] = {"backbone": [], "generator": [], "head": []}
-    for key, module in (("backbone", method.model.backbone), ("generator", method.generator), ("head", method.model.head)):
+    parts = (("backbone", method.model.backbone), ("generator", method.generator), ("head", method.model.head))
+    for key, module in parts:
         module.register_forward_hook(lambda m, inp, out, key=key: calls[key].append(inp[0].shape[0]))
     x, y = batch(name)
     logs = method.step(x, y)
@@ -159,7 +160,7 @@ def test_non_finite_losses_are_returned_as_they_are_and_not_applied(name: str) -
     logs = method.step(x, y)
     assert math.isnan(logs["j_m"]) and math.isnan(logs["j_metric"]) and math.isnan(logs["j_gen"])
     after = [p.detach() for m in (method.model, method.generator, method.classifier) for p in m.parameters()]
-    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert method.j_avg.state_dict()["count"] == 0  # left out of the average, counted as a step
     assert method.j_avg.state_dict()["seen"] == 1
 
@@ -184,7 +185,7 @@ def test_resume_continues_bit_for_bit(name: str) -> None:
     assert rest_a == rest_b
     assert rest_a[-1]["j_avg"] != 1e6  # the averages were mid-block at the snapshot and carried over
     for ma, mb in ((a.model, b.model), (a.generator, b.generator), (a.classifier, b.classifier)):
-        for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+        for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):
             assert ka == kb and torch.equal(va, vb)
     assert a.opt.param_groups[0]["lr"] == b.opt.param_groups[0]["lr"] == 1e-2 * 0.5
 
@@ -236,7 +237,7 @@ def test_one_npair_step_on_a_random_googlenet() -> None:
     x = torch.randn(4, 3, 40, 40, generator=torch.Generator().manual_seed(0))
     logs = method.step(x, torch.tensor([0, 1, 0, 1]))
     assert all(math.isfinite(v) for v in logs.values())
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.backbone.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.backbone.parameters(), strict=True))
 
 
 def test_generator_and_classifier_are_own_groups_of_the_one_optimiser_outside_the_schedule() -> None:

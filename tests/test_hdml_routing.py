@@ -41,7 +41,7 @@ def reference(method: HDMLMethod, x: torch.Tensor, y: torch.Tensor, part: str,
     module, opt = {"model": ref.model, "generator": ref.generator, "classifier": ref.classifier}[part], ref.opt
     plist = list(module.parameters())
     grads = torch.autograd.grad(loss_of(ref.losses(x, y)), plist, allow_unused=True)
-    for p, g in zip(plist, grads):
+    for p, g in zip(plist, grads, strict=True):
         p.grad = g
     opt.step()
     return params(module)
@@ -60,7 +60,7 @@ def test_metric_update_is_the_full_gradient_of_j_metric(name: str) -> None:
 
     def detach_augmentor(m: HDMLMethod) -> None:
         synthesize = m.synthesize
-        m.synthesize = lambda z, labels, lam0: (lambda s, l, mv: (s.detach(), l, mv))(*synthesize(z, labels, lam0))
+        m.synthesize = lambda z, labels, lam0: (lambda s, lab, mv: (s.detach(), lab, mv))(*synthesize(z, labels, lam0))
 
     stop_gen = reference(method, x, y, "model", lambda L: L["j_metric"], detach_generator_input)
     stop_aug = reference(method, x, y, "model", lambda L: L["j_metric"], detach_augmentor)
@@ -92,7 +92,8 @@ def test_classifier_learns_from_real_features_only(name: str) -> None:
     ref = copy.deepcopy(method)
     ref.model.train()
     ce = nn.functional.cross_entropy(ref.classifier(ref.model.features(x)), y)
-    for p, g in zip(ref.classifier.parameters(), torch.autograd.grad(ce, list(ref.classifier.parameters()))):
+    weights = list(ref.classifier.parameters())
+    for p, g in zip(weights, torch.autograd.grad(ce, weights), strict=True):
         p.grad = g
     ref.opt.step()
     want = params(ref.classifier)

@@ -2,6 +2,7 @@
 gradients, bad input."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -57,7 +58,8 @@ def hand_npair(z: np.ndarray, l2_reg: float) -> float:
     for i in range(n):
         logits = [dot(z[i], z[n + j]) for j in range(n)]
         ce += math.log(sum(math.exp(v) for v in logits)) - logits[i]
-    pen = 0.25 * l2_reg * (sum(dot(z[i], z[i]) for i in range(n)) / n + sum(dot(z[n + i], z[n + i]) for i in range(n)) / n)
+    anchors, positives = (sum(dot(z[i], z[i]) for i in rows) / n for rows in (range(n), range(n, 2 * n)))
+    pen = 0.25 * l2_reg * (anchors + positives)
     return ce / n + pen
 
 
@@ -130,7 +132,7 @@ def test_no_margin_so_never_zero_but_vanishing_when_separated():
     axes = torch.eye(n, dtype=torch.float64).repeat(2, 1)
     angular_only = math.log(1 + (n - 1) * math.exp(-2 / math.cos(math.radians(alpha)) ** 2))
     values = [Loss(l2_reg=0.0)(s * axes, y).item() for s in (1.0, 4.0, 16.0)]
-    assert all(b < a for a, b in zip(values, values[1:]))
+    assert all(b < a for a, b in itertools.pairwise(values))
     assert values[-1] == pytest.approx(2.0 * angular_only, abs=1e-12)
 
 

@@ -61,7 +61,8 @@ def test_matches_pml_per_pair_terms():
     # unsquared) is a different objective by design.
     z, y = batch(1)
     zt, yt = torch.tensor(z), torch.tensor(y)
-    pml = PMLContrastive(pos_margin=0, neg_margin=2.0, distance=LpDistance(normalize_embeddings=False), reducer=DoNothingReducer())
+    pml = PMLContrastive(pos_margin=0, neg_margin=2.0, distance=LpDistance(normalize_embeddings=False),
+                         reducer=DoNothingReducer())
     terms = pml(zt, yt)
     pos, neg = terms["pos_loss"]["losses"], terms["neg_loss"]["losses"]
     assert len(pos) + len(neg) == len(y) * (len(y) - 1)

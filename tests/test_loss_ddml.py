@@ -177,7 +177,7 @@ def test_one_step_on_a_random_googlenet():
     x = torch.randn(4, 3, 40, 40, generator=torch.Generator().manual_seed(0))
     logs = method.step(x, torch.tensor([0, 0, 1, 1]))
     assert math.isfinite(logs["loss"]) and logs["loss"] > 0
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.backbone.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.backbone.parameters(), strict=True))
     assert not torch.equal(head_before, model.head.fc.weight)
 
 
@@ -194,7 +194,7 @@ def test_report_puts_our_ddml_beside_the_papers_row():
     header = table.flat_header()
     rows = {row[0].text: [cell.text for cell in row] for row in table.rows}
     assert [row[0].text for row in table.rows][:3] == ["Contrastive", "DDML", "Lifted"]
-    ddml = dict(zip(header, rows["DDML"]))
+    ddml = dict(zip(header, rows["DDML"], strict=True))
     assert (ddml["seeds"], ddml["NMI ours"], ddml["NMI paper"], ddml["NMI Δ"]) == ("3", "45.0 ± 1.0", "47.3", "-2.3")
 
 

@@ -32,7 +32,7 @@ def hand_loss(z: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, int]:
             if y[i] != y[j]:
                 continue
             s = sum(math.exp(alpha - dist(i, k)) for k in range(len(z)) if y[k] != y[i])
-            s += sum(math.exp(alpha - dist(j, l)) for l in range(len(z)) if y[l] != y[j])
+            s += sum(math.exp(alpha - dist(j, k)) for k in range(len(z)) if y[k] != y[j])
             j_ij = math.log(s) + dist(i, j)
             total += max(0.0, j_ij) ** 2
             pairs += 1
@@ -75,7 +75,8 @@ def test_agrees_with_pml_lifted_structure_loss():
     ours = Loss()(zt, yt).item()
     pml = LiftedStructureLoss(neg_margin=1, pos_margin=0, distance=LpDistance(normalize_embeddings=False))
     assert abs(ours - pml(zt, yt).item()) < 1e-6
-    generalized = GeneralizedLiftedStructureLoss(neg_margin=1, pos_margin=0, distance=LpDistance(normalize_embeddings=False))
+    generalized = GeneralizedLiftedStructureLoss(neg_margin=1, pos_margin=0,
+                                                 distance=LpDistance(normalize_embeddings=False))
     assert abs(ours - generalized(zt, yt).item()) > 1e-3
 
 

@@ -2,6 +2,7 @@
 LpRegularizer for the penalty), gradients, bad input."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -104,7 +105,7 @@ def test_no_margin_so_never_zero_but_exact_at_the_symmetric_point_and_vanishing_
     assert torch.equal(z0.grad, torch.zeros_like(z0))
     axes = torch.eye(n, dtype=torch.float64).repeat(2, 1)
     values = [Loss(l2_reg=0.0)(s * axes, y).item() for s in (1.0, 2.0, 4.0, 8.0)]
-    assert all(b < a for a, b in zip(values, values[1:])) and values[-1] < 1e-20
+    assert all(b < a for a, b in itertools.pairwise(values)) and values[-1] < 1e-20
 
 
 @pytest.mark.parametrize(

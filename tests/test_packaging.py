@@ -68,11 +68,29 @@ def test_the_readme_says_which_environment_to_use():
     assert "environment.yml" in readme and "environment-gpu.yml" in readme
 
 
+def reduced_demo(steps: int = 12) -> dict:
+    """The demo config cut to two methods (a baseline and HDML, whose generator and t-SNE map the
+    report shows), one seed, `steps` steps, no variants: every rule and the report's per-run
+    sections, in about a minute."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    digits = config["datasets"]["digits"]
+    digits["methods"] = ["triplet", "hdml-npair"]
+    digits["per_method"] = {m: v for m, v in digits["per_method"].items() if m in digits["methods"]}
+    digits["train"] |= {"steps": steps, "eval_every": steps // 2, "eval_late_from": steps, "eval_every_late": 0,
+                        "checkpoint_every": 0, "lr_milestones": [], "hdml": {"block": 2}}
+    config["seeds"] = [0]
+    config.pop("variants")
+    config["tsne"] = {"dataset": "digits", "method": "hdml-npair", "seed": 0}
+    return config
+
+
 @pytest.mark.slow
-def test_a_non_editable_install_checks_the_demo_config(tmp_path):
-    """`pip install .` (a wheel, not the checkout) carries the schema: `hdml check-config` works
-    from the installed package alone. Installed with --target beside the test environment, so
-    torch and the other dependencies come from it."""
+def test_a_non_editable_install_runs_the_demo_dag(tmp_path):
+    """`pip install .` (a wheel, not the checkout) carries its data (the schema, the fidelity
+    ledger): `hdml check-config` works from the installed package alone, and the workflow (from
+    the checkout) runs a reduced demo DAG to the report with it, ledger section included.
+    Installed with --target beside the test environment, so torch and the other dependencies
+    come from it."""
     src, site = tmp_path / "src", tmp_path / "site"
     for part in ("hdml", "baselines"):
         shutil.copytree(REPO / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
@@ -89,12 +107,33 @@ def test_a_non_editable_install_checks_the_demo_config(tmp_path):
                           env=env, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("runs OK")
-    # The workflow (from the checkout) plans the demo DAG with the installed package's schema.
-    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config.yaml")
-    dry = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-n",
-                          "--configfile", "config.yaml"], env=env, cwd=tmp_path, capture_output=True, text=True)
-    assert dry.returncode == 0, dry.stderr
-    assert re.search(r"^train\s+\d+$", dry.stdout + dry.stderr, re.M), dry.stdout
+    # The workflow (from the checkout) runs the reduced demo with the installed package; its jobs'
+    # `hdml` (beside this interpreter) imports the installed package too (PYTHONPATH).
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(reduced_demo()))
+    run = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"),
+                          "--cores", "2", "--configfile", "config.yaml"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True)
+    logs = "".join(f"\n--- {p}\n{p.read_text()}" for p in sorted((tmp_path / "results" / "logs").rglob("*.log")))
+    assert run.returncode == 0, run.stderr[-4000:] + logs[-4000:]
+    metrics = (tmp_path / "results" / "metrics.csv").read_text()
+    assert "triplet" in metrics and "hdml-npair" in metrics
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "No fidelity ledger" not in html
+    ledger = (tmp_path / "report" / "tables" / "fidelity.md").read_text()
+    from hdml.fidelity import read_ledger
+
+    assert f"Fidelity ledger: {len(read_ledger())} elements" in ledger
+
+
+def test_the_fidelity_ledger_is_package_data():
+    """One copy of the ledger, inside the package (what the report of an install reads) and
+    named in pyproject.toml's package data, so a wheel carries it."""
+    from hdml.fidelity import LEDGER
+
+    assert LEDGER.parent == REPO / "hdml" and LEDGER.exists()
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hdml"]
+    assert any(LEDGER.relative_to(REPO / "hdml").match(pattern) for pattern in data)
+    assert not list(REPO.glob("docs/fidelity*"))
 
 
 def test_rule_environment_is_environment_yml_without_its_cpu_pin():

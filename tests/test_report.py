@@ -17,14 +17,26 @@ import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
 from scipy import stats
-from test_aggregate import aggregate_all, make_results, write_embeddings
 from threadpoolctl import threadpool_limits
 
 from hdml.cli import main
+from hdml.report import (
+    check_variant_settings,
+    default_alpha,
+    fmt_mean_ci,
+    method_order,
+    method_series,
+    paper_table,
+    pick_embeddings,
+    read_losses,
+    render,
+    results_table,
+    tex,
+    tsne_figure,
+)
 from hdml.report.figures import Series, curve_grid, encode, loss_grid, recall_grid, sweep_figure
 from hdml.report.stats import ci95, summary
-from hdml.report import (check_variant_settings, default_alpha, fmt_mean_ci, method_order, method_series, paper_table,
-                         pick_embeddings, read_losses, render, results_table, tex, tsne_figure)
+from test_aggregate import aggregate_all, make_results, write_embeddings
 
 PAPER_ROWS = ["Contrastive", "DDML", "Lifted", "Angular", "Triplet", "Triplet hard", "DAML (Triplet)",
               "HDML (Triplet)", "N-pair", "DAML (N-pair)", "HDML (N-pair)"]
@@ -94,7 +106,7 @@ def columns(table: dict) -> list[str]:
 def grid(table: dict) -> dict[str, dict[str, dict]]:
     """{row label: {column name: cell}}."""
     cols = columns(table)
-    return {row[0]["text"]: dict(zip(cols, row)) for row in table["rows"]}
+    return {row[0]["text"]: dict(zip(cols, row, strict=True)) for row in table["rows"]}
 
 
 def write_losses(run: Path, steps: int = 100) -> Path:
@@ -492,6 +504,6 @@ def test_captions_say_what_the_html_shows(report):
     html = unescape(report["html"])
     assert "Red: best of the column" in html and "†" not in html  # only the Markdown carries †
     assert "†: best of the column" in (report["dir"] / "tables/cub200.md").read_text()
-    assert "method spec" not in html and "the fidelity ledger, docs/fidelity.md" in html
+    assert "method spec" not in html and "the fidelity ledger, hdml/fidelity.md" in html
     assert html.count("“Triplet hard” is the paper's name for its semi-hard triplet baseline") == 1
     assert "Learning curves on cub200, one row per method" in html

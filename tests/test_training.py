@@ -111,12 +111,11 @@ def test_compiled_backbone_trains_like_eager(digits_root, tmp_path):
     float rounding, and a model.pt whose keys load into the plain, uncompiled model."""
     import numpy as np
     import torch
+    from torch._dynamo.utils import counters
 
     from hdml.config import build_run_config
     from hdml.datasets import get_dataset
     from hdml.model import build_model
-
-    from torch._dynamo.utils import counters
 
     overrides = {**TINY, "steps": 8, "eval_every": 0}
     counters.clear()
@@ -154,5 +153,5 @@ def test_float32_precision_on_a_gpu_follows_amp(amp, conv, matmul):
     finally:
         torch.backends.cudnn.conv.fp32_precision = before[0]
         torch.set_float32_matmul_precision(before[1])
-        for b, value in zip(backends, saved):
+        for b, value in zip(backends, saved, strict=True):
             b.fp32_precision = value

@@ -71,11 +71,13 @@ def test_prepare_writes_val_and_paper_protocol_trains_on_the_same_images(tmp_pat
     reference = load_images(plain, "digits", CFG, 1, ("train",))["train"]
     cpu = torch.device("cpu")
     for selection in ("last", "test"):
-        train, test, val, _ = training_images(carved, "digits", {**CFG, "selection": selection}, 1, cpu)
-        assert val is None
+        images = training_images(carved, "digits", {**CFG, "selection": selection}, 1, cpu)
+        train = images.train
+        assert images.val is None and images.gallery is None
         assert np.array_equal(train.pixels, reference.pixels) and np.array_equal(train.labels, reference.labels)
-    train, test, val, _ = training_images(carved, "digits", {**CFG, "selection": "val"}, 1, cpu)
-    assert set(train.labels) == {1, 2, 3} and set(val.labels) == {0, 4} and set(test.labels) == {5, 6, 7, 8, 9}
+    images = training_images(carved, "digits", {**CFG, "selection": "val"}, 1, cpu)
+    train, val = images.train, images.val
+    assert set(train.labels) == {1, 2, 3} and set(val.labels) == {0, 4} and set(images.query.labels) == {5, 6, 7, 8, 9}
     assert len(train) + len(val) == len(reference)
 
 

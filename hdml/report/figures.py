@@ -1,11 +1,12 @@
 """The report's figures, as matplotlib Figures; `encode` turns one into PNG and SVG bytes.
 
 Small multiples rather than overlays: one panel per method (or setting), the other methods
-drawn thin and grey behind it for context and, for HDML, its base loss dashed, so that eight
-methods' bands never cover each other. A mean over seeds is a line, each seed a thin line or
-a point, and the 95% interval is shaded only from stats.MIN_SEEDS seeds on; a panel whose
-seeds are too few says so in its title. The paper's value, where it has one, is a dotted line.
-Legends sit below the panels, never on the data. Metrics come in as fractions, drawn in %.
+drawn thin and grey behind it for context and, for a method built on a base loss (HDML, DAML:
+the plug-in's `base`), that loss dashed, so that eight methods' bands never cover each other. A
+mean over seeds is a line, each seed a thin line or a point, and the 95% interval is shaded only
+from stats.MIN_SEEDS seeds on; a panel whose seeds are too few says so in its title. The paper's
+value, where it has one, is a dotted line. Legends sit below the panels, never on the data.
+Metrics come in as fractions, drawn in %.
 """
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ def legend(fig: plt.Figure, *, context: bool, base: bool, paper: bool, points: b
     if context:
         handles.append(Line2D([], [], color=CONTEXT, linewidth=0.9, label="the other panels' means"))
     if base:
-        handles.append(Line2D([], [], color=BASE, linestyle="--", linewidth=1, label="its base loss (HDML panels)"))
+        handles.append(Line2D([], [], color=BASE, linestyle="--", linewidth=1,
+                              label="its base loss (HDML, DAML panels)"))
     if paper:
         handles.append(Line2D([], [], **PAPER, label="the paper's value"))
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)

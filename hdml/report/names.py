@@ -1,7 +1,8 @@
-"""What the report calls things, read from the plug-ins themselves: a method's `display_name`
-(its loss class or `Method` class; `paper_name` where the paper's row says otherwise), a
-dataset's `DatasetSpec.title`, and HDML's default pulling factor `default_alpha`. A name without
-a plug-in (a folder from an older run) shows as it is. The paper's own facts stay here."""
+"""What the report calls things and how methods relate, read from the plug-ins themselves: a
+method's `display_name` (its loss class or `Method` class; `paper_name` where the paper's row
+says otherwise), its `base` loss and `family`, a dataset's `DatasetSpec.title`, and HDML's
+default pulling factor `default_alpha`. A name without a plug-in (a folder from an older run)
+shows as it is. The paper's own facts stay here; no report module names a plug-in."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,6 +13,7 @@ from hdml.registry import LOSSES, load_plugins
 
 DATASET_ORDER = ["cub200", "cars196", "sop", "digits"]
 PAPER_TABLE = {"cub200": 1, "cars196": 2, "sop": 3}  # the paper's table number per dataset
+TSNE_PAPER_ROW = "HDML (N-pair)"  # the method of the paper's t-SNE map (Figure 8), by its paper row
 
 
 def plugin(method: str) -> Any:
@@ -38,6 +40,18 @@ def loss_terms(method: str) -> dict[str, str]:
 def loss_figure(method: str) -> str | None:
     """Which report figure draws the method's own terms ("hdml", "generator"), as its plug-in says."""
     return getattr(plugin(method), "loss_figure", None)
+
+
+def base_loss(method: str) -> str | None:
+    """The registered loss `method` is built around (its plug-in's `base`), or None."""
+    return getattr(plugin(method), "base", None)
+
+
+def families(family: str) -> dict[str, str]:
+    """{base loss: method} of the registered methods of `family` ("HDML", "DAML"), in
+    registration order."""
+    load_plugins()
+    return {cls.base: name for name, cls in METHODS.items() if getattr(cls, "family", None) == family and cls.base}
 
 
 def dataset_title(dataset: str) -> str:

@@ -20,7 +20,17 @@ from hdml.aggregate import run_key
 from hdml.io import write_text
 from hdml.report.figures import Series, curve_grid, loss_grid, own_terms, recall_grid, sweep_figure, tsne_figure
 from hdml.report.inputs import LOSS_SMOOTH, SWEEPS, Inputs
-from hdml.report.names import DATASET_ORDER, PAPER_TABLE, dataset_sort, dataset_title, display, paper_alpha, paper_row
+from hdml.report.names import (
+    DATASET_ORDER,
+    PAPER_TABLE,
+    TSNE_PAPER_ROW,
+    base_loss,
+    dataset_sort,
+    dataset_title,
+    display,
+    paper_alpha,
+    paper_row,
+)
 from hdml.report.page import Report, note
 from hdml.report.stats import MIN_SEEDS
 from hdml.report.synthetic import synthetic_section
@@ -77,10 +87,11 @@ def paper_values(paper: pd.DataFrame, dataset: str, method: str) -> dict[str, fl
 
 
 def method_series(methods: list[str], paper: pd.DataFrame, dataset: str) -> list[Series]:
-    """One panel per method: HDML (X) beside X, and the paper's numbers where it has them."""
+    """One panel per method: a method built on a base loss X (HDML (X), DAML (X)) beside X, and the
+    paper's numbers where it has them."""
     out = []
     for m in methods:
-        base = m.removeprefix("hdml-") if m.startswith("hdml-") else None
+        base = base_loss(m)
         out.append(Series(m, "default", display(m), display(base) if base in methods else None,
                           paper_values(paper, dataset, m)))
     return out
@@ -192,7 +203,7 @@ def pick_embeddings(paths: list[Path]) -> Path | None:
 
     def rank(p: Path) -> tuple:
         k = run_key(p.parent)
-        return (k["method"] != "hdml-npair", k["variant"] != "default",
+        return (paper_row(k["method"]) != TSNE_PAPER_ROW, k["variant"] != "default",
                 DATASET_ORDER.index(k["dataset"]) if k["dataset"] in DATASET_ORDER else 99, k["seed"], str(p))
 
     return min(paths, key=rank)
@@ -271,7 +282,7 @@ def ablation_section(rep: Report, data: Inputs) -> None:
     parts = []
     for dataset in data.datasets:
         for method in found[found.dataset == dataset].method:
-            base = method.removeprefix("hdml-") if method.startswith("hdml-") else None
+            base = base_loss(method)
             base_label = f"{display(base)} (baseline)" if base else None
             lines = [Series(base, "default", base_label, paper=paper_values(paper, dataset, base))] if base else []
             lines.append(Series(method, "default", display(method), base_label, paper_values(paper, dataset, method)))
@@ -418,7 +429,7 @@ def fidelity_section(rep: Report, data: Inputs | None = None, ledger: Path | Non
     groups = ledger_summary(read_ledger(path))
     total = sum(len(v) for v in groups.values())
     rows = [[status, str(len(elements)), "; ".join(elements) or DASH] for status, elements in groups.items()]
-    table = simple_table("fidelity", f"Fidelity ledger: {total} elements (docs/fidelity.md)",
+    table = simple_table("fidelity", f"Fidelity ledger: {total} elements (hdml/fidelity.md)",
                          ["Status", "Elements", "Which"], rows,
                          note="match: computed as the authors' TensorFlow code (github.com/wzzheng/HDML) computes "
                               "it; documented difference: a deliberate departure, argued in the ledger; follows "
@@ -455,7 +466,7 @@ def protocol_section(rep: Report, data: Inputs) -> None:
                          note="Mean ± 95% CI over seeds, in %; Δ in points. The protocols differ where the "
                               "authors' code and the paper disagree (HDML: J_avg, J_gen, learning rates, ...; DAML: "
                               "sums or means in J_gen, the generator's output layer, the metric's loss on real and "
-                              "synthetic tuples): the fidelity ledger, docs/fidelity.md, lists each difference and "
+                              "synthetic tuples): the fidelity ledger, hdml/fidelity.md, lists each difference and "
                               "which protocol follows which source.")
     table_section(rep, "protocol", title, table)
 

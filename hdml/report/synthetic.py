@@ -23,13 +23,9 @@ from scipy import stats
 
 from hdml.io import write_text
 from hdml.report.figures import Series, curve_grid, own_terms
-from hdml.report.names import display
+from hdml.report.names import display, families
 from hdml.report.stats import shown
 
-# base loss -> (DAML method, HDML method)
-PAIRS = {"Triplet": ("daml-triplet", "hdml-triplet"), "N-pair": ("daml-npair", "hdml-npair")}
-LABELS = {"daml-triplet": "DAML (Triplet)", "hdml-triplet": "HDML (Triplet)", "daml-npair": "DAML (N-pair)",
-          "hdml-npair": "HDML (N-pair)"}
 GENERATOR_TERMS = [("j_gen", "J_gen (generator)"), ("j_syn", "J_syn (metric on synthetics)")]
 TITLE = "Synthetic hard samples, side by side"
 NOTE = ("HDML − DAML on the same base loss, last checkpoint, in points: mean over seeds ± Welch 95% interval "
@@ -62,19 +58,27 @@ def welch_diff(a: pd.Series, b: pd.Series) -> tuple[float, float]:
     return diff, float(stats.t.ppf(0.975, df) * math.sqrt(va + vb))
 
 
+def pairs() -> dict[str, tuple[str, str]]:
+    """{base loss: (DAML method, HDML method)} for every base loss both families build on (the
+    plug-ins' `family` and `base`), in the HDML methods' registration order."""
+    daml, hdml = families("DAML"), families("HDML")
+    return {base: (daml[base], method) for base, method in hdml.items() if base in daml}
+
+
 def synthetic_rows(summ: pd.DataFrame) -> list[list[str]]:
     """Dataset, base loss, metric, DAML, HDML, difference: one row per metric both methods have."""
     last = summ[(summ.variant == "default") & ~summ.metric.str.startswith("selected:")]
     rows = []
     for dataset in sorted(last.dataset.unique()):
         here = last[last.dataset == dataset].set_index(["method", "metric"])
-        for base, (daml, hdml) in PAIRS.items():
+        for base, (daml, hdml) in pairs().items():
             for metric in [m for m in last.metric.unique() if (daml, m) in here.index and (hdml, m) in here.index]:
                 a, b = here.loc[(daml, metric)], here.loc[(hdml, metric)]
                 diff, half = welch_diff(a, b)
                 shown_diff = (f"{100 * diff:+.1f} ± {100 * half:.1f}" if math.isfinite(half)
                               else f"{100 * diff:+.1f} (n={int(a['n'])}, {int(b['n'])})")
-                rows.append([dataset, base, metric, f"{100 * a['mean']:.1f}", f"{100 * b['mean']:.1f}", shown_diff])
+                means = [f"{100 * a['mean']:.1f}", f"{100 * b['mean']:.1f}"]
+                rows.append([dataset, display(base), metric, *means, shown_diff])
     return rows
 
 
@@ -90,11 +94,12 @@ def generator_figures(rep: Section, losses: pd.DataFrame | None) -> list[str]:
     if losses is None:
         return []
     parts = []
-    default = losses[losses.variant == "default"]
-    for dataset in sorted(default.dataset.unique()):
-        here = default[default.dataset == dataset]
-        series = [Series(m, "default", label) for m, label in LABELS.items() if m in set(here.method)]
-        terms = [t for t in GENERATOR_TERMS if t[0] in set(here[here.method.isin(LABELS)].metric)]
+    methods = [m for pair in pairs().values() for m in pair]
+    mine = losses[(losses.variant == "default") & losses.method.isin(methods)]
+    for dataset in sorted(mine.dataset.unique()):
+        here = mine[mine.dataset == dataset]
+        series = [Series(m, "default", display(m)) for m in methods if m in set(here.method)]
+        terms = [t for t in GENERATOR_TERMS if t[0] in set(here.metric)]
         if series and terms:
             fig = curve_grid(here, series, terms, f"{dataset}: generator objectives, default variant", percent=False)
             parts.append(rep.figure(f"synthetic-losses_{dataset}", fig,
