@@ -62,7 +62,8 @@ def test_evaluate_takes_the_trainings_metrics_only_for_the_same_embeddings(digit
     evaluation = evaluate_run(tmp_path)
     assert evaluation["metrics_source"] == "training" and evaluation["metrics"] == result["metrics"]
 
-    z, labels = load_embeddings(tmp_path / "embeddings.npz")
+    saved = load_embeddings(tmp_path / "embeddings.npz")
+    z, labels = saved.query, saved.labels
     save_npz(tmp_path / "embeddings.npz", embeddings=z[::-1].copy(), labels=labels)  # other bytes
     with pytest.raises(AssertionError, match="clustered again"):
         evaluate_run(tmp_path)
