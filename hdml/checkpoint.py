@@ -1,8 +1,9 @@
 """Atomic, self-validating training checkpoints: the newest readable one wins.
 
 Files are `ckpt/step-NNNNNNNN.pt`, written through a temporary file and a rename, the last
-`keep` kept; a finished run removes them all (`discard`) unless told to keep them. Loading uses `weights_only=True`; a truncated or corrupt file is skipped with a
-warning and the previous one used.
+`keep` kept; a finished run removes them all (`discard`) unless told to keep them. Loading
+uses `weights_only=True`; a truncated or corrupt file is skipped with a warning and the
+previous one used.
 """
 from __future__ import annotations
 
