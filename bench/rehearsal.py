@@ -6,6 +6,7 @@ mirrors file; per stage, the wall time, peak memory and disk used, into docs/ben
     python bench/rehearsal.py --scale 0.05                 # about 7,400 images, photo-sized
     python bench/rehearsal.py --scale 1 --work /big/disk   # the real counts (29 GB cache at 256)
     python bench/rehearsal.py --scale 0.01 --image-size 64x48 --no-doc   # a quick smoke run
+    python bench/rehearsal.py --grid                       # only recount the grid block (runs, jobs, steps)
 
 Archives are kept in WORK/archives (rebuilt only when --scale or --image-size change); the
 workflow's folders (data/, results/, report/) start empty each time unless --resume.
@@ -30,12 +31,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 from fakedata import PHOTO_SIZES, REAL, scaled  # noqa: E402 (after the path set-up above)
+from hdml.config import build_run_config  # noqa: E402 (after the path set-up above)
+from hdml.datasets import get_dataset  # noqa: E402 (after the path set-up above)
 from hdml.io import write_text  # noqa: E402 (after the path set-up above)
+from hdml.plan import validate_workflow_config  # noqa: E402 (after the path set-up above)
 from httpserver import FileServer  # noqa: E402 (after the path set-up above)
 
 DATASETS = ("cub200", "cars196", "sop")
 STAGES = ("prepare", "cache", "train", "evaluate", "aggregate", "report")
 MARK_START, MARK_END = "<!-- rehearsal:start -->", "<!-- rehearsal:end -->"
+GRID_START, GRID_END = "<!-- grid:start -->", "<!-- grid:end -->"
+PAPER, OVERLAY = REPO / "config" / "paper.yaml", REPO / "config" / "rehearsal.yaml"
+STEP_GOAL_S = 0.021  # the suite's goal for one GoogLeNet@227 step of 128 images on a GPU (docs/benchmarks.md)
 
 
 def build_archives(folder: Path, scale: float, size: tuple[int, int] | None) -> dict[str, dict[str, Path]]:
@@ -176,12 +183,62 @@ def section(args: argparse.Namespace, wall: float, costs: pd.DataFrame, disk: di
     return "\n".join(lines)
 
 
-def write_doc(text: str) -> None:
+def configs(*files: Path) -> dict:
+    """The workflow config of `files` merged key by key, as `snakemake --configfile A B` does."""
+    from snakemake.utils import update_config
+
+    merged: dict = {}
+    for path in files:
+        update_config(merged, yaml.safe_load(path.read_text()))
+    return merged
+
+
+def grid_counts(config: dict) -> dict[str, int]:
+    """Runs, seeds, runs per dataset, training steps and Snakemake jobs of a workflow config, from
+    its plan (hdml.plan). Jobs as the Snakefile makes them: prepare per dataset, cache per dataset
+    whose runs read the dataset's image size, train and evaluate per run, aggregate, report, all."""
+    runs = validate_workflow_config(config)
+    cfgs = [build_run_config(get_dataset(r.dataset).defaults_for(r.method), r.overrides, r.method) for r in runs]
+    sizes = {d: build_run_config(get_dataset(d).run_defaults, config["datasets"][d].get("train", {}))["image"]["resize"]
+             for d in config["datasets"]}
+    cached = {r.dataset for r, c in zip(runs, cfgs, strict=True) if c["image"]["resize"] == sizes[r.dataset]}
+    counts = {"runs": len(runs), "seeds": len(config["seeds"]), "steps": sum(c["steps"] for c in cfgs),
+              "jobs": len(config["datasets"]) + len(cached) + 2 * len(runs) + 3}
+    counts.update({f"runs_{d}": sum(r.dataset == d for r in runs) for d in config["datasets"]})
+    counts["runs_per_seed"] = sum(r.seed == min(config["seeds"]) for r in runs)
+    return counts
+
+
+def grid_section() -> str:
+    """The grid block of docs/benchmarks.md: the paper grid's and the rehearsal's sizes, counted
+    from the configs, so that the text cannot quote an older grid (tests/test_rehearsal.py)."""
+    paper, rehearsal = grid_counts(configs(PAPER)), grid_counts(configs(PAPER, OVERLAY))
+    per_dataset = ", ".join(f"{d} {paper[f'runs_{d}']}" for d in DATASETS)
+    return "\n".join([
+        GRID_START,
+        f"Grid (counted from the configs by `python bench/rehearsal.py --grid`, hdml.plan): `config/paper.yaml` "
+        f"is **{paper['runs']} runs** ({paper['runs_per_seed']} with the first seed, {paper['seeds']} seeds; "
+        f"{per_dataset}), **{paper['jobs']} Snakemake jobs**, {paper['steps']:,} training steps: "
+        f"{paper['steps'] * STEP_GOAL_S / 3600:.1f} GPU-hours at the goal of {STEP_GOAL_S * 1000:.0f} ms a step. "
+        f"With `config/rehearsal.yaml` over it: **{rehearsal['runs']} runs** ({rehearsal['seeds']} seed), "
+        f"**{rehearsal['jobs']} jobs**, {rehearsal['steps']:,} steps.",
+        GRID_END,
+    ])
+
+
+def replace_block(text: str, start: str, end: str, block: str, doc: Path) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"{doc}: no {start} ... {end} block to replace")
+    return re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.DOTALL)
+
+
+def write_doc(text: str | None) -> None:
+    """Rewrite the grid block of docs/benchmarks.md and, given `text`, the last run's block."""
     doc = REPO / "docs" / "benchmarks.md"
-    old = doc.read_text()
-    if MARK_START not in old:
-        raise SystemExit(f"{doc}: no {MARK_START} ... {MARK_END} block to replace")
-    write_text(doc, re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: text, old, flags=re.DOTALL))
+    new = replace_block(doc.read_text(), GRID_START, GRID_END, grid_section(), doc)
+    if text is not None:
+        new = replace_block(new, MARK_START, MARK_END, text, doc)
+    write_text(doc, new)
 
 
 def main() -> None:
@@ -192,8 +249,13 @@ def main() -> None:
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="keep data/, results/, report/ from the last run")
     p.add_argument("--no-doc", action="store_true", help="print the section instead of writing docs/benchmarks.md")
+    p.add_argument("--grid", action="store_true", help="only rewrite the grid counts in docs/benchmarks.md (no run)")
     p.add_argument("snakemake_args", nargs="*", help="passed to snakemake (after --)")
     args = p.parse_args()
+    if args.grid:
+        write_doc(None)
+        print(grid_section())
+        return
     if not 0 < args.scale <= 1:
         p.error("--scale must be in (0, 1]")
     size = tuple(int(v) for v in args.image_size.split("x")) if args.image_size else None

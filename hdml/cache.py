@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hdml.data import decode, read_split
+from hdml.disk import check_free_space
 from hdml.io import atomic_path, write_json
 from hdml.splits import present_splits
 
@@ -43,7 +43,9 @@ def build_cache(root: str | Path, dataset: str, size: int, channels: int, worker
     """Decode every image of every split (in `workers` processes) into the cache folder."""
     folder = cache_dir(root, dataset, size)
     split = read_split(root, dataset)
-    check_free_space(folder, len(split) * channels * size * size)
+    # the SOP cache at 256 x 256 alone is about 24 GB
+    check_free_space(folder, len(split) * channels * size * size, "the image cache",
+                     "free some space or put --root on a larger disk")
     folder.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name in present_splits(split["split"]):
@@ -63,24 +65,6 @@ def build_cache(root: str | Path, dataset: str, size: int, channels: int, worker
     write_json(folder / "meta.json", {"dataset": dataset, "size": size, "channels": channels,
                                       "split_sha256": split_hash(root, dataset), "counts": counts})
     return folder
-
-
-class DiskSpaceError(ValueError):
-    """Too little free disk for a cache: raised before anything is written (a ValueError, so
-    the command line reports it in one line with exit code 2)."""
-
-
-def check_free_space(folder: Path, needed: int) -> None:
-    """Fail now, naming the folder and both byte counts, rather than with a half-written
-    cache hours later: the SOP cache at 256 x 256 alone is about 24 GB."""
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if free < needed:
-        raise DiskSpaceError(f"{folder}: the image cache needs {needed:,} bytes ({needed / 1e9:.1f} GB) but only "
-                             f"{free:,} bytes ({free / 1e9:.1f} GB) are free there; free some space or put "
-                             f"--root on a larger disk")
 
 
 class _Inline:

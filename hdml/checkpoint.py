@@ -1,12 +1,14 @@
 """Atomic, self-validating training checkpoints: the newest readable one wins.
 
 Files are `ckpt/step-NNNNNNNN.pt`, written through a temporary file and a rename, the last
-`keep` kept. Loading uses `weights_only=True`; a truncated or corrupt file is skipped with a
-warning and the previous one used.
+`keep` kept; a finished run removes them all (`discard`) unless told to keep them. Loading
+uses `weights_only=True`; a truncated or corrupt file is skipped with a warning and the
+previous one used.
 """
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,13 @@ def save(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     for old in checkpoint_files(folder)[keep:]:
         old.unlink(missing_ok=True)
     return path
+
+
+def discard(folder: Path) -> None:
+    """Remove the checkpoint folder of a finished run: nothing resumes a finished run, its final
+    weights are in `model.pt`, and each checkpoint (model and optimiser state) is 74-85 MB for
+    GoogLeNet."""
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def load_latest(folder: Path, fingerprint: str) -> dict[str, Any] | None:

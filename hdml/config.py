@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "max_bad_steps": 20,
     "checkpoint_every": 1000,
     "keep_checkpoints": 2,
+    "keep_finished_checkpoints": False,  # a finished run needs none: model.pt holds its final weights
     "deterministic": False,
     "amp": "fp32",
     "channels_last": True,

@@ -89,7 +89,7 @@ def claim(out: Path) -> Iterator[None]:
         remove_stale_temporaries(out, out / "ckpt")
         yield
     except BaseException:
-        if created and not any((out / "ckpt").iterdir()) and {p.name for p in out.iterdir()} == {LOCK, "ckpt"}:
+        if created and {p.name for p in out.iterdir()} == {LOCK, "ckpt"} and not any((out / "ckpt").iterdir()):
             (out / "ckpt").rmdir()
             (out / LOCK).unlink()
             out.rmdir()

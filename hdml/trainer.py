@@ -4,9 +4,10 @@ Outputs in the run directory: `config.yaml` (the resolved run config), `curve.cs
 every evaluation), `losses.csv` (every step's losses), `model.pt` (final weights),
 `embeddings.npz` (the reported model's evaluation embeddings and labels: `hdml.evaluate.Embeddings`), and
 `metrics.json`, written last and only when the run completed, so its presence means a
-finished run. `ckpt/` holds checkpoints: a rerun with the same `--out` resumes from the
-newest readable one and, on the CPU, ends with exactly the metrics of an uninterrupted run.
-SIGTERM/SIGINT (what SLURM sends before preemption) checkpoint and exit non-zero.
+finished run. `ckpt/` holds checkpoints while the run is unfinished: a rerun with the same
+`--out` resumes from the newest readable one and, on the CPU, ends with exactly the metrics of an uninterrupted run.
+SIGTERM/SIGINT (what SLURM sends before preemption) checkpoint and exit non-zero. A finished
+run deletes `ckpt/` (`keep_finished_checkpoints: true` keeps it).
 """
 from __future__ import annotations
 
@@ -239,5 +240,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
             sorted(int(c) for c in np.unique(val_set.labels)) if val_set is not None else None,
             int(train_targets.max()) + 1)
     write_json(out / "metrics.json", result)
+    if not cfg["keep_finished_checkpoints"]:  # only once metrics.json marks the run finished
+        checkpoint.discard(ckpt_dir)
     progress.close("done")
     return result

@@ -23,6 +23,7 @@ class Route:
     drop_after: int | None = None  # send only this many body bytes, then close...
     drops: int = 0  # ...on this many requests
     file: Path | None = None  # serve this file instead of `body` (archives too big to hold in memory)
+    length: bool = True  # send a Content-Length header (some mirrors do not)
 
 
 class FileServer:
@@ -59,7 +60,10 @@ class FileServer:
                 else:
                     self.send_response(200)
                 self.send_header("Content-Type", route.content_type)
-                self.send_header("Content-Length", str(size - start))
+                if route.length:
+                    self.send_header("Content-Length", str(size - start))
+                else:
+                    self.close_connection = True  # the end of the body is the end of the connection
                 self.end_headers()
                 if route.file:
                     with open(route.file, "rb") as fh:

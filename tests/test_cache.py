@@ -58,8 +58,9 @@ def test_training_from_cache_is_identical(digits_root, tmp_path):
 def test_too_small_disk_fails_before_writing_and_names_folder_and_bytes(digits_root, tmp_path, monkeypatch):
     import collections
 
-    from hdml.cache import DiskSpaceError, cache_dir
+    from hdml.cache import cache_dir
     from hdml.cli import main
+    from hdml.disk import DiskSpaceError
 
     root = copy_digits(digits_root, tmp_path)
     n = len(read_split(root, "digits"))

@@ -141,3 +141,37 @@ def test_fetch_local_archive_checks_md5_and_official_flag(tmp_path):
         fetch(tmp_path / "x.tgz", urls=[], md5="0" * 32, official_md5=MD5, archive=archive)
     with pytest.raises(FileNotFoundError, match="--archive .*missing.tgz"):
         fetch(tmp_path / "x.tgz", urls=[], md5=None, official_md5=MD5, archive=tmp_path / "missing.tgz")
+
+
+def test_footprint_counts_rest_of_archive_its_extraction_and_margin():
+    from hdml.datasets.download import Footprint
+    from hdml.disk import MARGIN
+
+    size = Footprint(archive=1000, extracted=3000)
+    assert size.needed(1000, 0) == 1000 + 3000 + MARGIN  # the published archive
+    assert size.needed(None, 0) == 1000 + 3000 + MARGIN  # no Content-Length: the published size
+    assert size.needed(200, 50) == 150 + 600 + MARGIN  # a mirror's smaller archive, part of it on disk
+
+
+@pytest.mark.parametrize("length", [True, False])
+def test_too_small_disk_stops_download_before_writing(http_server: FileServer, tmp_path, monkeypatch, length):
+    import collections
+    import shutil
+
+    from hdml.datasets.download import Footprint
+    from hdml.disk import MARGIN, DiskSpaceError
+
+    url = http_server.add("/a.bin", BODY, length=length)
+    size = Footprint(archive=len(BODY) * 2, extracted=len(BODY) * 4)
+    # the server's length when it sends one, else the published size
+    needed = len(BODY) * 3 + MARGIN if length else len(BODY) * 6 + MARGIN
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, needed - 1))
+    dest = tmp_path / "dl" / "a.bin"
+    with pytest.raises(DiskSpaceError) as info:
+        download([url], dest, MD5, wait=0, footprint=size)
+    assert str(info.value).startswith(f"{dest.parent}: downloading and extracting a.bin needs {needed:,} bytes")
+    assert f"only {needed - 1:,} bytes" in str(info.value)
+    assert list(dest.parent.iterdir()) == [] and len(http_server.requests) == 1  # no retry, nothing written
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, needed))
+    assert download([url], dest, MD5, wait=0, footprint=size) == MD5

@@ -210,7 +210,7 @@ def test_trainer_resume_from_a_checkpoint_is_bit_for_bit(name: str, digits_root:
     """A run resumed from its step-3 checkpoint (mid-block of the averages) ends exactly as the
     uninterrupted run: generator, classifier, three optimisers, schedule and averages restored."""
     over = {"steps": 7, "batch_size": DIGITS_BATCH[name], "lr": 1e-3, "device": "cpu", "checkpoint_every": 3,
-            "keep_checkpoints": 5, "hdml.block": 2, "lr_milestones": [5]}
+            "keep_checkpoints": 5, "keep_finished_checkpoints": True, "hdml.block": 2, "lr_milestones": [5]}
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     train_run(root=digits_root, dataset="digits", method=name, seed=0, out=full, overrides=over)
     (resumed / "ckpt").mkdir(parents=True)

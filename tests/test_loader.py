@@ -99,7 +99,7 @@ def test_resume_with_worker_threads_ends_as_the_uninterrupted_run(digits_root, t
     """The checkpoint of step 4 holds the generator states of batch 4, although the drawing
     thread had already drawn batches 5 and 6: a rerun from it ends where the full run ended."""
     overrides = {"steps": 8, "batch_size": 10, "device": "cpu", "embedding_dim": 16, "eval_every": 0,
-                 "num_workers": 2, "checkpoint_every": 4}
+                 "num_workers": 2, "checkpoint_every": 4, "keep_finished_checkpoints": True}
     full = train_run(root=digits_root, dataset="digits", method="hdml-npair", seed=1, out=tmp_path,
                      overrides=overrides)
     assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["step-00000004.pt"]

@@ -134,3 +134,30 @@ def test_missing_image_and_bad_metadata_are_named(tmp_path: Path):
         cub200.prepare(tmp_path / "d3", archive=write_tgz(tmp_path / "c.tgz", members))
     for d in ("d1", "d2", "d3"):
         assert not (tmp_path / d / "cub200" / "split.csv").exists()
+
+
+def test_prepare_on_a_too_small_disk_stops_before_download(http_server: FileServer, tmp_path: Path, monkeypatch,
+                                                           capsys):
+    import collections
+    import shutil
+
+    from hdml.disk import MARGIN
+
+    fake = cub(tmp_path)
+    body = fake.files["archive"].read_bytes()
+    url = http_server.add("/CUB_200_2011.tgz", body)
+    root = tmp_path / "data"
+    # the archive (its Content-Length) and what it unpacks to, by CUB's published ratio
+    needed = len(body) + len(body) * cub200.SIZE.extracted // cub200.SIZE.archive + MARGIN
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, needed - 1))
+    args = ["prepare", "cub200", "--root", str(root), "--url", url, "--md5", md5(fake.files["archive"])]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'downloads'}: downloading and extracting CUB_200_2011.tgz needs {needed:,} bytes" in err
+    assert f"only {needed - 1:,} bytes" in err and "put --root on a larger disk" in err
+    assert not (root / "downloads" / "CUB_200_2011.tgz.part").exists()
+    assert not (root / "cub200" / "split.csv").exists() and len(http_server.requests) == 1
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, needed))
+    assert main(args) == 0
+    check_prepared(root, fake)

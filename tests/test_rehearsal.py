@@ -109,3 +109,41 @@ def test_an_overlay_for_one_dataset_changes_no_other():
     after["cub200"]["train"]["image"]["crop"], after["cub200"]["train"]["npair"]["l2_reg"] = 100, 1.0
     after["cub200"]["per_method"]["npair"]["batch_size"] = 10
     assert config["datasets"] == after
+
+
+def test_benchmarks_grid_block_is_counted_from_the_configs():
+    """docs/benchmarks.md quotes the grid's sizes only inside its grid block, which must be what
+    the configs plan now: rerun `python bench/rehearsal.py --grid` after changing them."""
+    doc = (REPO / "docs/benchmarks.md").read_text()
+    start, end = doc.index(rehearsal.GRID_START), doc.index(rehearsal.GRID_END) + len(rehearsal.GRID_END)
+    assert doc[start:end] == rehearsal.grid_section(), "stale grid block: run python bench/rehearsal.py --grid"
+    paper = rehearsal.grid_counts(rehearsal.configs(rehearsal.PAPER))
+    seeds = yaml.safe_load((REPO / "config/paper.yaml").read_text())["seeds"]
+    assert paper["runs"] == paper["runs_per_seed"] * len(seeds) == sum(paper[f"runs_{d}"] for d in SPEC)
+    assert f"**{paper['runs']} runs**" in doc[start:end]
+
+
+def test_grid_counts_add_to_a_plan_of_its_own():
+    """A two-dataset config by hand: 2 datasets x 2 methods x 2 seeds + a variant of 1 run = 9 runs;
+    jobs: 2 prepare + 2 cache + 9 train + 9 evaluate + aggregate, report, all = 25."""
+    config = {"data_root": "d", "results_dir": "r", "report_dir": "p", "seeds": [0, 1],
+              "datasets": {"cub200": {"methods": ["triplet", "npair"], "train": {"steps": 10}},
+                           "sop": {"methods": ["triplet", "npair"]}},
+              "variants": {"v": {"datasets": ["sop"], "methods": ["npair"], "seeds": [0], "set": {"steps": 3}}}}
+    counts = rehearsal.grid_counts(config)
+    assert counts["runs"] == 9 and counts["runs_cub200"] == 4 and counts["runs_sop"] == 5
+    assert counts["jobs"] == 25 and counts["steps"] == 4 * 10 + 4 * 8000 + 3
+
+
+@pytest.mark.slow
+def test_grid_jobs_are_snakemakes_count(tmp_path, venv_env):
+    """The job count grid_counts derives is what `snakemake -n` plans for the rehearsal configs."""
+    import re
+    import subprocess
+
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-n", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+           "--configfile", str(rehearsal.PAPER), str(rehearsal.OVERLAY), "--cores", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=venv_env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    total = re.search(r"^total\s+(\d+)$", done.stdout + done.stderr, re.M)
+    assert total and int(total.group(1)) == rehearsal.grid_counts(merged_config())["jobs"]

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from hdml.config import Interrupted
 from hdml.trainer import TrainingDiverged, train_run
 
+# Several tests make an interruption from a finished run (metrics.json and the newest
+# checkpoints removed), so finished runs keep their checkpoints here.
 SETS = {"steps": 120, "batch_size": 10, "lr": 1e-3, "eval_every": 40, "device": "cpu", "checkpoint_every": 7,
-        "embedding_dim": 16}
+        "embedding_dim": 16, "keep_finished_checkpoints": True}
 
 
 def train_cmd(root: Path, out: Path, method: str = "npair", **extra) -> list[str]:
@@ -182,3 +185,38 @@ def test_adding_a_loss_keeps_other_runs_checkpoints(digits_root, tmp_path, monke
                             overrides=overrides)
     assert "resuming from" in caplog.text and "another run config" not in caplog.text
     assert resumed["metrics"] == first["metrics"]
+
+
+def test_finished_run_deletes_its_checkpoints_an_interrupted_one_resumes(digits_root, tmp_path, monkeypatch, caplog):
+    """By default (keep_finished_checkpoints false) a finished run keeps only what evaluation
+    and the report read; a run interrupted (SIGTERM at step 12) keeps its checkpoints and resumes."""
+    import os
+
+    from hdml.progress import Progress
+
+    overrides = {"steps": 20, "batch_size": 10, "lr": 1e-3, "eval_every": 10, "device": "cpu",
+                 "checkpoint_every": 5, "embedding_dim": 16}
+    run = dict(root=digits_root, dataset="digits", method="npair", seed=0, overrides=overrides)
+    whole = train_run(out=tmp_path / "whole", **run)
+    assert sorted(p.name for p in (tmp_path / "whole").iterdir()) == [
+        ".lock", "config.yaml", "curve.csv", "embeddings.npz", "losses.csv", "metrics.json", "model.pt",
+        "progress.json"]
+
+    step = Progress.step
+
+    def sigterm_at_12(self, n, *args):
+        step(self, n, *args)
+        if n == 12:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    out = tmp_path / "interrupted"
+    monkeypatch.setattr(Progress, "step", sigterm_at_12)
+    with pytest.raises(Interrupted):
+        train_run(out=out, **run)
+    monkeypatch.setattr(Progress, "step", step)
+    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["step-00000010.pt", "step-00000012.pt"]
+    assert not (out / "metrics.json").exists()
+    with caplog.at_level("INFO", "hdml.checkpoint"):
+        resumed = train_run(out=out, **run)
+    assert "resuming from" in caplog.text and resumed["metrics"] == whole["metrics"]
+    assert not (out / "ckpt").exists()

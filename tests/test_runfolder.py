@@ -79,7 +79,8 @@ def test_stale_temporaries_are_removed_when_a_run_starts(digits_root, tmp_path):
     for path in kept:
         path.write_bytes(b"x")
     train_run(root=digits_root, dataset="digits", method="triplet", seed=0, out=tmp_path,
-              overrides={"steps": 2, "batch_size": 10, "device": "cpu", "embedding_dim": 8, "checkpoint_every": 0})
+              overrides={"steps": 2, "batch_size": 10, "device": "cpu", "embedding_dim": 8, "checkpoint_every": 0,
+                         "keep_finished_checkpoints": True})  # else the finished run deletes ckpt/
     assert not [p for p in stale if p.exists()]
     assert all(p.exists() for p in kept)
     assert (tmp_path / "metrics.json").exists()

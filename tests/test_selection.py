@@ -131,7 +131,7 @@ def test_selection_test_reports_the_best_test_point_labelled_as_such(digits_root
 
 def test_resumed_selection_val_run_reports_the_same_point(carved_root, tmp_path):
     """The chosen point (its embeddings too) lives in the checkpoint, which loads weights-only."""
-    overrides = {**TINY, "checkpoint_every": 7, "eval_every": 10}
+    overrides = {**TINY, "checkpoint_every": 7, "eval_every": 10, "keep_finished_checkpoints": True}
     run = dict(root=carved_root, dataset="digits", method="triplet", seed=3, overrides=overrides)
     whole = train_run(out=tmp_path / "whole", **run)
     out = tmp_path / "resumed"

@@ -122,3 +122,31 @@ def test_tsne_must_name_a_run_of_the_config():
     config["tsne"] = {"dataset": "digits", "method": "hdml-npair", "seed": 5}
     with pytest.raises(ConfigError, match="tsne: digits/hdml-npair/default/seed5 is not a run of this config"):
         validate_workflow_config(config, source="c.yaml")
+
+
+@pytest.mark.slow
+def test_finished_run_leaves_no_checkpoints_and_a_mirror_change_retrains_nothing(tmp_path, venv_env):
+    """A finished run's folder holds what evaluation and the report read, not its checkpoints,
+    and is still up to date; a new mirror URL plans no job (downloads are checked against the
+    archive's checksum), a new checksum replans prepare and the run."""
+    config = {"data_root": "data", "results_dir": "results", "report_dir": "report", "seeds": [0],
+              "datasets": {"digits": {"methods": ["npair"], "train": {
+                  "steps": 6, "eval_every": 3, "checkpoint_every": 2, "device": "cpu"}}}}
+    target = "results/runs/digits/npair/default/seed0/metrics.json"
+    done = snakemake(tmp_path, config, venv_env, target)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "results/runs/digits/npair/default/seed0"
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".lock", "config.yaml", "curve.csv", "embeddings.npz", "losses.csv", "metrics.json", "model.pt",
+        "progress.json"]
+    again = snakemake(tmp_path, config, venv_env, "-n", target)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    config["datasets"]["digits"]["prepare"] = {"urls": ["https://mirror.example.org/digits.tgz"]}
+    moved = snakemake(tmp_path, config, venv_env, "-n", target)  # the default rerun triggers
+    assert moved.returncode == 0 and "Nothing to be done" in moved.stdout + moved.stderr, moved.stdout[-3000:]
+
+    config["datasets"]["digits"]["prepare"]["md5"] = "0" * 32
+    changed = snakemake(tmp_path, config, venv_env, "-n", target)
+    out = changed.stdout + changed.stderr
+    assert changed.returncode == 0 and re.search(r"^prepare\s+1$", out, re.M) and re.search(r"^train\s+1$", out, re.M)

@@ -27,14 +27,15 @@ import numpy as np
 import pandas as pd
 
 from hdml.datasets import DatasetSpec, register
-from hdml.datasets.download import Fetched, PrepareError, credentials_hint, download, fetch, manual_hint
+from hdml.datasets.download import Fetched, Footprint, PrepareError, credentials_hint, download, fetch, manual_hint
 from hdml.datasets.extract import GB, finish, link_folder, safe_extract, staging
 
 NAME = "cars196"
 IMAGES, ANNOS = "car_ims.tgz", "cars_annos.mat"
 IMAGES_MD5 = "d5c8f0aa497503f355e17dc7886c3f14"
 ANNOS_MD5 = "b407c6086d669747186bd1d764ff9dbc"
-FILES = ((IMAGES, "about 1.9 GB", IMAGES_MD5), (ANNOS, "about 0.4 MB", ANNOS_MD5))
+SIZE = Footprint(archive=1_900_000_000, extracted=2_000_000_000)  # car_ims.tgz; the Kaggle zip is alike
+FILES = ((IMAGES, SIZE.text(), IMAGES_MD5), (ANNOS, "about 0.4 MB", ANNOS_MD5))
 _WAYBACK = "https://web.archive.org/web/2021id_/"
 IMAGES_URLS = [f"{_WAYBACK}http://ai.stanford.edu/~jkrause/car196/{IMAGES}",
                f"{_WAYBACK}http://imagenet.stanford.edu/internal/car196/{IMAGES}"]
@@ -135,7 +136,7 @@ def _stage_original(tmp: Path, images: Fetched, annos: Fetched) -> bool:
 
 
 def _stage_kaggle(tmp: Path, downloads: Path, urls: list[str], md5: str | None, archive: Path | None) -> bool:
-    got = fetch(downloads / KAGGLE_ZIP, urls=urls, md5=md5, official_md5=None, archive=archive)
+    got = fetch(downloads / KAGGLE_ZIP, urls=urls, md5=md5, official_md5=None, archive=archive, footprint=SIZE)
     safe_extract(got.path, tmp, limit=MAX_EXTRACTED)
     return False
 
@@ -174,7 +175,7 @@ def _stage(tmp: Path, downloads: Path, urls: list[str] | None, md5: str | None, 
         return _stage_kaggle(tmp, downloads, kaggle, md5, None)
     try:
         images = fetch(downloads / IMAGES, urls=images_urls or IMAGES_URLS, md5=md5, official_md5=IMAGES_MD5,
-                       archive=None)
+                       archive=None, footprint=SIZE)
         if mats:  # the user's own mirror: no checksum to hold it to (--md5 is the image archive's)
             annos = Fetched(downloads / ANNOS, download(mats, downloads / ANNOS, None) == ANNOS_MD5)
         else:

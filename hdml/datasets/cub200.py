@@ -11,14 +11,15 @@ from pathlib import Path
 import pandas as pd
 
 from hdml.datasets import DatasetSpec, register
-from hdml.datasets.download import PrepareError, manual_hint
+from hdml.datasets.download import Footprint, PrepareError, manual_hint
 from hdml.datasets.extract import GB, finish, stage_archive, staging
 
 NAME = "cub200"
 TOP = "CUB_200_2011"
 FILENAME = "CUB_200_2011.tgz"
 MD5 = "97eceeb196236b17998738112f37df78"
-FILES = ((FILENAME, "about 1.1 GB", MD5),)
+SIZE = Footprint(archive=1_150_000_000, extracted=1_200_000_000)
+FILES = ((FILENAME, SIZE.text(), MD5),)
 URLS = ["https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"]
 LAST_TRAIN_CLASS = 100
 EXPECTED = (100, 5864, 100, 5924)
@@ -69,7 +70,7 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
     with staging(target) as tmp:
         official = stage_archive(tmp, Path(root) / "downloads" / FILENAME, top=TOP, marker="images.txt",
                                  urls=urls or URLS, md5=md5, official_md5=MD5, archive=archive,
-                                 limit=MAX_EXTRACTED, hint=manual_hint(NAME, FILES))
+                                 limit=MAX_EXTRACTED, hint=manual_hint(NAME, FILES), footprint=SIZE)
         return finish(tmp, target, build_split(tmp / TOP), name=NAME, listing=f"{TOP}/images.txt",
                       expected=EXPECTED, official=official)
 

@@ -22,6 +22,8 @@ from urllib.request import HTTPCookieProcessor, OpenerDirector, Request, build_o
 
 from tqdm import tqdm
 
+from hdml.disk import MARGIN, check_free_space
+
 log = logging.getLogger("hdml.prepare")
 
 CHUNK = 1 << 20
@@ -44,6 +46,27 @@ class _Incomplete(Exception):
 
 
 TRANSIENT = (OSError, http.client.HTTPException, _Incomplete)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A dataset archive's published size and the size of what it unpacks to (bytes, about):
+    what a prepare needs on disk, checked before its download starts."""
+
+    archive: int
+    extracted: int
+
+    def needed(self, total: int | None, have: int) -> int:
+        """Bytes a prepare still writes once `have` bytes of the archive are on disk: the rest of
+        the archive (`total` as the server announces it, else the published size), its
+        extraction (the published ratio of extracted to archive bytes, applied to that size, so
+        a mirror's smaller or larger archive is sized by its own length) and a margin."""
+        size = self.archive if total is None else total
+        return size - have + self.extracted * size // self.archive + MARGIN
+
+    def text(self) -> str:
+        """The archive's size for download hints, e.g. `about 1.2 GB`."""
+        return f"about {self.archive / 1e9:.1f} GB"
 
 
 def md5sum(path: Path) -> str:
@@ -115,8 +138,9 @@ def _total_from_range(header: str | None) -> tuple[int | None, int | None]:
 
 
 def _fetch(opener: OpenerDirector, url: str, part: Path, timeout: float, follow: bool = True,
-           resume: bool = True) -> None:
-    """One attempt: append to (or restart) `part` from `url` until the server's size is reached."""
+           resume: bool = True, footprint: Footprint | None = None) -> None:
+    """One attempt: append to (or restart) `part` from `url` until the server's size is reached;
+    with a `footprint`, first check that the disk holds the rest of the archive and its extraction."""
     start = part.stat().st_size if resume and part.exists() else 0
     headers = {"User-Agent": USER_AGENT}
     if start:
@@ -133,7 +157,7 @@ def _fetch(opener: OpenerDirector, url: str, part: Path, timeout: float, follow:
                 return  # the partial file is already the whole file
             # Not this file's size: often a small HTML page in front of the file. Ask without
             # a Range; a confirm page is then followed (resuming), a file restarts from zero.
-            return _fetch(opener, url, part, timeout, follow, resume=False)
+            return _fetch(opener, url, part, timeout, follow, resume=False, footprint=footprint)
         if exc.code in (408, 429) or exc.code >= 500:
             raise
         raise _MirrorFailed(f"HTTP {exc.code} {exc.reason}") from None
@@ -142,7 +166,7 @@ def _fetch(opener: OpenerDirector, url: str, part: Path, timeout: float, follow:
             target = confirm_url(resp.read(CHUNK).decode("utf-8", "replace"), resp.geturl()) if follow else None
             if target is None:
                 raise _MirrorFailed("served an HTML page instead of the file (a sign-in, quota or error page)")
-            return _fetch(opener, target, part, timeout, follow=False)  # resumes, if it can
+            return _fetch(opener, target, part, timeout, follow=False, footprint=footprint)  # resumes, if it can
         if resp.status == 206:
             first, total = _total_from_range(resp.headers.get("Content-Range"))
             if first != start:
@@ -153,6 +177,10 @@ def _fetch(opener: OpenerDirector, url: str, part: Path, timeout: float, follow:
             start, mode = 0, "wb"
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+        if footprint is not None:
+            check_free_space(part.parent, footprint.needed(total, start),
+                             f"downloading and extracting {part.name.removesuffix('.part')}",
+                             "free some space or put --root on a larger disk")
         with open(part, mode) as fh, tqdm(total=total, initial=start, unit="B", unit_scale=True,
                                           desc=part.name.removesuffix(".part"), disable=None) as bar:
             while chunk := resp.read(CHUNK):
@@ -164,10 +192,12 @@ def _fetch(opener: OpenerDirector, url: str, part: Path, timeout: float, follow:
 
 
 def download(urls: list[str], dest: Path, md5: str | None, *, retries: int = 3, wait: float | None = None,
-             timeout: float = 60.0) -> str:
+             timeout: float = 60.0, footprint: Footprint | None = None) -> str:
     """Download `dest` from the first mirror that delivers it whole (and with the right MD5,
     if `md5` is given); returns the file's MD5. An existing `dest` is kept only if it has the
-    right MD5: without a checksum nothing tells it is the file these mirrors serve."""
+    right MD5: without a checksum nothing tells it is the file these mirrors serve. With a
+    `footprint`, a disk too small for the archive and its extraction stops it before it writes
+    (DiskSpaceError)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         if md5 is not None and md5sum(dest) == md5:
@@ -179,7 +209,7 @@ def download(urls: list[str], dest: Path, md5: str | None, *, retries: int = 3, 
     for url in urls:
         for attempt in range(1, retries + 1):
             try:
-                _fetch(opener, url, part, timeout)
+                _fetch(opener, url, part, timeout, footprint=footprint)
             except _MirrorFailed as exc:
                 failures.append(f"{url}: {exc}" + (f" ({hint})" if (hint := credentials_hint(url)) else ""))
                 break
@@ -209,9 +239,10 @@ class Fetched:
 
 
 def fetch(dest: Path, *, urls: list[str], md5: str | None, official_md5: str | None,
-          archive: Path | None) -> Fetched:
+          archive: Path | None, footprint: Footprint | None = None) -> Fetched:
     """The archive a prepare works from: the user's own file (checked against `md5` if given)
-    or a download to `dest` (checked against `md5`, else the published checksum)."""
+    or a download to `dest` (checked against `md5`, else the published checksum; its disk
+    checked against `footprint` first)."""
     if archive is not None:
         if not archive.is_file():
             raise FileNotFoundError(f"--archive {archive}: no such file")
@@ -219,5 +250,5 @@ def fetch(dest: Path, *, urls: list[str], md5: str | None, official_md5: str | N
         if md5 is not None and digest != md5:
             raise PrepareError(f"{archive}: checksum mismatch: md5 {digest}, expected {md5}")
         return Fetched(archive, digest == official_md5)
-    digest = download(urls, dest, md5 or official_md5)
+    digest = download(urls, dest, md5 or official_md5, footprint=footprint)
     return Fetched(dest, digest == official_md5)

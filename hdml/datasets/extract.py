@@ -31,7 +31,8 @@ from typing import IO
 
 import pandas as pd
 
-from hdml.datasets.download import PrepareError, fetch
+from hdml.datasets.download import Footprint, PrepareError, fetch
+from hdml.disk import MARGIN, check_free_space
 from hdml.io import write_with
 from hdml.labels import check_labels
 
@@ -39,7 +40,6 @@ log = logging.getLogger("hdml.prepare")
 
 GB = 1 << 30
 CHUNK = 1 << 20
-DISK_MARGIN = 256 << 20  # left free beyond the archive's declared size
 
 
 def _check_name(archive: Path, name: str) -> None:
@@ -79,10 +79,8 @@ def _check_sizes(archive: Path, into: Path, declared: int, limit: int) -> None:
     if declared > limit:
         raise PrepareError(f"{archive}: declares {declared} bytes once extracted, over the limit of {limit} for "
                            f"this dataset; refusing to extract (a decompression bomb?)")
-    free = shutil.disk_usage(into).free
-    if declared + DISK_MARGIN > free:
-        raise PrepareError(f"{archive}: needs {declared} bytes once extracted, {free} free on {into}; "
-                           f"refusing to extract")
+    check_free_space(into, declared + MARGIN, f"extracting {archive.name} (with a margin of {MARGIN:,})",
+                     "refusing to extract; free some space or put --root on a larger disk")
 
 
 def _destination(archive: Path, root: Path, name: str, *, folder: bool = False) -> Path:
@@ -203,12 +201,12 @@ def link_folder(source: Path, staged: Path) -> None:
 
 
 def stage_archive(tmp: Path, downloads: Path, *, top: str, marker: str, urls: list[str], md5: str | None,
-                  official_md5: str, archive: Path | None, limit: int, hint: str) -> bool:
+                  official_md5: str, archive: Path | None, limit: int, hint: str, footprint: Footprint) -> bool:
     """Put a one-archive dataset's folder `top` into the staging folder `tmp`: extracted from the
     user's archive or a download, or linked when `archive` is an already-extracted folder
     (holding `marker`, or holding `top/marker`); at most `limit` bytes extracted. Returns
     whether the archive is the official one. `hint` ends the error of a failed download (what
-    to fetch by hand)."""
+    to fetch by hand); `footprint` sizes the disk a download needs."""
     if archive is not None and archive.is_dir():
         folder = archive if (archive / marker).is_file() else archive / top
         if not (folder / marker).is_file():
@@ -216,7 +214,7 @@ def stage_archive(tmp: Path, downloads: Path, *, top: str, marker: str, urls: li
         link_folder(folder, tmp / top)
         return False
     try:
-        got = fetch(downloads, urls=urls, md5=md5, official_md5=official_md5, archive=archive)
+        got = fetch(downloads, urls=urls, md5=md5, official_md5=official_md5, archive=archive, footprint=footprint)
     except PrepareError as exc:
         if archive is not None:
             raise

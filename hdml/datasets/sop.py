@@ -11,14 +11,15 @@ from pathlib import Path
 import pandas as pd
 
 from hdml.datasets import DatasetSpec, register
-from hdml.datasets.download import PrepareError, manual_hint
+from hdml.datasets.download import Footprint, PrepareError, manual_hint
 from hdml.datasets.extract import GB, finish, stage_archive, staging
 
 NAME = "sop"
 TOP = "Stanford_Online_Products"
 FILENAME = "Stanford_Online_Products.zip"
 MD5 = "7f73d41a2f44250d4779881525aea32e"
-FILES = ((FILENAME, "about 2.9 GB", MD5),)
+SIZE = Footprint(archive=2_900_000_000, extracted=2_950_000_000)  # JPEGs stored, not compressed
+FILES = ((FILENAME, SIZE.text(), MD5),)
 DRIVE_ID = "1TclrpQOF_ullUP99wk_gjGN8pKvtErG8"
 URLS = [
     f"https://drive.usercontent.google.com/download?id={DRIVE_ID}&export=download&confirm=t",
@@ -58,7 +59,7 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
     with staging(target) as tmp:
         official = stage_archive(tmp, Path(root) / "downloads" / FILENAME, top=TOP, marker="Ebay_train.txt",
                                  urls=urls or URLS, md5=md5, official_md5=MD5, archive=archive,
-                                 limit=MAX_EXTRACTED, hint=manual_hint(NAME, FILES))
+                                 limit=MAX_EXTRACTED, hint=manual_hint(NAME, FILES), footprint=SIZE)
         return finish(tmp, target, build_split(tmp / TOP), name=NAME, listing=f"{TOP}/Ebay_*.txt",
                       expected=EXPECTED, official=official)
 

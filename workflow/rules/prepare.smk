@@ -17,9 +17,10 @@ rule prepare:
         **rule_resources("prepare"),
     params:
         root=lambda w, output: Path(output[0]).parents[1],
-        extra=prepare_args,
+        data=prepare_args,
+        download=download_args,
     shell:
-        "hdml prepare {wildcards.dataset} --root {params.root} {params.extra} > {log} 2>&1"
+        "hdml prepare {wildcards.dataset} --root {params.root} {params.data} {params.download} > {log} 2>&1"
 
 
 rule cache:
