@@ -104,8 +104,10 @@ def paired_gain(hdml: pd.Series, base: pd.Series) -> Gain | None:
 
 
 def gains(seeds: pd.DataFrame) -> list[tuple[str, str, str, str, str, Gain]]:
-    """(dataset, HDML method, base, metric, protocol kind, gain) wherever both ran."""
+    """(dataset, HDML method, base, metric, protocol kind, gain) wherever both ran, for METRICS
+    only: three intervals per dataset and protocol, not one per Recall@K."""
     out = []
+    seeds = seeds[seeds.metric.isin(METRICS)]
     for (dataset, kind, metric), group in seeds.groupby(["dataset", "protocol_kind", "metric"], sort=False):
         by_method = {m: g.set_index("seed").value for m, g in group.groupby("method")}
         for method in sorted(by_method):
@@ -148,7 +150,7 @@ def comparison_table(dataset: str, seeds: pd.DataFrame, paper: pd.DataFrame) -> 
         v = g.value.to_numpy()
         cell[method, kind, metric] = (float(v.mean()), ci95(v), len(v))
     count = here.groupby(["method", "protocol_kind"]).seed.nunique().to_dict()
-    rank_of = {"paper": ranks({m: paper_values(paper, dataset, m).get(RANK_METRIC, math.nan) for m in methods})}
+    rank_of = {"published": ranks({m: paper_values(paper, dataset, m).get(RANK_METRIC, math.nan) for m in methods})}
     for kind in PROTOCOLS:
         rank_of[kind] = ranks({m: cell.get((m, kind, RANK_METRIC), (math.nan,))[0] for m in methods})
     for method in methods:
@@ -159,7 +161,7 @@ def comparison_table(dataset: str, seeds: pd.DataFrame, paper: pd.DataFrame) -> 
             for kind in PROTOCOLS:
                 hit = cell.get((method, kind, metric))
                 row.append(Cell(fmt_mean_ci(*hit) if hit else "not run", muted=hit is None))
-        row += [Cell(str(rank_of[k][method]) if method in rank_of[k] else DASH) for k in ("paper", *PROTOCOLS)]
+        row += [Cell(str(rank_of[k][method]) if method in rank_of[k] else DASH) for k in ("published", *PROTOCOLS)]
         table.rows.append(row)
     table.note = ("Ours: mean ± 95% CI (Student t) over seeds, in %. Paper: Zheng et al. 2019, Tables 1-3 "
                   f"({DASH}: no published number). Ranks: 1 = best {metric_label(RANK_METRIC)} among the methods "
