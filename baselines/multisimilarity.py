@@ -19,10 +19,14 @@ such an anchor; the formula gives the same 0). The min/max thresholds are select
 no gradient. Each log(1 + sum e^x) is a logsumexp with a zero appended: exact and free of
 overflow for beta = 50 and any similarity.
 
-Defaults are the paper's: alpha 2, beta 50, lambda 1, eps 0.1 (hdml/fidelity.md, Multi-Similarity
-section). The authors' code runs lambda 0.5 (`thresh`) and beta 40 (`SCALE_NEG`), and drops every positive with
-S >= 1 - 1e-5 rather than only j = i; pytorch-metric-learning's MultiSimilarityLoss defaults to
-base (lambda) 0.5 and mines nothing unless paired with its MultiSimilarityMiner.
+Defaults: alpha 2, beta 50, eps 0.1 as the paper; lambda 0.5 as the authors' code (hdml/fidelity.md,
+Multi-Similarity section). The paper's lambda is 1 (as secondary sources quote it); the code hard-codes
+`thresh = 0.5` in the loss (no config key), the value its reported numbers were trained with, and
+pytorch-metric-learning's `base` defaults to it; with lambda 1 the digits demo barely trains (every
+positive is penalised, a negative only near S = 1). `multisimilarity.lambda=1` is the paper's. The
+code also runs beta 40 (`SCALE_NEG`) and drops every positive with S >= 1 - 1e-5 rather than only
+j = i; pytorch-metric-learning's MultiSimilarityLoss mines nothing unless paired with its
+MultiSimilarityMiner.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ class MultiSimilarityLoss(MetricLoss):
     name = "multisimilarity"
     display_name = "Multi-Similarity"
     sampler = "m_per_class"
-    defaults = {"alpha": 2.0, "beta": 50.0, "lambda": 1.0, "epsilon": 0.1}
+    defaults = {"alpha": 2.0, "beta": 50.0, "lambda": 0.5, "epsilon": 0.1}
 
     def __init__(self, **hparams: object) -> None:
         super().__init__(**hparams)

@@ -72,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
     # hdml.valsplit) | test (best on test: the authors' procedure), by selection_metric
     "selection": "last",
     "selection_metric": "map@r",
+    "val_fold": 0,  # with selection val: the fold of the training classes that validates (hdml.valsplit)
     "image": {"resize": 256, "crop": 227, "flip": True, "normalize": "auto"},
 }
 
@@ -89,7 +90,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 POSITIVE = {"steps", "batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps",
             "keep_checkpoints"}
 NON_NEGATIVE = {"eval_every", "eval_every_late", "eval_late_from", "weight_decay", "num_workers", "lr_gamma",
-                "checkpoint_every"}
+                "checkpoint_every", "val_fold"}
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,14 @@ def validate_workflow_config(config: dict, schema: dict | None = None, source: s
                 "prepare", {}):
             raise ConfigError(f"{source}: datasets.{run.dataset}: {run.method} ({run.variant}) has selection: val, "
                               f"which needs a validation split: add prepare: {{val_folds: 4}} to the dataset")
+        fold = run.overrides.get("val_fold", 0)
+        if fold and run.overrides.get("selection") != "val":
+            raise ConfigError(f"{source}: {run.dataset}/{run.method} ({run.variant}): val_fold: {fold} only "
+                              f"applies to selection: val (other selections train on every fold)")
+        folds = config["datasets"][run.dataset].get("prepare", {}).get("val_folds")
+        if folds and fold >= folds:
+            raise ConfigError(f"{source}: {run.dataset}/{run.method} ({run.variant}): val_fold: {fold}, but "
+                              f"prepare: {{val_folds: {folds}}} makes folds 0..{folds - 1}")
     tsne = config.get("tsne")
     if tsne:
         wanted = Run(tsne["dataset"], tsne["method"], "default", tsne.get("seed", min(config["seeds"])))

@@ -14,11 +14,11 @@ keeps SOP's super-categories, which are contiguous ranges of labels, all present
 row order, so the paper's protocol trains on exactly the images it trains on without a `val`
 split (`training_images`).
 
-Cross-validation over all `folds` (the reality check trains 4 models per setting, each fold
-validating once) is not implemented; its design: split.csv gains a `fold` column (the fold of
-each training row, as `fold_of_classes` deals them), `--val-folds K` writes it, and a run-config
-key `val_fold: 0..K-1` picks the fold that becomes `val` for that run (a tuning trial's score is
-then the mean over its K runs).
+Folds: split.csv's `fold` column holds each training row's fold (0..K-1, as `fold_of_classes`
+deals them; empty for test rows), and the run-config key `val_fold` (default 0) picks the fold a
+`selection: val` run validates on, training on the other K - 1 (fold 0 is the rows marked
+`val`). Cross-validating a setting, as the reality check does, is K runs, `val_fold` 0..K-1,
+e.g. K variants (a tuning trial's score is then the mean over them).
 """
 from __future__ import annotations
 
@@ -53,16 +53,19 @@ def val_classes(train_labels: np.ndarray, folds: int = FOLDS) -> list[int]:
 
 
 def carve(split: pd.DataFrame, folds: int = FOLDS) -> pd.DataFrame:
-    """`split` (path, label, split) with the training rows of the validation classes marked
-    `val`; rows keep their order. A split that already has `val` rows is an error: carving twice
-    would shrink the training classes again."""
+    """`split` (path, label, split) with the training rows of the validation classes (fold 0)
+    marked `val` and a `fold` column: each training row's fold, empty for the others; rows keep
+    their order. A split that already has `val` rows is an error: carving twice would shrink the
+    training classes again."""
     if (split["split"] == "val").any():
         raise ValueError("split.csv already has val rows; prepare the dataset afresh to carve another split")
     labels = split["label"].astype(np.int64)
     train = split["split"] == "train"
-    chosen = set(val_classes(labels[train].to_numpy(), folds))
+    fold = labels[train].map(fold_of_classes(labels[train].to_numpy(), folds))
     out = split.copy()
-    out.loc[train & labels.isin(chosen), "split"] = "val"
+    out.loc[train & labels.isin(val_classes(labels[train].to_numpy(), folds)), "split"] = "val"
+    out["fold"] = ""
+    out.loc[train, "fold"] = fold.astype(str)
     return out
 
 
@@ -91,7 +94,7 @@ class RunImages:
 
 def training_images(root: str | Path, dataset: str, cfg: dict, channels: int, device: torch.device) -> RunImages:
     """The images of a run. With `selection: val` the training images exclude the validation
-    classes, which come back as `val`; otherwise a `val` split, if the dataset has one, joins the
+    classes (fold `val_fold`), which come back as `val`; otherwise a `val` split, if the dataset has one, joins the
     training images in split.csv's row order."""
     names = set(read_split(root, dataset)["split"])
     has_val = "val" in names
@@ -101,10 +104,36 @@ def training_images(root: str | Path, dataset: str, cfg: dict, channels: int, de
     query, gallery = evaluation_splits(names)
     wanted = ("train", query, *((gallery,) if gallery else ()), *(("val",) if has_val else ()))
     images = load_images(root, dataset, cfg, channels, wanted)
-    train, val = images["train"], images.get("val")
-    if has_val and cfg["selection"] != "val":
-        train, val = _in_file_order(root, dataset, train, val), None
-    return RunImages(train, images[query], images[gallery] if gallery else None, val, batch_transform(cfg, device))
+    evaluation = (images[query], images[gallery] if gallery else None)
+    transform = batch_transform(cfg, device)
+    if not has_val:
+        return RunImages(images["train"], *evaluation, None, transform)
+    fold = cfg.get("val_fold", 0)
+    if cfg["selection"] == "val" and fold == 0:
+        return RunImages(images["train"], *evaluation, images["val"], transform)
+    pool = _in_file_order(root, dataset, images["train"], images["val"])
+    if cfg["selection"] != "val":
+        return RunImages(pool, *evaluation, None, transform)
+    folds = training_folds(root, dataset)
+    if fold > folds.max():
+        raise ValueError(f"{Path(root) / dataset / 'split.csv'}: val_fold {fold}, but the training classes are "
+                         f"dealt into folds 0..{folds.max()}")
+    chosen = folds == fold
+    return RunImages(ImageTensors(pool.pixels[~chosen], pool.labels[~chosen]), *evaluation,
+                     ImageTensors(pool.pixels[chosen], pool.labels[chosen]), transform)
+
+
+def training_folds(root: str | Path, dataset: str) -> np.ndarray:
+    """The fold of each training row (`train` or `val`), in split.csv's order."""
+    path = Path(root) / dataset / "split.csv"
+    split = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "fold" not in split.columns:
+        raise ValueError(f"{path}: no fold column (val_fold needs one); prepare the dataset afresh with "
+                         f"`hdml prepare {dataset} --root {root} --val-folds {FOLDS}`")
+    text = split.loc[split["split"].isin(["train", "val"]), "fold"]
+    if not text.str.fullmatch(r"\d+").all():
+        raise ValueError(f"{path}: fold must be a fold number on every train and val row")
+    return text.astype(int).to_numpy()
 
 
 def _in_file_order(root: str | Path, dataset: str, train: ImageTensors, val: ImageTensors) -> ImageTensors:

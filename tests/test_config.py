@@ -185,3 +185,22 @@ def test_selection_val_needs_the_datasets_val_split_in_the_workflow_config():
     config["datasets"]["digits"]["prepare"] = {"val_folds": 1}
     with pytest.raises(ConfigError, match="val_folds"):
         validate_workflow_config(config)
+
+
+def test_val_fold_within_the_folds_and_only_with_selection_val():
+    from hdml.plan import validate_workflow_config
+
+    config = {"data_root": "d", "results_dir": "r", "report_dir": "p", "seeds": [0],
+              "datasets": {"digits": {"methods": ["triplet"], "prepare": {"val_folds": 4},
+                                      "train": {"selection": "val", "val_fold": 3}}}}
+    (run,) = validate_workflow_config(config)
+    assert run.overrides["val_fold"] == 3
+    config["datasets"]["digits"]["train"]["val_fold"] = 4
+    with pytest.raises(ConfigError, match=r"val_fold: 4, but prepare: \{val_folds: 4\} makes folds 0..3"):
+        validate_workflow_config(config)
+    config["datasets"]["digits"]["train"] = {"val_fold": 1}
+    with pytest.raises(ConfigError, match=r"val_fold: 1 only applies to selection: val"):
+        validate_workflow_config(config)
+    config["datasets"]["digits"]["train"] = {"selection": "val", "val_fold": -1}
+    with pytest.raises(ConfigError, match=r"val_fold: must be >= 0"):
+        validate_workflow_config(config)

@@ -35,9 +35,10 @@ def random_batch(seed: int, classes: int = 6, per_class: int = 4, dim: int = 8) 
     return 3 * z, y  # unnormalised: the loss normalises
 
 
-def test_registration_and_paper_defaults():
+def test_registration_and_defaults():
+    """The paper's alpha, beta, epsilon; the authors' code's lambda 0.5 (`thresh`, MSL:18), not the paper's 1."""
     assert Loss.sampler == "m_per_class"
-    assert Loss.defaults == PAPER
+    assert Loss.defaults == {**PAPER, "lambda": 0.5}
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -61,7 +62,7 @@ def test_mining_is_not_vacuous_on_the_oracle_batches():
     dropped = 0
     for seed in range(6):
         z, y = random_batch(seed)
-        loss = Loss()
+        loss = Loss(**PAPER)
         keep_pos, keep_neg = loss.mine(torch.nn.functional.normalize(z) @ torch.nn.functional.normalize(z).T, y)
         same = y[:, None] == y[None, :]
         dropped += int((same & ~torch.eye(len(y), dtype=torch.bool) & ~keep_pos).sum() + (~same & ~keep_neg).sum())
@@ -73,7 +74,7 @@ def test_mining_is_not_vacuous_on_the_oracle_batches():
 def test_float32_matches_the_oracle():
     z, y = random_batch(0)
     z = z.float()
-    assert Loss()(z, y).item() == pytest.approx(oracle(z, y, 2.0, 50.0, 1.0, 0.1).item(), rel=1e-5)
+    assert Loss(**PAPER)(z, y).item() == pytest.approx(oracle(z, y, 2.0, 50.0, 1.0, 0.1).item(), rel=1e-5)
 
 
 def ms_term(sims: list[float], sign: int, scale: float, lam: float) -> float:
@@ -117,7 +118,7 @@ def test_anchor_with_nothing_mined_adds_zero_but_counts_in_the_mean():
     z = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [-0.6, -0.8], [0.0, -1.0], [0.28, -0.96]],
                      dtype=torch.float64)
     y = torch.tensor([0, 0, 1, 1, 2, 2])
-    loss = Loss()
+    loss = Loss(**PAPER)
     u = torch.nn.functional.normalize(z)
     keep_pos, keep_neg = loss.mine(u @ u.T, y)
     assert not keep_pos[:2].any() and not keep_neg[:2].any() and keep_pos[2:].any()
@@ -187,9 +188,9 @@ def test_bad_hyperparameters_raise(hparams, match):
 
 
 def test_run_config_knows_the_multisimilarity_section():
-    cfg = build_run_config({}, {"multisimilarity": {"lambda": 0.5, "beta": 40}})
-    assert cfg["multisimilarity"] == {**PAPER, "lambda": 0.5, "beta": 40.0}
-    assert build_run_config({}, {"multisimilarity.lambda": 0.5})["multisimilarity"]["lambda"] == 0.5
+    cfg = build_run_config({}, {"multisimilarity": {"lambda": 1.0, "beta": 40}})
+    assert cfg["multisimilarity"] == {**PAPER, "lambda": 1.0, "beta": 40.0}
+    assert build_run_config({}, {"multisimilarity.lambda": 1})["multisimilarity"]["lambda"] == 1.0
     with pytest.raises(ConfigError, match="multisimilarity.gamma"):
         build_run_config({}, {"multisimilarity.gamma": 1.0})
     for bad, match in (({"multisimilarity.lambda": 2.0}, r"multisimilarity\.lambda: must lie in \[-1, 1\]"),

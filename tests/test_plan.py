@@ -85,14 +85,16 @@ def test_paper_config_plans_the_papers_grid():
     paper = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/paper.yaml").read_text())
     runs = validate_workflow_config(paper)
     table = [r for r in runs if r.variant == "default"]
-    assert {r.dataset for r in table} == {"cub200", "cars196", "sop"} and len(table) == 3 * 11 * 3
+    # 3 datasets x (the paper's 11 methods + Multi-Similarity and Proxy-Anchor) x 3 seeds
+    assert {r.dataset for r in table} == {"cub200", "cars196", "sop"} and len(table) == 3 * 13 * 3
+    assert len(runs) == 189  # + 12 variants x 3 seeds on Cars196 (ablation, sweeps) + protocol=paper: 3 x 4 x 3
     from hdml.report.inputs import paper_table
     from hdml.report.names import paper_row
 
-    for dataset in ("cub200", "cars196", "sop"):  # every row of the paper's Tables 1-3 is trained
+    for dataset in ("cub200", "cars196", "sop"):  # every row of the paper's Tables 1-3 is trained, and two beyond
         papers = paper_table()
         assert {paper_row(r.method) for r in table if r.dataset == dataset} == set(
-            papers[papers.dataset == dataset].method)
+            papers[papers.dataset == dataset].method) | {"Multi-Similarity", "Proxy-Anchor"}
     by = {(r.dataset, r.method, r.seed): r.overrides for r in table}
     assert by[("cars196", "hdml-npair", 0)]["batch_size"] == 128 == by[("sop", "daml-npair", 0)]["batch_size"]
     assert by[("cars196", "triplet", 0)]["batch_size"] == 120

@@ -85,3 +85,48 @@ def test_selection_val_without_a_val_split_names_the_fix(tmp_path):
     prepare(tmp_path)
     with pytest.raises(ValueError, match=r"split.csv: selection: val needs a val split; run `hdml prepare digits"):
         training_images(tmp_path, "digits", {**CFG, "selection": "val"}, 1, torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("train_classes", "folds"), [(100, 4), (98, 4), (5, 4), (11318, 4), (9, 3)])
+def test_folds_disjoint_cover_the_training_classes_and_avoid_test(train_classes, folds):
+    """The reality check's class-disjoint folds: each training class in exactly one fold, every
+    fold non-empty and sized within one class of the others, no test row in any fold."""
+    out = carve(fake_split(train_classes, 7, per_class=2), folds)
+    labels = out["label"].astype(int)
+    training = out["split"].isin(["train", "val"])
+    assert (out.loc[~training, "fold"] == "").all()
+    fold = out.loc[training, "fold"].astype(int)
+    classes = [set(labels[training][fold == k]) for k in range(folds)]
+    assert set(fold) == set(range(folds))
+    assert all(not classes[i] & classes[j] for i in range(folds) for j in range(i + 1, folds))
+    assert set().union(*classes) == set(range(1, train_classes + 1))
+    assert not set().union(*classes) & set(labels[~training])
+    assert max(map(len, classes)) - min(map(len, classes)) <= 1
+    assert classes[0] == set(labels[out["split"] == "val"])  # fold 0 is the val split
+
+
+def test_val_fold_picks_the_validating_fold(tmp_path):
+    """digits 0-4 in 4 folds: {0, 4}, {1}, {2}, {3}; val_fold 2 validates on digit 2 and trains
+    on the rest, the same images as fold 0's run in another partition."""
+    assert main(["prepare", "digits", "--root", str(tmp_path), "--val-folds", "4"]) in (0, None)
+    cpu = torch.device("cpu")
+    run = {**CFG, "selection": "val"}
+    fold0 = training_images(tmp_path, "digits", {**run, "val_fold": 0}, 1, cpu)
+    fold2 = training_images(tmp_path, "digits", {**run, "val_fold": 2}, 1, cpu)
+    (train0, test0, val0), (train2, test2, val2) = ((f.train, f.query, f.val) for f in (fold0, fold2))
+    assert set(val2.labels) == {2} and set(train2.labels) == {0, 1, 3, 4}
+    assert np.array_equal(test0.pixels, test2.pixels)
+    assert len(train2) + len(val2) == len(train0) + len(val0)
+    both = lambda *s: np.sort(np.concatenate([x.pixels.reshape(len(x), -1).sum(1) for x in s]))  # noqa: E731
+    assert np.array_equal(both(train0, val0), both(train2, val2))
+    with pytest.raises(ValueError, match=r"split.csv: val_fold 4, but the training classes are dealt into folds 0..3"):
+        training_images(tmp_path, "digits", {**run, "val_fold": 4}, 1, cpu)
+
+
+def test_val_fold_needs_a_fold_column(tmp_path):
+    prepare(tmp_path)
+    path = tmp_path / "digits" / "split.csv"
+    old = carve(pd.read_csv(path, dtype=str, keep_default_na=False)).drop(columns="fold")  # an older prepare's file
+    old.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"split.csv: no fold column \(val_fold needs one\)"):
+        training_images(tmp_path, "digits", {**CFG, "selection": "val", "val_fold": 1}, 1, torch.device("cpu"))

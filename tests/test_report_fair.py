@@ -1,0 +1,131 @@
+"""The report's "Paper protocol vs fair protocol" section (hdml/report/fair.py), on fabricated
+runs tables whose paired intervals are computed here by hand."""
+from __future__ import annotations
+
+import math
+from html import unescape
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from hdml.aggregate import METRICS_COLUMNS, RUNS_COLUMNS
+from hdml.report import render
+from hdml.report.fair import base_loss, gains, paired_gain, per_seed, protocol_runs, ranks
+
+# R@1 per seed. Paper protocol (default, last): HDML − triplet = .05, .04, .06.
+# Fair protocol (selection val, variant named "tuned"): HDML − triplet = −.01, .03, −.06.
+PAPER = {"triplet": [0.45, 0.50, 0.52], "hdml-triplet": [0.50, 0.54, 0.58], "npair": [0.50, 0.51, 0.52]}
+FAIR = {"triplet": [0.41, 0.42, 0.44], "hdml-triplet": [0.40, 0.45, 0.38], "npair": [0.30, 0.31, 0.32]}
+
+
+def run_row(method: str, variant: str, seed: int, selection: str, steps: int = 200) -> dict:
+    return {"dataset": "cub200", "method": method, "variant": variant, "seed": seed, "protocol": "code",
+            "alpha": None, "lambda0": None, "steps": steps, "selected_step": None, "selection": selection,
+            "selection_metric": "map@r"}
+
+
+def fabricated() -> tuple[pd.DataFrame, pd.DataFrame]:
+    metrics, runs = [], []
+    for table, variant, selection in ((PAPER, "default", "last"), (FAIR, "tuned", "val")):
+        for method, values in table.items():
+            for seed, v in enumerate(values):
+                runs.append(run_row(method, variant, seed, selection, 200 if selection == "last" else 100))
+                metrics += [("cub200", method, variant, seed, "recall@1", v),
+                            ("cub200", method, variant, seed, "recall@8", v),
+                            ("cub200", method, variant, seed, "selected:recall@1", 0.99)]
+    # A variant *named* fair that selects the last checkpoint is not the fair protocol; a base
+    # seed HDML lacks is not paired.
+    for seed in range(3):
+        runs.append(run_row("hdml-triplet", "fair", seed, "last"))
+        metrics.append(("cub200", "hdml-triplet", "fair", seed, "recall@1", 0.01))
+    runs.append(run_row("triplet", "default", 7, "last"))
+    metrics.append(("cub200", "triplet", "default", 7, "recall@1", 0.30))
+    return pd.DataFrame(metrics, columns=METRICS_COLUMNS), pd.DataFrame(runs, columns=RUNS_COLUMNS)
+
+
+def test_base_loss_comes_from_the_plugin():
+    assert base_loss("hdml-triplet") == "triplet" and base_loss("hdml-npair") == "npair"
+    assert base_loss("triplet") is None and base_loss("multisimilarity") is None
+
+
+def test_protocols_from_the_selection_column_not_the_variant_name():
+    metrics, runs = fabricated()
+    tagged, notes = protocol_runs(runs)
+    fair = tagged[tagged.protocol_kind == "fair"]
+    assert set(fair.variant) == {"tuned"} and len(fair) == 9
+    assert set(tagged[tagged.protocol_kind == "paper"].variant) == {"default"}
+    assert "fair" not in set(tagged.variant) and notes == []
+    seeds = per_seed(metrics, tagged)
+    assert not seeds.metric.str.startswith("selected:").any()
+
+
+def test_paired_interval_by_hand():
+    metrics, runs = fabricated()
+    found = {(r[3], r[4]): r[5] for r in gains(per_seed(metrics, protocol_runs(runs)[0]))}
+    assert set(found) == {("recall@1", "paper"), ("recall@1", "fair")}
+    paper, fair = found["recall@1", "paper"], found["recall@1", "fair"]
+    # Paper: d = .05, .04, .06; mean .05, sd .01, half = t(.975, 2) * .01 / sqrt(3) = 4.302653 * .0057735.
+    assert paper.seeds == (0, 1, 2)  # triplet's seed 7 has no HDML partner
+    assert paper.mean == pytest.approx(0.05) and paper.half == pytest.approx(0.0248414, abs=1e-6)
+    assert paper.excludes_zero() is True
+    # Fair: d = -.01, .03, -.06; mean -.013333, sd sqrt(.0040667 / 2) = .0450925, half = .1120162.
+    assert fair.mean == pytest.approx(-0.0133333, abs=1e-6) and fair.half == pytest.approx(0.1120162, abs=1e-6)
+    assert fair.excludes_zero() is False
+    oracle = stats.ttest_rel(FAIR["hdml-triplet"], FAIR["triplet"]).confidence_interval(0.95)
+    assert (fair.mean - fair.half, fair.mean + fair.half) == pytest.approx((oracle.low, oracle.high))
+
+
+def test_pairing_uses_common_seeds_only_and_two_pairs_give_no_verdict():
+    g = paired_gain(pd.Series({0: 0.5, 1: 0.7, 5: 0.1}), pd.Series({0: 0.4, 1: 0.5, 2: 0.9}))
+    assert g.seeds == (0, 1) and g.mean == pytest.approx(0.15) and g.excludes_zero() is None
+    assert paired_gain(pd.Series({0: 0.5}), pd.Series({1: 0.5})) is None
+
+
+def test_competition_ranking():
+    assert ranks({"a": 0.5, "b": 0.7, "c": 0.5, "d": math.nan}) == {"b": 1, "a": 2, "c": 2}
+
+
+def write_inputs(tmp_path: Path, metrics: pd.DataFrame, runs: pd.DataFrame) -> tuple[Path, Path]:
+    metrics.to_csv(tmp_path / "metrics.csv", index=False)
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    return tmp_path / "metrics.csv", tmp_path / "runs.csv"
+
+
+def section_html(page: str) -> str:
+    start = page.index('<section id="fair">')
+    return page[start:page.index("</section>", start)]
+
+
+def test_html_section_tables_and_figure(tmp_path):
+    m, r = write_inputs(tmp_path, *fabricated())
+    page = unescape(render(m, tmp_path / "report", runs_csv=r).read_text())
+    body = section_html(page)
+    assert "Paper protocol vs fair protocol" in body and "less the validation classes" in body
+    assert "selection val by map@r on the validation classes, 100 steps" in body
+    assert "paper protocol: selection last, 200 steps" in body
+    # Gain rows: paired mean ± interval in points and the verdict.
+    assert "+5.0 ± 2.5" in body and "yes: HDML better" in body
+    assert "-1.3 ± 11.2" in body
+    # Ranks by R@1, a different order in each column. The paper (CUB-200-2011): N-pair 51.9 > HDML (Triplet)
+    # 43.6 > Triplet 35.9. Paper protocol: HDML 54 > N-pair 51 > Triplet 44.25 (seeds 0-2 and 7); fair:
+    # Triplet 42.3 > HDML 41 > N-pair 31.
+    table = (tmp_path / "report" / "tables" / "fair.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in table.splitlines() if line.startswith("| ") and "Method" not in line}
+    assert rows["N-pair"][-3:] == ["1", "2", "3"]  # the paper's rank, paper protocol, fair
+    assert rows["Triplet"][-3:] == ["3", "3", "1"]
+    assert rows["HDML (Triplet)"][-3:] == ["2", "1", "2"]
+    assert rows["Triplet"][:4] == ["4 / 3", "35.9", "44.2 ± 15.8", "42.3 ± 3.8"]  # seeds; R@1 paper, ours x2
+    for fmt in ("png", "svg"):
+        assert (tmp_path / "report" / "figures" / f"fair-gain.{fmt}").stat().st_size > 1000
+    assert 'id="fig-fair-gain"' in body
+
+
+def test_no_fair_runs_is_said(tmp_path):
+    metrics, runs = fabricated()
+    keep = runs.selection != "val"
+    m, r = write_inputs(tmp_path, metrics.merge(runs[keep][["dataset", "method", "variant", "seed"]]), runs[keep])
+    body = section_html(unescape(render(m, tmp_path / "report", runs_csv=r).read_text()))
+    assert "No fair-protocol runs in these results" in body and "fig-fair-gain" not in body
