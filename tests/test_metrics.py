@@ -244,6 +244,53 @@ def test_kmeans_rejects_bad_arguments() -> None:
         kmeans(x, 2, seed=-1)
 
 
+
+def plain_kmeanspp(x: np.ndarray, k: int, rngs: list[np.random.Generator]) -> np.ndarray:
+    """scikit-learn's greedy k-means++ written plainly, as hdml.metrics had it before its
+    speed-ups: draws step by step, whole-array passes, a fresh array each step."""
+    n, trials = len(x), 2 + int(np.log(k))
+    x_sq = (x * x).sum(1)
+
+    def sq_dist(centres: np.ndarray) -> np.ndarray:
+        d = centres @ x.T
+        d *= np.float32(-2)
+        d += x_sq
+        d += (centres * centres).sum(1, keepdims=True)
+        return np.maximum(d, 0, out=d)
+
+    chosen = np.empty((len(rngs), k), dtype=np.int64)
+    chosen[:, 0] = [g.integers(n) for g in rngs]
+    closest = sq_dist(x[chosen[:, 0]])
+    pot = closest.sum(1, dtype=np.float64)
+    rows = np.arange(len(rngs))
+    for c in range(1, k):
+        cumulative = np.cumsum(closest, axis=1, dtype=np.float64)
+        cand = np.stack([np.searchsorted(cumulative[i], g.random(trials) * pot[i]) for i, g in enumerate(rngs)])
+        cand = np.minimum(cand, n - 1)
+        d = sq_dist(x[cand.ravel()]).reshape(len(rngs), trials, n)
+        np.minimum(d, closest[:, None, :], out=d)
+        pots = d.sum(2, dtype=np.float64)
+        best = pots.argmin(1)
+        chosen[:, c] = cand[rows, best]
+        closest, pot = d[rows, best], pots[rows, best]
+    return chosen
+
+
+# the demo's test split (digits 5-9: 898 points, 64-d embeddings, 5 clusters), then more clusters
+# and points than one cache block of the seeding (hdml.metrics._SEED_BLOCK columns)
+@pytest.mark.parametrize(("n", "k", "d", "seed"), [(898, 5, 64, 0), (898, 5, 64, 1), (5000, 40, 16, 2)])
+def test_kmeanspp_seeding_is_the_plain_seeding_bit_for_bit(n: int, k: int, d: int, seed: int) -> None:
+    """The blocked, pre-drawn seeding chooses exactly the plain one's centres, so clusters and
+    the demo's metrics.csv do not change."""
+    x, _ = clustered(seed, n_classes=k, sizes=(n // k, n // k + 1), d=d, sigma=1.0)
+    x = metrics.l2_normalise(x[:n])
+    rngs = [np.random.default_rng([seed, r]) for r in range(10)]
+    want = plain_kmeanspp(x, k, rngs)
+    rngs = [np.random.default_rng([seed, r]) for r in range(10)]
+    assert np.array_equal(metrics._kmeanspp_seeds(x, k, rngs), want)
+    assert np.array_equal(metrics._kmeanspp_seeds(x, k, [np.random.default_rng([seed, r]) for r in range(10)],
+                                                  stop=3), want[:, :3])
+
 # --- against pytorch-metric-learning ----------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [0, 3])
