@@ -1,6 +1,7 @@
 """The authors' clustering (`hdml.metrics.kmeans_restarts`: k-means++ seeding, restarts, Lloyd,
-least inertia) on a torch device, so that on a GPU it costs seconds instead of the hour its
-numpy seeding takes at Stanford Online Products' size (docs/benchmarks.md).
+least inertia) on a torch device, so that a GPU does the work that takes numpy CPU-hours at
+Stanford Online Products' size (docs/benchmarks.md, "Clustering at SOP size"; the GPU time is
+not measured yet).
 
 Same algorithm, same random numbers: the seeding takes its draws from the numpy generators
 `hdml.metrics._kmeanspp_draws` returns, so it chooses the numpy path's centres wherever float32
@@ -106,7 +107,7 @@ def kmeans_restarts(x: np.ndarray, k: int, rngs: list[np.random.Generator], max_
     x_sq = (xt * xt).sum(1)
     best: tuple[torch.Tensor, float] | None = None
     for seeds in kmeanspp_seeds(xt, k, rngs):
-        assign, inertia = lloyd(xt, x_sq, xt[seeds].clone(), max_iter, tol)
+        assign, inertia = lloyd(xt, x_sq, xt[seeds], max_iter, tol)  # indexing copies
         if best is None or inertia < best[1]:
             best = (assign, inertia)
     return best[0].cpu().numpy()

@@ -516,10 +516,10 @@ def _kmeanspp_seeds(x: np.ndarray, k: int, rngs: list[np.random.Generator], stop
 
 def _cluster_sums(x64t: np.ndarray, assign: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(count, float64 sum) of each of k clusters: np.add.reduceat over the points sorted by
-    cluster (per feature, numpy's pairwise additions), run on the transposed float64 points
-    `x64t` (d, n), each feature's values contiguous: the same additions in the same order, a
-    tenth of the time of reduceat down the columns of x. Features go in blocks of
-    _SUM_FEATURES, which bounds the gathered copy."""
+    cluster, run along each feature of the transposed float64 points `x64t` (d, n), whose values
+    are contiguous there: the additions reduceat makes down the columns of x, in the same order
+    (not a plain running sum), at a third of the time at SOP's size (the reduceat itself a
+    tenth). Features go in blocks of _SUM_FEATURES, which bounds the gathered copy."""
     order = np.argsort(assign, kind="stable")
     count = np.bincount(assign, minlength=k)
     full = np.flatnonzero(count)
