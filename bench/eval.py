@@ -15,6 +15,12 @@ own:
 - PML: `AccuracyCalculator(include=(NMI, precision_at_1, mean_average_precision_at_r,
   r_precision), k="max_bin_count")` with its defaults (faiss k-means, niter=20, seed 1234).
 
+--clustering times the clustering alone at this size instead, in one process: the authors'
+k-means++ (`kmeans_algorithm="kmeans++"`) in numpy and in torch (`hdml.kmeans_torch`, on
+--device's torch device: torch:cpu unless it names CUDA), each as a measured prefix (--steps
+seeding steps, --lloyd-iters Lloyd iterations at full size) extrapolated explicitly, beside faiss's
+Lloyd (`kmeans_algorithm="faiss"`, 20 iterations) timed whole.
+
 hdml (one Lloyd run, `kmeans_algorithm="faiss"`) and PML get the same L2-normalised float32 embeddings
 and the same k-means seed (1234), so every shared metric should be identical. Prints both times,
 their ratio, both peak RSS, and whether each target is met: time <= 0.6 x PML's, identical shared
@@ -24,6 +30,7 @@ metrics, peak memory <= 1/3 of PML's, and on a GPU the whole evaluation in <= 3 
     python bench/eval.py --small
     python bench/eval.py --device cuda    # on a CUDA machine: faiss's GPU, else torch's
     python bench/eval.py --device cuda --reference cpu   # vs hdml on faiss's CPU, no PML needed
+    python bench/eval.py --clustering [--steps 20 --lloyd-iters 1] [--device torch:cuda --torch-steps 11315]
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +109,69 @@ def run_side(side: str, data: Path, device: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def timed(f: Callable[[], object], device: str = "cpu") -> tuple[float, float]:
+    """(wall, CPU) seconds of f(), waiting for a CUDA device's queue before stopping the clock."""
+    cpu0, start = cpu_seconds(), time.perf_counter()
+    f()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, cpu_seconds() - cpu0
+
+
+def clustering(x: np.ndarray, k: int, steps: int, iters: int, device: str, torch_steps: int | None = None) -> None:
+    """Time a prefix of the authors' clustering at full size and extrapolate it to one whole
+    evaluation (seeding: k - 1 steps, all restarts together; Lloyd: restarts x (iterations + 1)
+    assignment-and-means passes, an upper bound: late iterations search only the centres that
+    moved), numpy and torch side by side (torch over `torch_steps` seeding steps if given: on a GPU
+    the whole seeding takes seconds), with faiss's Lloyd timed whole."""
+    import torch
+
+    from hdml import kmeans_torch
+    from hdml.metrics import KMEANS_PP_RESTARTS, _kmeanspp_seeds, _lloyd, kmeans, l2_normalise
+
+    x = l2_normalise(x)
+    n, restarts = len(x), KMEANS_PP_RESTARTS
+    torch_device = device.removeprefix("torch:") if "cuda" in device else "cpu"
+
+    def rngs() -> list[np.random.Generator]:
+        return [np.random.default_rng([SEED, r]) for r in range(restarts)]
+
+    start = x[np.random.default_rng(SEED).permutation(n)[:k]]  # Lloyd's cost hardly depends on its start
+    xt = torch.as_tensor(x, device=torch_device)
+    x_sq = (xt * xt).sum(1)
+    rows = []
+    t_steps = min(torch_steps or steps, k - 1)
+    for name, measured, seed_prefix, lloyd_prefix, dev in [
+            ("numpy", steps, lambda: _kmeanspp_seeds(x, k, rngs(), stop=steps + 1),
+             lambda: _lloyd(x, start.copy(), iters, -1.0, "cpu"), "cpu"),
+            (f"torch:{torch_device}", t_steps, lambda: kmeans_torch.kmeanspp_seeds(xt, k, rngs(), stop=t_steps + 1),
+             lambda: kmeans_torch.lloyd(xt, x_sq, torch.as_tensor(start, device=torch_device), iters, -1.0),
+             torch_device)]:
+        if dev != "cpu":  # CUDA's and cuBLAS's start-up, outside the timing
+            timed(lambda: kmeans_torch.kmeanspp_seeds(xt, k, rngs(), stop=2), dev)
+        seeding, lloyd = timed(seed_prefix, dev), timed(lloyd_prefix, dev)
+        rows.append((f"{name} seeding", seeding, f"{measured} of {k - 1} steps", (k - 1) / measured, ""))
+        passes = iters + 1  # the first assignment, then one assignment and means step per iteration
+        rows.append((f"{name} Lloyd", lloyd, f"{iters} iteration(s), {passes} passes", restarts * 21 / passes,
+                     f" ({restarts} restarts x 20 iterations; x{301 / 21:.1f} at sklearn's cap of 300)"))
+    rows.append(("faiss Lloyd (eval_kmeans: faiss)", timed(lambda: kmeans(x, k, SEED, device="cpu")),
+                 "whole: 20 iterations", 1.0, ""))
+    print(f"\nclustering, {n} x {x.shape[1]}, k = {k}, {restarts} restarts; load average {os.getloadavg()[0]:.2f}")
+    print(f"{'':34} {'measured: wall (CPU)':22} {'part':28} projection for one evaluation: wall (CPU)")
+    for name, (wall, cpu), part, scale, note in rows:
+        print(f"{name:34} {duration(wall) + ' (' + duration(cpu) + ')':22} {part:28} "
+              f"{duration(wall * scale)} ({duration(cpu * scale)}){note}")
+
+
+def duration(seconds: float) -> str:
+    """Seconds, minutes or hours, whichever reads best."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--small", action="store_true", help="an eighth of SOP: 7,563 x 512, 1,414 classes")
@@ -113,6 +184,11 @@ def main() -> None:
                    help="what the hdml side is compared with: PML (default) or hdml.metrics on faiss's CPU")
     p.add_argument("--no-kmeans-pp", action="store_true",
                    help="skip timing the authors' clustering (k-means++, 10 restarts), slow at full size on a CPU")
+    p.add_argument("--clustering", action="store_true",
+                   help="time the clustering alone: a prefix of k-means++ (numpy, torch) extrapolated, faiss's Lloyd")
+    p.add_argument("--steps", type=int, default=20, help="--clustering: seeding steps measured (default 20)")
+    p.add_argument("--lloyd-iters", type=int, default=1, help="--clustering: Lloyd iterations measured (default 1)")
+    p.add_argument("--torch-steps", type=int, help="--clustering: seeding steps measured in torch (default --steps)")
     p.add_argument("--worker", choices=["hdml", "hdml-kmeans++", "pml"], help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -123,6 +199,10 @@ def main() -> None:
     n_classes, n = (1414, 7563) if args.small else (11316, 60502)
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
           f"{n} x 512 embeddings, {n_classes} classes of 2-12")
+    if args.clustering:
+        clustering(sop_like(n_classes, n, 512, args.sigma, args.seed)[0], n_classes, args.steps, args.lloyd_iters,
+                   args.device, args.torch_steps)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         x, labels = sop_like(n_classes, n, 512, args.sigma, args.seed)
         np.save(Path(tmp) / "x.npy", x)

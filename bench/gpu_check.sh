@@ -26,7 +26,7 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, keep going on f
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, faiss, numpy; print('torch', torch.__version__, 'faiss', faiss.__version__, 'numpy', numpy.__version__)"
 G="--device cuda --backbone googlenet --size 227 --batch 128 --embedding 512"
-step 100 tests python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+step 100 tests python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/test_metrics_torch.py
 step 40 step-fp32 python3 bench/step.py $G
 step 40 step-tf32 python3 bench/step.py $G --amp tf32
 step 40 step-bf16 python3 bench/step.py $G --amp bf16
@@ -34,3 +34,4 @@ step 100 step-bf16-compile python3 bench/step.py $G --amp bf16 --compile --warmu
 step 70 train-fp32 python3 bench/train_speed.py --device cuda --steps 300 --cache-workers 16
 step 70 train-bf16 python3 bench/train_speed.py --device cuda --steps 300 --amp bf16 --cache-workers 16
 step 80 eval python3 bench/eval.py --device cuda --reference cpu
+step 90 clustering python3 bench/eval.py --clustering --device torch:cuda --steps 5 --lloyd-iters 0 --torch-steps 11315

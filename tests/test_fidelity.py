@@ -252,6 +252,24 @@ def test_kmeans_restarts_matches_sklearn_kmeans_quality_and_is_seeded() -> None:
     assert inertia(ours) <= inertia(kmeans_restarts(x, 20, seed=3, n_init=1)) + 1e-3
 
 
+
+def test_the_clustering_is_chosen_per_dataset_in_the_paper_grid() -> None:
+    """`eval_kmeans: faiss` in one dataset's train section (the cheap way out at SOP's size,
+    docs/fidelity.md note 3) reaches that dataset's runs and no other's."""
+    from pathlib import Path
+
+    import yaml
+
+    from hdml.config import build_run_config
+    from hdml.datasets import get_dataset
+    from hdml.plan import validate_workflow_config
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text())
+    cfg["datasets"]["sop"]["train"]["eval_kmeans"] = "faiss"
+    chosen = {(r.dataset, build_run_config(get_dataset(r.dataset).run_defaults, r.overrides)["eval_kmeans"])
+              for r in validate_workflow_config(cfg)}
+    assert chosen == {("sop", "faiss"), ("cub200", "kmeans++"), ("cars196", "kmeans++")}
+
 def test_run_config_chooses_the_clustering() -> None:
     cfg = default_config()
     assert cfg["eval_kmeans"] == "kmeans++"

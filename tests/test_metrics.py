@@ -1,6 +1,7 @@
 """hdml.metrics against brute-force numpy references, pytorch-metric-learning and faiss.Kmeans."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import subprocess
@@ -243,6 +244,72 @@ def test_kmeans_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="seed"):
         kmeans(x, 2, seed=-1)
 
+
+
+def plain_kmeanspp(x: np.ndarray, k: int, rngs: list[np.random.Generator]) -> np.ndarray:
+    """scikit-learn's greedy k-means++ written plainly, as hdml.metrics had it before its
+    speed-ups: draws step by step, whole-array passes, a fresh array each step."""
+    n, trials = len(x), 2 + int(np.log(k))
+    x_sq = (x * x).sum(1)
+
+    def sq_dist(centres: np.ndarray) -> np.ndarray:
+        d = centres @ x.T
+        d *= np.float32(-2)
+        d += x_sq
+        d += (centres * centres).sum(1, keepdims=True)
+        return np.maximum(d, 0, out=d)
+
+    chosen = np.empty((len(rngs), k), dtype=np.int64)
+    chosen[:, 0] = [g.integers(n) for g in rngs]
+    closest = sq_dist(x[chosen[:, 0]])
+    pot = closest.sum(1, dtype=np.float64)
+    rows = np.arange(len(rngs))
+    for c in range(1, k):
+        cumulative = np.cumsum(closest, axis=1, dtype=np.float64)
+        cand = np.stack([np.searchsorted(cumulative[i], g.random(trials) * pot[i]) for i, g in enumerate(rngs)])
+        cand = np.minimum(cand, n - 1)
+        d = sq_dist(x[cand.ravel()]).reshape(len(rngs), trials, n)
+        np.minimum(d, closest[:, None, :], out=d)
+        pots = d.sum(2, dtype=np.float64)
+        best = pots.argmin(1)
+        chosen[:, c] = cand[rows, best]
+        closest, pot = d[rows, best], pots[rows, best]
+    return chosen
+
+
+# the demo's test split (digits 5-9: 898 points, 64-d embeddings, 5 clusters), then more of both
+@pytest.mark.parametrize(("n", "k", "d", "seed"), [(898, 5, 64, 0), (898, 5, 64, 1), (5000, 40, 16, 2)])
+def test_kmeanspp_seeding_is_the_plain_seeding_bit_for_bit(n: int, k: int, d: int, seed: int) -> None:
+    """The pre-drawn seeding with its reused buffer chooses exactly the plain one's centres, so
+    clusters and the demo's metrics.csv do not change."""
+    x, _ = clustered(seed, n_classes=k, sizes=(n // k, n // k + 1), d=d, sigma=1.0)
+    x = metrics.l2_normalise(x[:n])
+    rngs = [np.random.default_rng([seed, r]) for r in range(10)]
+    want = plain_kmeanspp(x, k, rngs)
+    rngs = [np.random.default_rng([seed, r]) for r in range(10)]
+    assert np.array_equal(metrics._kmeanspp_seeds(x, k, rngs), want)
+    assert np.array_equal(metrics._kmeanspp_seeds(x, k, [np.random.default_rng([seed, r]) for r in range(10)],
+                                                  stop=3), want[:, :3])
+
+
+@pytest.mark.parametrize(("n", "k"), [(200, 7), (200, 300), (3000, 40)])  # 300 > 200 points: empty clusters
+def test_cluster_sums_are_reduceats_sums_bit_for_bit(n: int, k: int) -> None:
+    """Lloyd's float64 cluster sums equal np.add.reduceat down the columns of the points sorted
+    by cluster, as hdml.metrics computed them before (the same additions in the same order),
+    on values whose float64 sums round (an order of addition that differs would show)."""
+    rng = np.random.default_rng(k)
+    x = (rng.standard_normal((n, 40)) * 10.0 ** rng.integers(-30, 30, (n, 40))).astype(np.float32)
+    assign = rng.integers(k, size=n)
+    order = np.argsort(assign, kind="stable")
+    count = np.bincount(assign, minlength=k)
+    full = np.flatnonzero(count)
+    starts = np.concatenate([[0], np.cumsum(count[full])[:-1]])
+    want = np.zeros((k, 40))
+    want[full] = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
+    got_count, got = metrics._cluster_sums(np.ascontiguousarray(x.T, dtype=np.float64), assign, k)
+    assert np.array_equal(got_count, count) and np.array_equal(got, want)
+    sequential = np.stack([functools.reduce(np.add, x[assign == j].astype(np.float64)) for j in full])
+    assert not np.array_equal(want[full], sequential)
 
 # --- against pytorch-metric-learning ----------------------------------------------------------
 

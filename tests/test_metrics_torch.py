@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from hdml import metrics
+from hdml import kmeans_torch, metrics
 from hdml.metrics import TorchFlatL2, evaluate, resolve_device
 
 HAS_CUDA = torch.cuda.is_available() or metrics._gpu_resources() is not None
@@ -127,11 +127,16 @@ def test_evaluate_on_torch_equals_faiss(seed: int, monkeypatch: pytest.MonkeyPat
     searched = []
     search = TorchFlatL2.search
     monkeypatch.setattr(TorchFlatL2, "search", lambda self, q, k: searched.append(k) or search(self, q, k))
+    clustered_on = []
+    restarts = kmeans_torch.kmeans_restarts
+    monkeypatch.setattr(kmeans_torch, "kmeans_restarts",
+                        lambda x, k, *rest: clustered_on.append(rest[-1]) or restarts(x, k, *rest))
     monkeypatch.setitem(metrics.TORCH_BLOCK_ELEMENTS, "cpu", 5 * len(x))  # blocks of 5 queries
     want = evaluate(x, labels, [1, 2, 4, 8, 100], seed=seed, device="cpu")
-    assert not searched
+    assert not searched and not clustered_on
     got = evaluate(x, labels, [1, 2, 4, 8, 100], seed=seed, device="torch:cpu")
-    assert searched[0] > 1 and len(searched) > 1  # the k-NN lists, then k-means steps
+    assert searched[0] > 1  # the k-NN lists on TorchFlatL2
+    assert clustered_on == ["cpu"]  # k-means++ and Lloyd in torch
     assert got == want
 
 
@@ -178,3 +183,99 @@ def test_evaluate_on_the_cpu_does_not_import_torch() -> None:
             "evaluate(np.eye(4, dtype=np.float32), np.array([0, 0, 1, 1]), [1]); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- k-means++ and Lloyd in torch (hdml.kmeans_torch) -------------------------------------------
+
+# (points, clusters, dimensions, noise): the demo's test split (digits 5-9, 64-d embeddings),
+# many small clusters, and noise that blurs them
+KMEANS_CASES = {"digits-size": (900, 5, 64, 0.7), "many-clusters": (1500, 120, 32, 0.5), "noisy": (600, 20, 8, 3.0)}
+
+
+def mixture(n: int, k: int, d: int, sigma: float, seed: int = 0) -> np.ndarray:
+    """L2-normalised Gaussian mixture around k random centres, as `evaluate` clusters it."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((k, d))[rng.integers(k, size=n)] + sigma * rng.standard_normal((n, d))
+    return metrics.l2_normalise(x.astype(np.float32))
+
+
+def generators(seed: int) -> list[np.random.Generator]:
+    return [np.random.default_rng([seed, r]) for r in range(metrics.KMEANS_PP_RESTARTS)]
+
+
+def partition(clusters: np.ndarray) -> np.ndarray:
+    """Cluster labels renumbered by first appearance: equal for equal partitions."""
+    _, first, inverse = np.unique(clusters, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse]
+
+
+def inertia(x: np.ndarray, clusters: np.ndarray) -> float:
+    x = x.astype(np.float64)
+    return sum(float(((x[clusters == j] - x[clusters == j].mean(0)) ** 2).sum()) for j in np.unique(clusters))
+
+
+@pytest.mark.parametrize("case", KMEANS_CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_torch_seeding_chooses_the_numpy_centres(case: str, seed: int) -> None:
+    n, k, d, sigma = KMEANS_CASES[case]
+    x = mixture(n, k, d, sigma, seed)
+    want = metrics._kmeanspp_seeds(x, k, generators(seed))
+    got = kmeans_torch.kmeanspp_seeds(torch.as_tensor(x), k, generators(seed)).numpy()
+    assert np.array_equal(got, want)
+    assert np.array_equal(kmeans_torch.kmeanspp_seeds(torch.as_tensor(x), k, generators(seed), stop=3).numpy(),
+                          want[:, :3])
+
+
+def duplicates() -> tuple[np.ndarray, int]:
+    """30 copies of 10 points and k = 12: the seeding runs out of distinct points, and Lloyd
+    meets empty clusters (moved to the farthest points)."""
+    return np.repeat(mixture(10, 10, 8, 1.0), 30, axis=0), 12
+
+
+@pytest.mark.parametrize("case", [*KMEANS_CASES, "separated", "duplicates"])
+def test_torch_clustering_gives_the_numpy_partition_and_sklearns_quality(case: str) -> None:
+    """Same partition on the CPU (the cluster numbers may differ where restarts tie in inertia);
+    the best inertia within 1% of scikit-learn's KMeans(k, n_init=10) (another random stream)."""
+    from sklearn.cluster import KMeans
+
+    if case == "duplicates":
+        x, k = duplicates()
+    else:
+        n, k, d, sigma = KMEANS_CASES.get(case, (60, 12, 16, 0.001))
+        x = mixture(n, k, d, sigma)
+    want = metrics.kmeans_restarts(x, k, seed=3, device="cpu")
+    got = metrics.kmeans_restarts(x, k, seed=3, device="torch:cpu")
+    assert np.array_equal(partition(got), partition(want))
+    assert inertia(x, got) <= 1.01 * KMeans(k, n_init=10, random_state=1).fit(x).inertia_ + 1e-9
+    assert np.array_equal(metrics.kmeans_restarts(x, k, seed=3, device="torch:cpu"), got)
+
+
+def test_clustering_runs_in_torch_where_the_searches_do_or_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert metrics._kmeans_torch_device("cpu") is None
+    assert metrics._kmeans_torch_device("torch:cpu") == "cpu"
+    assert metrics._kmeans_torch_device("torch:cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert metrics._kmeans_torch_device("cuda") == "cuda"  # faiss's GPU: seeding on torch's
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert metrics._kmeans_torch_device("cuda") is None
+
+
+@pytest.mark.gpu
+def test_cuda_clustering_gives_the_numpy_partition_and_fits_sop_size() -> None:
+    """On CUDA: the numpy partition; at SOP's size (60,502 x 512, k = 11,316), 50 seeding
+    steps and 2 Lloyd iterations take under 0.6 GiB of device memory besides the points
+    (hdml.kmeans_torch's docstring counts it)."""
+    n, k, d, sigma = KMEANS_CASES["many-clusters"]
+    x = mixture(n, k, d, sigma)
+    want = metrics.kmeans_restarts(x, k, seed=3, device="cpu")
+    assert np.array_equal(partition(metrics.kmeans_restarts(x, k, seed=3, device="torch:cuda")), partition(want))
+    big = torch.as_tensor(mixture(60502, 11316, 512, 2.2), device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    seeds = kmeans_torch.kmeanspp_seeds(big, 11316, generators(0), stop=50)
+    assert seeds.shape == (metrics.KMEANS_PP_RESTARTS, 50)
+    kmeans_torch.lloyd(big, (big * big).sum(1), big[:11316].clone(), max_iter=2, tol=-1.0)  # any 11,316 rows
+    assert torch.cuda.max_memory_allocated() - base < 0.6 * 2**30
