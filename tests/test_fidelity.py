@@ -255,7 +255,7 @@ def test_kmeans_restarts_matches_sklearn_kmeans_quality_and_is_seeded() -> None:
 
 def test_the_clustering_is_chosen_per_dataset_in_the_paper_grid() -> None:
     """`eval_kmeans: faiss` in one dataset's train section (the cheap way out at SOP's size,
-    docs/fidelity.md note 3) reaches that dataset's runs and no other's."""
+    hdml/fidelity.md note 3) reaches that dataset's runs and no other's."""
     from pathlib import Path
 
     import yaml
