@@ -1,7 +1,9 @@
 """The experiment plan: which runs a workflow config asks for, checked before any job runs.
 
 Each run is (dataset, method, variant, seed) plus the run-config overrides it gets: the
-dataset's `train` section, then the variant's `set`. Variant `default` is the main table.
+dataset's `train` section, then the variant's `set`. Variant `default` is the main table. A
+variant with `tuned: true` also takes, at run time, the best settings of its (dataset, method)
+study (`tune` section, `hdml.tune`): the study's trials are planned here too (`tune_studies`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class Run:
     variant: str
     seed: int
     overrides: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    tuned: bool = field(default=False, compare=False, hash=False)  # + results/tune/DATASET/METHOD/best.yaml
 
     @property
     def path(self) -> str:
@@ -80,6 +83,7 @@ def validate_workflow_config(config: dict, schema: dict | None = None, source: s
                 "prepare", {}):
             raise ConfigError(f"{source}: datasets.{run.dataset}: {run.method} ({run.variant}) has selection: val, "
                               f"which needs a validation split: add prepare: {{val_folds: 4}} to the dataset")
+    check_tuning(config, runs, source)
     tsne = config.get("tsne")
     if tsne:
         wanted = Run(tsne["dataset"], tsne["method"], "default", tsne.get("seed", min(config["seeds"])))
@@ -115,8 +119,49 @@ def plan_runs(config: dict) -> list[Run]:
             for method in entry["methods"]:
                 base = method_overrides(config, dataset, method)
                 for s in entry.get("seeds", config["seeds"]):
-                    runs.append(Run(dataset, method, variant, s, {**base, **entry["set"]}))
+                    runs.append(Run(dataset, method, variant, s, {**base, **entry["set"]}, entry.get("tuned", False)))
     return runs
+
+
+def tune_settings(config: dict) -> dict[str, Any]:
+    """The workflow config's `tune` section with its defaults filled in."""
+    from hdml.tune import DEFAULTS
+
+    return {**DEFAULTS, **config.get("tune", {})}
+
+
+def tune_studies(config: dict) -> list[tuple[str, str]]:
+    """The (dataset, method) studies the tuned variants need, each once."""
+    return sorted({(r.dataset, r.method) for r in plan_runs(config) if r.tuned})
+
+
+def trial_overrides(config: dict, dataset: str, method: str) -> dict[str, Any]:
+    """A trial's run-config overrides: the method's on the dataset, then `tune.set`; the trial
+    adds `selection: val` and its point of the search space (hdml.tune.run_trial)."""
+    return {**method_overrides(config, dataset, method), **tune_settings(config)["set"]}
+
+
+def check_tuning(config: dict, runs: list[Run], source: str) -> None:
+    """A tuned variant needs a `tune` section, a validation split, and a method with search
+    ranges that its plug-ins' checks accept at both ends."""
+    from hdml.tune import check_space
+
+    tuned = [r for r in runs if r.tuned]
+    if tuned and "tune" not in config:
+        raise ConfigError(f"{source}: variants.{tuned[0].variant}: tuned: true needs a `tune` section "
+                          f"(e.g. tune: {{trials: 30}})")
+    settings = tune_settings(config)
+    for dataset, method in tune_studies(config):
+        where = f"{source}: tune: {dataset}/{method}"
+        if "val_folds" not in config["datasets"][dataset].get("prepare", {}):
+            raise ConfigError(f"{where}: trials are scored on a validation split: add prepare: {{val_folds: 4}} "
+                              f"to datasets.{dataset}")
+        base = {**trial_overrides(config, dataset, method), "selection": "val",
+                "selection_metric": settings["metric"]}
+        try:
+            check_space(method, get_dataset(dataset).defaults_for(method), base)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def method_overrides(config: dict, dataset: str, method: str) -> dict[str, Any]:

@@ -84,6 +84,7 @@ def check_space(method: str, dataset_defaults: dict[str, Any], overrides: dict[s
             raise ConfigError(f"{dotted}: search range for a key that is not a number ({default!r})")
         if isinstance(default, int) and not isinstance(default, bool) and not r.integer:
             raise ConfigError(f"{dotted}: an integer key needs an integer range (Range(..., integer=True))")
+    build_run_config(dataset_defaults, overrides, method)  # the trial's own settings, before the space's
     for end in ("low", "high"):
         values = {k: _value(r, getattr(r, end)) for k, r in space.items()}
         try:
