@@ -260,7 +260,8 @@ def write_best(study_dir: str | Path, trials: int, out: str | Path | None = None
     attrs = study.user_attrs
     result = {"dataset": attrs["dataset"], "method": attrs["method"], "metric": attrs["metric"], "trials": trials,
               "index": index, "number": best.number, "value": float(best.value),
-              "scores": {i: (float(t.value) if t.state == TrialState.COMPLETE else None) for i, t in sorted(done.items())},
+              "scores": {i: float(t.value) if t.state == TrialState.COMPLETE else None
+                         for i, t in sorted(done.items())},
               "set": dict(best.params)}
     write_text(Path(out) if out else study_dir / BEST, yaml.safe_dump(result, sort_keys=False))
     return result

@@ -103,7 +103,9 @@ def trial_resources() -> dict:
 
 def trial_sets(wildcards) -> str:
     """`--set` arguments of a study's trials, shell-quoted."""
-    return " ".join(f"--set {shlex.quote(s)}" for s in set_args(trial_overrides(config, wildcards.dataset, wildcards.method)))
+    return " ".join(
+        f"--set {shlex.quote(s)}" for s in set_args(trial_overrides(config, wildcards.dataset, wildcards.method))
+    )
 
 
 def trial_cache(wildcards) -> list[str]:
