@@ -151,15 +151,14 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
-    from hdml.config import read_yaml
-    from hdml.plan import load_schema, validate_workflow_config
+    from hdml.plan import load_schema, read_workflow_configs, tune_settings, tune_studies, validate_workflow_config
 
-    config = {}
-    for path in args.configfile:
-        config.update(read_yaml(path))
+    config = read_workflow_configs(args.configfile)
     schema = load_schema(Path(args.schema)) if args.schema else None
     runs = validate_workflow_config(config, schema, source=", ".join(args.configfile))
-    print(f"{len(runs)} runs OK")
+    studies = tune_studies(config)
+    trials = f" (+ {len(studies)} tuning studies x {tune_settings(config)['trials']} trials)" if studies else ""
+    print(f"{len(runs)} runs OK{trials}")
 
 
 class HelpParser(argparse.ArgumentParser):

@@ -39,6 +39,26 @@ class Run:
         return f"{self.dataset}/{self.method}/{self.variant}/seed{self.seed}"
 
 
+def read_workflow_configs(paths: list[str]) -> dict[str, Any]:
+    """The workflow config of `paths` merged as Snakemake merges several --configfile: key by
+    key, mappings recursively, later files winning (an overlay such as config/fair.yaml adds to
+    config/paper.yaml's datasets instead of replacing them)."""
+    from hdml.config import read_yaml
+
+    config: dict[str, Any] = {}
+    for path in paths:
+        overlay(config, read_yaml(path))
+    return config
+
+
+def overlay(base: dict[str, Any], top: dict[str, Any]) -> None:
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            overlay(base[key], value)
+        else:
+            base[key] = value
+
+
 def schema_path() -> Path:
     """The packaged workflow-config schema as a file path (Snakemake's `validate` wants one)."""
     resource = importlib.resources.files("hdml").joinpath(*SCHEMA)
@@ -130,15 +150,27 @@ def tune_settings(config: dict) -> dict[str, Any]:
     return {**DEFAULTS, **config.get("tune", {})}
 
 
-def tune_studies(config: dict) -> list[tuple[str, str]]:
-    """The (dataset, method) studies the tuned variants need, each once."""
-    return sorted({(r.dataset, r.method) for r in plan_runs(config) if r.tuned})
+def tune_studies(config: dict) -> dict[tuple[str, str], dict[str, Any]]:
+    """The (dataset, method) studies the tuned variants need, each with the variant's `set`, which
+    its trials train with too (so a trial trains as the final runs do); two tuned variants of one
+    study must agree on it."""
+    studies: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for variant, entry in (config.get("variants") or {}).items():
+        if not entry.get("tuned"):
+            continue
+        for key in ((d, m) for d in entry["datasets"] for m in entry["methods"]):
+            first = studies.setdefault(key, (variant, entry["set"]))
+            if first[1] != entry["set"]:
+                raise ConfigError(f"variants.{variant}: tuned like variants.{first[0]} on {key[0]}/{key[1]} but with "
+                                  f"another `set`; one study per dataset and method trains its trials with one")
+    return {key: dict(value) for key, (_, value) in sorted(studies.items())}
 
 
 def trial_overrides(config: dict, dataset: str, method: str) -> dict[str, Any]:
-    """A trial's run-config overrides: the method's on the dataset, then `tune.set`; the trial
-    adds `selection: val` and its point of the search space (hdml.tune.run_trial)."""
-    return {**method_overrides(config, dataset, method), **tune_settings(config)["set"]}
+    """A trial's run-config overrides: the method's on the dataset, its tuned variant's `set`,
+    then `tune.set`; the trial adds `selection: val` and its point of the search space."""
+    return {**method_overrides(config, dataset, method), **tune_studies(config)[(dataset, method)],
+            **tune_settings(config)["set"]}
 
 
 def check_tuning(config: dict, runs: list[Run], source: str) -> None:

@@ -285,3 +285,51 @@ def test_a_trial_killed_mid_training_resumes_its_run(carved_root, tmp_path, venv
     assert len(stored_after) == 1 and stored_after[0].params == stored[0].params == record["params"]
     assert stored_after[0].state == optuna.trial.TrialState.COMPLETE and stored_after[0].value == record["value"]
     assert pd.read_csv(study / "trial0" / "losses.csv")["step"].tolist() == list(range(1, 31))
+
+
+def test_trials_train_as_their_tuned_variant_with_tune_set_on_top():
+    from hdml.plan import trial_overrides, tune_studies
+
+    config = workflow(tune={"trials": 2, "set": {"steps": 50}})
+    config["datasets"]["digits"]["per_method"] = {"triplet": {"batch_size": 30}}
+    config["variants"]["tuned"]["set"] = {"selection": "val", "batch_size": 60, "steps": 90}
+    assert tune_studies(config) == {("digits", "triplet"): {"selection": "val", "batch_size": 60, "steps": 90}}
+    assert trial_overrides(config, "digits", "triplet") == {"batch_size": 60, "steps": 50, "selection": "val"}
+    config["variants"]["again"] = {**config["variants"]["tuned"], "set": {"selection": "val"}}
+    with pytest.raises(ConfigError, match="variants.again: tuned like variants.tuned on digits/triplet but with "
+                                          "another `set`"):
+        tune_studies(config)
+
+
+def test_config_files_merge_as_snakemake_merges_them(tmp_path):
+    """`hdml check-config paper.yaml fair.yaml` sees the grid Snakemake runs: the overlay adds to
+    paper.yaml's datasets and variants instead of replacing them."""
+    from snakemake.utils import update_config
+
+    from hdml.plan import read_workflow_configs, tune_studies
+
+    repo = __import__("pathlib").Path(__file__).resolve().parent.parent
+    files = [repo / "config/paper.yaml", repo / "config/fair.yaml"]
+    expected = yaml.safe_load(files[0].read_text())
+    update_config(expected, yaml.safe_load(files[1].read_text()))
+    merged = read_workflow_configs([str(f) for f in files])
+    assert merged == expected
+    assert merged["datasets"]["cub200"]["prepare"] == {"val_folds": 4} and "train" in merged["datasets"]["cub200"]
+    assert {"alpha=0", "fair"} <= set(merged["variants"])
+    studies = tune_studies(merged)
+    assert len(studies) == 3 * 13 and all(s["batch_size"] == 120 for s in studies.values())
+
+
+def test_fair_grid_adds_tuned_runs_and_leaves_the_papers_as_they_are():
+    from hdml.plan import read_workflow_configs
+
+    repo = __import__("pathlib").Path(__file__).resolve().parent.parent
+    paper = validate_workflow_config(yaml.safe_load((repo / "config/paper.yaml").read_text()))
+    both = validate_workflow_config(read_workflow_configs([str(repo / "config/paper.yaml"),
+                                                           str(repo / "config/fair.yaml")]))
+    fair = [r for r in both if r.variant == "fair"]
+    assert [(r.path, r.overrides) for r in both if r.variant != "fair"] == [(r.path, r.overrides) for r in paper]
+    assert len(fair) == 3 * 13 * 3 and all(r.tuned for r in fair)
+    shared = {(r.overrides["selection"], r.overrides["batch_size"], r.overrides["images_per_class"],
+               r.overrides["embedding_dim"], r.overrides["backbone"]) for r in fair}
+    assert shared == {("val", 120, 2, 512, "googlenet")}
