@@ -157,8 +157,8 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     schema = load_schema(Path(args.schema)) if args.schema else None
     runs = validate_workflow_config(config, schema, source=", ".join(args.configfile))
     studies = tune_studies(config)
-    trials = f" (+ {len(studies)} tuning studies x {tune_settings(config)['trials']} trials)" if studies else ""
-    print(f"{len(runs)} runs OK{trials}")
+    trials = f"{len(studies)} tuning studies x {tune_settings(config)['trials']} trials; " if studies else ""
+    print(f"{trials}{len(runs)} runs OK")
 
 
 class HelpParser(argparse.ArgumentParser):
@@ -233,7 +233,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("tune", help="tuning mode: one trial of a study on the validation classes, or its best")
-    tune = s.add_subparsers(dest="tune_command", required=True)
+    tune = s.add_subparsers(dest="tune_command", required=True, help="trial: run or resume one; best: best.yaml")
     s = tune.add_parser("trial", help="run (or resume) trial INDEX of the study in --study (Optuna TPE, SQLite)")
     s.add_argument("--dataset", required=True, help="a dataset prepared with --val-folds")
     s.add_argument("--method", required=True, help="a method whose plug-ins declare search ranges")
