@@ -68,6 +68,14 @@ def test_ranges_come_from_the_plugin_file(scratch_losses):
                                              "scratch-tuned.power": Range(1, 4, integer=True)}
 
 
+def test_config_list_shows_each_search_range(capsys):
+    assert main(["config", "--list", "--dataset", "digits", "--method", "proxyanchor"]) == 0
+    rows = {line.split()[0]: line.split(None, 2)[2] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["proxyanchor.margin"] == "number, >= 0; tuned in [0, 0.4]"
+    assert rows["proxyanchor.lr_mult"] == "number, > 0; tuned in [10, 1000], log scale"
+    assert "tuned" not in rows["lr"]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     ((2.0, 1.0), "finite low < high"), ((0.0, 1.0, True), "log scale needs low > 0"),
     ((0.5, 2.0, False, True), "integer ends"), ((0.0, math.inf), "finite low < high")])
@@ -177,6 +185,36 @@ def test_killed_study_resumes_without_repeating_finished_trials(tmp_path, monkey
     assert again[2]["number"] == 2 and again[2]["params"] == killed_params
     assert [again[i]["number"] for i in range(4)] == [0, 1, 2, 3]
     assert len({again[i]["params"]["triplet.margin"] for i in range(4)}) == 4  # each trial its own seed
+
+
+def _trial_in_a_process(study, index):
+    trials(study, Spec("digits", "triplet", "map@r", 0, 2), [index])
+
+
+def test_parallel_trial_jobs_share_the_study_without_corrupting_it(tmp_path, monkeypatch):
+    """Six trial processes at once (forked: they inherit the stand-in training), one study."""
+    import multiprocessing
+
+    import optuna
+
+    def slow(**kwargs):
+        time.sleep(0.3)
+        return fake_training([])(**kwargs)
+
+    monkeypatch.setattr(hdml.trainer, "train_run", slow)
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_trial_in_a_process, args=(tmp_path, i)) for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * 6
+    stored = optuna.load_study(study_name="hdml", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+    assert sorted(t.user_attrs["index"] for t in stored) == list(range(6))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in stored)
+    records = [json.loads((tmp_path / f"trial{i}" / "trial.json").read_text()) for i in range(6)]
+    assert sorted(r["number"] for r in records) == list(range(6))
+    assert {r["number"]: r["params"] for r in records} == {t.number: t.params for t in stored}
 
 
 def test_an_orphan_of_a_kill_while_asking_is_failed_not_reused(tmp_path, monkeypatch):
