@@ -18,6 +18,12 @@ per (dataset, method) under `results/tune/DATASET/METHOD/`:
 - `best.yaml`: the best complete trial's settings, which the final seeds train with
   (`hdml train --tuned best.yaml`).
 
+A trial's run folder holds the test metrics every run records at its evaluation points (its
+`curve.csv`), but nothing the search or `best.yaml` uses comes from them: a study on a copy of the
+data with permuted test labels draws the same points with the same scores (tests/test_tune.py).
+On a cluster, the study folder sits on the shared file system like the runs; `flock` there is as
+good as the file system's locks (NFSv4: byte-range locks the server arbitrates).
+
 Trial index N is a Snakemake job. It asks the study for a new trial only if none carries its
 index: a job killed mid-training finds its trial (still RUNNING, params stored) and resumes the
 same run with the same params; a finished trial is never trained again. Each trial's sampler is
