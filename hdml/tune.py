@@ -34,6 +34,7 @@ count as running for TPE (Optuna's constant liar).
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,9 +132,11 @@ def locked(study_dir: Path) -> Iterator[None]:
         yield
 
 
-def open_study(study_dir: Path, spec: Spec, index: int = 0) -> optuna.Study:
+def open_study(study_dir: Path, spec: Spec, index: int = 0, settings: dict[str, Any] | None = None) -> optuna.Study:
     """The study in `study_dir/study.db`, created on first use; call it under `locked`.
-    The sampler is seeded from (spec.seed, index)."""
+    The sampler is seeded from (spec.seed, index). `settings`, the trials' run-config overrides,
+    are part of what the study is: trials trained otherwise would not be comparable, and a
+    finished trial is not trained again, so a change must start a new study, not go unnoticed."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -141,7 +144,7 @@ def open_study(study_dir: Path, spec: Spec, index: int = 0) -> optuna.Study:
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.startup_trials, constant_liar=True)
     study = optuna.create_study(storage=f"sqlite:///{(study_dir / DB).resolve()}", study_name=STUDY_NAME,
                                 direction="maximize", sampler=sampler, load_if_exists=True)
-    wanted = asdict(spec)
+    wanted = {**asdict(spec), "settings": json.dumps(settings or {}, sort_keys=True)}
     if not study.user_attrs:
         for key, value in wanted.items():
             study.set_user_attr(key, value)
@@ -188,7 +191,7 @@ def run_trial(study_dir: str | Path, spec: Spec, index: int, *, root: str | Path
     base = {**overrides, "selection": "val", "selection_metric": spec.metric}
     space = check_space(spec.method, get_dataset(spec.dataset).defaults_for(spec.method), base)
     with locked(study_dir):
-        study = open_study(study_dir, spec, index)
+        study = open_study(study_dir, spec, index, base)
         claimed = _claim(study, index, space)
         frozen = claimed if not isinstance(claimed, int) else study.trials[claimed]
     out = study_dir / f"trial{index}"
@@ -213,7 +216,7 @@ def run_trial(study_dir: str | Path, spec: Spec, index: int, *, root: str | Path
                 log.warning("trial %d diverged: %s", index, exc)
                 outcome = "diverged"
         with locked(study_dir):
-            study = open_study(study_dir, spec, index)
+            study = open_study(study_dir, spec, index, base)
             if outcome == "complete":
                 study.tell(frozen.number, value)
             else:
@@ -225,8 +228,6 @@ def run_trial(study_dir: str | Path, spec: Spec, index: int, *, root: str | Path
 
 def _finished_score(out: Path, params: dict[str, Any]) -> float | None:
     """The validation score of a finished run in `out` trained with `params`, if there is one."""
-    import json
-
     from hdml.config import lookup
 
     try:

@@ -224,7 +224,8 @@ def test_an_orphan_of_a_kill_while_asking_is_failed_not_reused(tmp_path, monkeyp
 
     spec, study_dir = Spec("digits", "triplet", "map@r", 0, 2), tmp_path / "study"
     with locked(study_dir):
-        open_study(study_dir, spec).ask()  # killed before it carried an index
+        settings = {"steps": 4, "selection": "val", "selection_metric": "map@r"}  # as `trials` runs them
+        open_study(study_dir, spec, 0, settings).ask()  # killed before it carried an index
     calls = []
     monkeypatch.setattr(hdml.trainer, "train_run", fake_training(calls))
     record = trials(study_dir, spec, [0])[0]
@@ -258,6 +259,8 @@ def test_a_study_asked_with_other_settings_is_refused(tmp_path, monkeypatch):
     trials(tmp_path, Spec("digits", "triplet", "map@r", 0, 2), [0])
     with pytest.raises(ConfigError, match=r"made for other settings .*'metric': \('map@r', 'recall@1'\)"):
         trials(tmp_path, Spec("digits", "triplet", "recall@1", 0, 2), [1])
+    with pytest.raises(ConfigError, match=r"made for other settings .*'settings': .*\"steps\": 4.*\"steps\": 5"):
+        run_trial(tmp_path, Spec("digits", "triplet", "map@r", 0, 2), 1, root="unused", overrides={"steps": 5})
 
 
 def test_trial_and_tuned_run_train_with_the_trial_settings(carved_root, tmp_path):
