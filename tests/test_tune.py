@@ -374,3 +374,43 @@ def test_fair_grid_adds_tuned_runs_and_leaves_the_papers_as_they_are():
     shared = {(r.overrides["selection"], r.overrides["batch_size"], r.overrides["images_per_class"],
                r.overrides["embedding_dim"], r.overrides["backbone"]) for r in fair}
     assert shared == {("val", 120, 2, 512, "googlenet")}
+
+
+def test_a_diverged_trial_is_a_result_not_a_failed_job(tmp_path, monkeypatch):
+    import optuna
+
+    from hdml.config import TrainingDiverged
+
+    def diverges(**kwargs):
+        raise TrainingDiverged("NaN")
+
+    spec = Spec("digits", "triplet", "map@r", 0, 2)
+    monkeypatch.setattr(hdml.trainer, "train_run", diverges)
+    record = trials(tmp_path, spec, [0])[0]
+    assert (record["outcome"], record["value"]) == ("diverged", None)
+    with pytest.raises(ValueError, match="all 1 trials diverged; nothing to choose"):
+        write_best(tmp_path, 1)
+    calls = []
+    monkeypatch.setattr(hdml.trainer, "train_run", fake_training(calls))
+    assert trials(tmp_path, spec, [0, 1]) == {0: record, 1: trials(tmp_path, spec, [1])[1]} and len(calls) == 1
+    stored = optuna.load_study(study_name="hdml", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+    assert [t.state.name for t in stored] == ["FAIL", "COMPLETE"]
+    best = write_best(tmp_path, 2)
+    assert best["index"] == 1 and best["scores"] == {0: None, 1: stored[1].value}
+
+
+def test_a_trial_killed_after_training_is_told_without_training_again(tmp_path, monkeypatch):
+    spec = Spec("digits", "triplet", "map@r", 0, 2)
+
+    def trains_then_dies(*, out, overrides, **kwargs):  # the run finished; the job died before telling
+        out.mkdir(parents=True)
+        (out / "config.yaml").write_text(yaml.safe_dump({"triplet": {"margin": overrides["triplet.margin"]}}))
+        (out / "metrics.json").write_text(json.dumps({"selection": {"score": 0.625}}))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hdml.trainer, "train_run", trains_then_dies)
+    with pytest.raises(KeyboardInterrupt):
+        trials(tmp_path, spec, [0])
+    calls = []
+    monkeypatch.setattr(hdml.trainer, "train_run", fake_training(calls))
+    assert trials(tmp_path, spec, [0])[0]["value"] == 0.625 and calls == []
