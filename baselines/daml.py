@@ -58,7 +58,7 @@ from baselines.triplet import TripletLoss, split_triplets
 from hdml.config import ConfigError
 from hdml.methods import Method, build_loss, lr_schedule, metric_optimizer, register_method, weight_penalty
 from hdml.model import EmbeddingNet
-from hdml.registry import Context, Part, Section
+from hdml.registry import Context, Part, Range, Section
 
 DAML_DEFAULTS: dict[str, Any] = {
     "lambda": 1.0,  # weight of J_m on synthetic tuples (protocol paper) [unverified: no source reached]
@@ -85,7 +85,11 @@ def check_hparams(h: dict[str, Any]) -> None:
             raise ConfigError(f"daml.{key}: must be {what}, got {h[key]!r}")
 
 
-DAML_SECTION = Section(DAML_DEFAULTS, hints={"warmup": "in [0, 1)", "gen_lr_mult": "> 0"}, check=check_hparams)
+# search ranges of the tuning mode (hdml.tune): the loss weights and the generator's rate factor
+DAML_RANGES = {"lambda": Range(0.1, 10.0, log=True), "lambda2": Range(0.1, 10.0, log=True),
+               "margin": Range(0.1, 4.0, log=True), "gen_lr_mult": Range(0.01, 1.0, log=True)}
+DAML_SECTION = Section(DAML_DEFAULTS, hints={"warmup": "in [0, 1)", "gen_lr_mult": "> 0"}, check=check_hparams,
+                       ranges=DAML_RANGES)
 
 
 class HardNegativeGenerator(Part):

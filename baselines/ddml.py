@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from baselines.common import check_m_per_class, pairwise_sq_dists
-from hdml.registry import MetricLoss, register_loss
+from hdml.registry import MetricLoss, Range, register_loss
 
 
 def generalised_logistic(c: torch.Tensor, beta: float) -> torch.Tensor:
@@ -52,6 +52,8 @@ class DDMLLoss(MetricLoss):
     sampler = "m_per_class"
     defaults = {"tau": 3.0, "beta": 2.0, "reduction": "mean"}
     choices = {"reduction": ("mean", "sum")}
+    # search ranges of the tuning mode (hdml.tune): tau > 1, beta > 0
+    ranges = {"tau": Range(1.5, 6.0), "beta": Range(0.5, 8.0, log=True)}
 
     def __init__(self, **hparams: object) -> None:
         super().__init__(**hparams)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from baselines.common import check_non_negative, check_triplet_layout
-from hdml.registry import MetricLoss, register_loss
+from hdml.registry import MetricLoss, Range, register_loss
 
 
 def split_triplets(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -29,6 +29,8 @@ class TripletLoss(MetricLoss):
     sampler = "triplet"
     defaults = {"margin": 1.0, "reduction": "sum"}
     choices = {"reduction": ("sum", "mean")}
+    # search ranges of the tuning mode (hdml.tune): the margin of squared distances, around 1
+    ranges = {"margin": Range(0.05, 4.0, log=True)}
 
     def __init__(self, **hparams: object) -> None:
         super().__init__(**hparams)

@@ -39,15 +39,37 @@ def cmd_train(args: argparse.Namespace) -> None:
     from hdml.runfolder import RunFolderError
     from hdml.trainer import train_run
 
+    overrides = parse_sets(args.set)
+    if args.tuned:  # the tuned settings win over the config's for the keys the search varied
+        from hdml.tune import read_best
+
+        overrides.update(read_best(args.tuned, args.dataset, args.method))
     try:
         result = train_run(root=args.root, dataset=args.dataset, method=args.method, seed=args.seed,
-                           out=args.out, overrides=parse_sets(args.set))
+                           out=args.out, overrides=overrides)
     except RunFolderError:  # the folder is another process's or unwritable: its record is not ours
         raise
     except BaseException as exc:
         record_failure(Path(args.out), {"dataset": args.dataset, "method": args.method, "seed": args.seed}, exc)
         raise
     print(json.dumps(result["metrics"], indent=2))
+
+
+def cmd_tune_trial(args: argparse.Namespace) -> None:
+    from hdml.config import parse_sets
+    from hdml.tune import Spec, run_trial
+
+    spec = Spec(args.dataset, args.method, args.metric, args.seed, args.startup_trials)
+    record = run_trial(args.study, spec, args.index, root=args.root, overrides=parse_sets(args.set))
+    print(json.dumps(record, indent=2))
+
+
+def cmd_tune_best(args: argparse.Namespace) -> None:
+    import yaml
+
+    from hdml.tune import write_best
+
+    print(yaml.safe_dump(write_best(args.study, args.trials, args.out), sort_keys=False), end="")
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -129,15 +151,14 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
-    from hdml.config import read_yaml
-    from hdml.plan import load_schema, validate_workflow_config
+    from hdml.plan import load_schema, read_workflow_configs, tune_settings, tune_studies, validate_workflow_config
 
-    config = {}
-    for path in args.configfile:
-        config.update(read_yaml(path))
+    config = read_workflow_configs(args.configfile)
     schema = load_schema(Path(args.schema)) if args.schema else None
     runs = validate_workflow_config(config, schema, source=", ".join(args.configfile))
-    print(f"{len(runs)} runs OK")
+    studies = tune_studies(config)
+    trials = f"{len(studies)} tuning studies x {tune_settings(config)['trials']} trials; " if studies else ""
+    print(f"{trials}{len(runs)} runs OK")
 
 
 class HelpParser(argparse.ArgumentParser):
@@ -207,7 +228,29 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--root", default="data", help="data folder holding DATASET/split.csv")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="run-config override, dotted keys (steps=100, hdml.alpha=7); see hdml config --list")
+    s.add_argument("--tuned", metavar="BEST_YAML",
+                   help="best.yaml of `hdml tune best`: its settings override the config's (after --set)")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("tune", help="tuning mode: one trial of a study on the validation classes, or its best")
+    tune = s.add_subparsers(dest="tune_command", required=True, help="trial: run or resume one; best: best.yaml")
+    s = tune.add_parser("trial", help="run (or resume) trial INDEX of the study in --study (Optuna TPE, SQLite)")
+    s.add_argument("--dataset", required=True, help="a dataset prepared with --val-folds")
+    s.add_argument("--method", required=True, help="a method whose plug-ins declare search ranges")
+    s.add_argument("--index", type=int, required=True, help="trial index (0..trials-1); rerun to resume")
+    s.add_argument("--study", required=True, help="study folder (study.db, trialN/), e.g. results/tune/D/M")
+    s.add_argument("--root", default="data", help="data folder holding DATASET/split.csv")
+    s.add_argument("--metric", default="map@r", help="validation metric maximised (as selection_metric)")
+    s.add_argument("--seed", type=int, default=0, help="training seed of every trial; seeds the sampler with INDEX")
+    s.add_argument("--startup-trials", type=int, default=10, help="random trials before TPE models the scores")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="run-config override of the trial's training, as for hdml train")
+    s.set_defaults(func=cmd_tune_trial)
+    s = tune.add_parser("best", help="write the best trial's settings (best.yaml) once every trial is finished")
+    s.add_argument("--study", required=True, help="study folder of hdml tune trial")
+    s.add_argument("--trials", type=int, required=True, help="trial indices 0..TRIALS-1 make the budget")
+    s.add_argument("--out", help="where to write (default: STUDY/best.yaml)")
+    s.set_defaults(func=cmd_tune_best)
 
     s = sub.add_parser("config", help="the resolved run config, or every key with its default and allowed values")
     s.add_argument("--list", action="store_true", help="one line per key: key, default, allowed values")

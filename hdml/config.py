@@ -117,6 +117,10 @@ def rules_for(method: str | None = None) -> Rules:
         choices.update({f"{name}.{k}": v for k, v in section.choices.items()})
         nullable.update({f"{name}.{k}": v for k, v in section.nullable.items()})
         hints.update({f"{name}.{k}": v for k, v in section.hints.items()})
+        for k, r in section.ranges.items():  # the search range of the tuning mode (hdml.tune), in words
+            scale = ", log scale" if r.log else ""
+            tuned = f"tuned in [{r.low:g}, {r.high:g}]{scale}"
+            hints[f"{name}.{k}"] = f"{hints[f'{name}.{k}']}; {tuned}" if f"{name}.{k}" in hints else tuned
     foreign = {name: users for name, (_, users) in known.items() if name not in own}
     return Rules(method, own, foreign, choices, nullable, hints)
 

@@ -47,7 +47,7 @@ from hdml.config import ConfigError
 from hdml.generator import Generator, classifier, gen_loss, recon_loss, soft_loss
 from hdml.methods import Method, build_loss, lr_schedule, metric_optimizer, register_method, weight_penalty
 from hdml.model import EmbeddingNet
-from hdml.registry import Context, Part, Section
+from hdml.registry import Context, Part, Range, Section
 
 HDML_DEFAULTS: dict[str, Any] = {
     "alpha": None,  # pulling factor; null = the paper's 7 (triplet) or 90 (N-pair)
@@ -126,8 +126,12 @@ def check_hparams(h: dict[str, Any]) -> None:
             raise ConfigError(f"hdml.{key}: must be {what}, got {h[key]!r}")
 
 
+# search ranges of the tuning mode (hdml.tune): the pulling factor over the paper's sweep (Figures
+# 6-7: 0-180; triplet 7, N-pair 90), the balances beta (code: 5e3-5e4 by dataset) and lambda, the scale S
+HDML_RANGES = {"alpha": Range(1.0, 180.0, log=True), "beta": Range(1e3, 1e5, log=True),
+               "lambda": Range(0.1, 0.9), "softmax_scale": Range(1e3, 1e5, log=True)}
 HDML_SECTION = Section(HDML_DEFAULTS, nullable={"alpha": (float,), "lambda0": (float,)},
-                       hints={"lambda0": "in [0, 1)"}, check=check_hparams)
+                       hints={"lambda0": "in [0, 1)"}, check=check_hparams, ranges=HDML_RANGES)
 
 
 class HDMLNets(Part):

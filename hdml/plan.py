@@ -1,7 +1,9 @@
 """The experiment plan: which runs a workflow config asks for, checked before any job runs.
 
 Each run is (dataset, method, variant, seed) plus the run-config overrides it gets: the
-dataset's `train` section, then the variant's `set`. Variant `default` is the main table.
+dataset's `train` section, then the variant's `set`. Variant `default` is the main table. A
+variant with `tuned: true` also takes, at run time, the best settings of its (dataset, method)
+study (`tune` section, `hdml.tune`): the study's trials are planned here too (`tune_studies`).
 """
 from __future__ import annotations
 
@@ -30,10 +32,31 @@ class Run:
     variant: str
     seed: int
     overrides: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    tuned: bool = field(default=False, compare=False, hash=False)  # + results/tune/DATASET/METHOD/best.yaml
 
     @property
     def path(self) -> str:
         return f"{self.dataset}/{self.method}/{self.variant}/seed{self.seed}"
+
+
+def read_workflow_configs(paths: list[str]) -> dict[str, Any]:
+    """The workflow config of `paths` merged as Snakemake merges several --configfile: key by
+    key, mappings recursively, later files winning (an overlay such as config/fair.yaml adds to
+    config/paper.yaml's datasets instead of replacing them)."""
+    from hdml.config import read_yaml
+
+    config: dict[str, Any] = {}
+    for path in paths:
+        overlay(config, read_yaml(path))
+    return config
+
+
+def overlay(base: dict[str, Any], top: dict[str, Any]) -> None:
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            overlay(base[key], value)
+        else:
+            base[key] = value
 
 
 def schema_path() -> Path:
@@ -88,6 +111,7 @@ def validate_workflow_config(config: dict, schema: dict | None = None, source: s
         if folds and fold >= folds:
             raise ConfigError(f"{source}: {run.dataset}/{run.method} ({run.variant}): val_fold: {fold}, but "
                               f"prepare: {{val_folds: {folds}}} makes folds 0..{folds - 1}")
+    check_tuning(config, runs, source)
     tsne = config.get("tsne")
     if tsne:
         wanted = Run(tsne["dataset"], tsne["method"], "default", tsne.get("seed", min(config["seeds"])))
@@ -124,7 +148,8 @@ def plan_runs(config: dict) -> list[Run]:
             for method in entry["methods"]:
                 base = method_overrides(config, dataset, method)
                 for s in entry.get("seeds", config["seeds"]):
-                    runs.append(Run(dataset, method, variant, s, {**base, **drop_foreign(entry["set"], method)}))
+                    runs.append(Run(dataset, method, variant, s, {**base, **drop_foreign(entry["set"], method)},
+                                    entry.get("tuned", False)))
     return runs
 
 
@@ -141,6 +166,59 @@ def check_variant_sections(variant: str, entry: dict[str, Any]) -> None:
             raise ConfigError(f"variants.{variant}.set: {key}: the {head} section belongs to "
                               f"{', '.join(sections[head][1])}, none of this variant's methods "
                               f"({', '.join(entry['methods'])})")
+
+
+def tune_settings(config: dict) -> dict[str, Any]:
+    """The workflow config's `tune` section with its defaults filled in."""
+    from hdml.tune import DEFAULTS
+
+    return {**DEFAULTS, **config.get("tune", {})}
+
+
+def tune_studies(config: dict) -> dict[tuple[str, str], dict[str, Any]]:
+    """The (dataset, method) studies the tuned variants need, each with the variant's `set`, which
+    its trials train with too (so a trial trains as the final runs do); two tuned variants of one
+    study must agree on it."""
+    studies: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for variant, entry in (config.get("variants") or {}).items():
+        if not entry.get("tuned"):
+            continue
+        for key in ((d, m) for d in entry["datasets"] for m in entry["methods"]):
+            first = studies.setdefault(key, (variant, entry["set"]))
+            if first[1] != entry["set"]:
+                raise ConfigError(f"variants.{variant}: tuned like variants.{first[0]} on {key[0]}/{key[1]} but with "
+                                  f"another `set`; one study per dataset and method trains its trials with one")
+    return {key: dict(value) for key, (_, value) in sorted(studies.items())}
+
+
+def trial_overrides(config: dict, dataset: str, method: str) -> dict[str, Any]:
+    """A trial's run-config overrides: the method's on the dataset, its tuned variant's `set`,
+    then `tune.set`; the trial adds `selection: val` and its point of the search space."""
+    return {**method_overrides(config, dataset, method), **tune_studies(config)[(dataset, method)],
+            **tune_settings(config)["set"]}
+
+
+def check_tuning(config: dict, runs: list[Run], source: str) -> None:
+    """A tuned variant needs a `tune` section, a validation split, and a method with search
+    ranges that its plug-ins' checks accept at both ends."""
+    from hdml.tune import check_space
+
+    tuned = [r for r in runs if r.tuned]
+    if tuned and "tune" not in config:
+        raise ConfigError(f"{source}: variants.{tuned[0].variant}: tuned: true needs a `tune` section "
+                          f"(e.g. tune: {{trials: 30}})")
+    settings = tune_settings(config)
+    for dataset, method in tune_studies(config):
+        where = f"{source}: tune: {dataset}/{method}"
+        if "val_folds" not in config["datasets"][dataset].get("prepare", {}):
+            raise ConfigError(f"{where}: trials are scored on a validation split: add prepare: {{val_folds: 4}} "
+                              f"to datasets.{dataset}")
+        base = {**trial_overrides(config, dataset, method), "selection": "val",
+                "selection_metric": settings["metric"]}
+        try:
+            check_space(method, get_dataset(dataset).defaults_for(method), base)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def method_overrides(config: dict, dataset: str, method: str) -> dict[str, Any]:

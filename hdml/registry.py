@@ -6,7 +6,8 @@ Training strategies that need more than one loss on real embeddings (HDML) regis
 `Method` factory instead (see `hdml.methods`).
 
 Every plug-in owns its run-config section (`Section`: defaults, allowed values, nullable keys,
-value checks), so `hdml.config` knows no plug-in by name. Trainable pieces a plug-in adds to the
+value checks, and the search `ranges` of its hyper-parameters for `hdml.tune`), so `hdml.config`
+and `hdml.tune` know no plug-in by name. Trainable pieces a plug-in adds to the
 model (a loss's proxies, HDML's generator) are `Part`s: built from a `Context`, moved to its
 device, given their own optimiser parameter groups and saved in the checkpoint by the method.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,16 +43,38 @@ CHECK_CONTEXT = Context(num_classes=2, embedding_dim=2, feature_dim=2, device=to
 
 
 @dataclass(frozen=True)
+class Range:
+    """The search range of one numeric hyper-parameter for tuning (`hdml.tune`): [low, high],
+    sampled on a log scale when `log` (scales, rates, weights spanning decades), as integers when
+    `integer`. A plug-in declares it beside the default it brackets."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise ValueError(f"range [{self.low}, {self.high}]: needs finite low < high")
+        if self.log and self.low <= 0:
+            raise ValueError(f"range [{self.low}, {self.high}]: a log scale needs low > 0")
+        if self.integer and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError(f"range [{self.low}, {self.high}]: an integer range needs integer ends")
+
+
+@dataclass(frozen=True)
 class Section:
     """A plug-in's run-config section: `defaults` fix its keys and types, `choices` the allowed
     strings, `nullable` the types a key whose default is None accepts, `hints` extra words for
-    `hdml config --list`; `check` raises ValueError/ConfigError on values types cannot refuse."""
+    `hdml config --list`; `check` raises ValueError/ConfigError on values types cannot refuse;
+    `ranges` the search range of each tunable key (`hdml.tune`; none: the section is not tuned)."""
 
     defaults: Mapping[str, Any]
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     nullable: Mapping[str, tuple[type, ...]] = field(default_factory=dict)
     hints: Mapping[str, str] = field(default_factory=dict)
     check: Callable[[dict[str, Any]], None] | None = None
+    ranges: Mapping[str, Range] = field(default_factory=dict)
 
 
 class Part(nn.Module):
@@ -69,7 +93,8 @@ class MetricLoss(Part):
     fills where the paper calls it otherwise (unset: the display name, or no row),
     `sampler` names the batch layout the loss expects (see `hdml.samplers`), `defaults`
     the loss's own hyperparameters, configurable as `<name>.<key>` in a run config, `choices`
-    and `nullable` what its keys accept, `hints` the ranges its own checks enforce, in words. A
+    and `nullable` what its keys accept, `hints` the ranges its own checks enforce, in words,
+    `ranges` the search range of each hyper-parameter the tuning mode varies (`hdml.tune`). A
     loss with trainable parameters creates them from `context` and declares `lr_mult` in
     `defaults`: its group's rate is `lr * lr_mult`.
     """
@@ -82,6 +107,7 @@ class MetricLoss(Part):
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
     nullable: ClassVar[dict[str, tuple[type, ...]]] = {}
     hints: ClassVar[dict[str, str]] = {}
+    ranges: ClassVar[dict[str, Range]] = {}
 
     def __init__(self, *, context: Context | None = None, **hparams: Any) -> None:
         super().__init__()
@@ -99,7 +125,7 @@ class MetricLoss(Part):
 
     @classmethod
     def section(cls) -> Section:
-        return Section(cls.defaults, cls.choices, cls.nullable, cls.hints, cls.check_hparams)
+        return Section(cls.defaults, cls.choices, cls.nullable, cls.hints, cls.check_hparams, cls.ranges)
 
     @classmethod
     def check_hparams(cls, values: dict[str, Any]) -> None:

@@ -150,11 +150,7 @@ def summary(statuses: list[RunStatus], metrics_csv: Path, report: Path, metric: 
 
 def planned(configfiles: list[str]) -> tuple[dict[str, Any], list[Run]]:
     """The merged workflow config of `configfiles` and its runs (checked as Snakemake would)."""
-    import yaml
+    from hdml.plan import read_workflow_configs, validate_workflow_config
 
-    from hdml.plan import validate_workflow_config
-
-    config: dict[str, Any] = {}
-    for path in configfiles:
-        config.update(yaml.safe_load(Path(path).read_text()) or {})
+    config = read_workflow_configs(configfiles)
     return config, validate_workflow_config(config, source=", ".join(configfiles))

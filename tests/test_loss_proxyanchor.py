@@ -125,7 +125,8 @@ def test_config_check_builds_the_loss_without_touching_the_random_stream() -> No
     assert torch.equal(torch.get_rng_state(), state)
     assert set(cfg) >= {"proxyanchor"} and "hdml" not in cfg and "triplet" not in cfg
     listed = {key: allowed for key, _, allowed in describe_keys(cfg, rules_for("proxyanchor"))}
-    assert listed["proxyanchor.lr_mult"] == "number, > 0" and listed["proxyanchor.alpha"] == "number, >= 0"
+    assert listed["proxyanchor.lr_mult"] == "number, > 0; tuned in [10, 1000], log scale"
+    assert listed["proxyanchor.alpha"] == "number, >= 0; tuned in [8, 64], log scale"
     with pytest.raises(ConfigError, match=r"^proxyanchor.margin: must be >= 0"):
         build_run_config({}, {"proxyanchor.margin": -0.1}, "proxyanchor")
     with pytest.raises(ConfigError, match=r"^proxyanchor.lr_mult: must be > 0"):

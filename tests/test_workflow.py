@@ -1,4 +1,5 @@
 """The whole Snakemake DAG through the `snakemake` command line, on a tiny digits config."""
+import json
 import re
 import shutil
 import subprocess
@@ -150,3 +151,31 @@ def test_finished_run_leaves_no_checkpoints_and_a_mirror_change_retrains_nothing
     changed = snakemake(tmp_path, config, venv_env, "-n", target)
     out = changed.stdout + changed.stderr
     assert changed.returncode == 0 and re.search(r"^prepare\s+1$", out, re.M) and re.search(r"^train\s+1$", out, re.M)
+
+
+def test_tuning_slice_resumes_its_study_and_trains_the_tuned_runs(tmp_path, venv_env):
+    """Trial 0 done, then the whole DAG: trial 0 is not run again, trial 1 and best.yaml follow,
+    and the tuned run trains with best.yaml's point on the training classes less validation."""
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["seeds"] = [0]
+    config["datasets"]["digits"].update(methods=["triplet"], prepare={"val_folds": 4})
+    config["tune"] = {"trials": 2, "startup_trials": 2, "set": {"steps": 8}}
+    config["variants"] = {"tuned": {"datasets": ["digits"], "methods": ["triplet"], "set": {"selection": "val"},
+                                    "tuned": True}}
+    del config["tsne"]
+    study = tmp_path / "results/tune/digits/triplet"
+    first = snakemake(tmp_path, config, venv_env, "results/tune/digits/triplet/trial0/trial.json")
+    assert first.returncode == 0, first.stderr[-3000:]
+    trial0 = (study / "trial0/trial.json").read_text()
+    stamp = (study / "trial0/trial.json").stat().st_mtime_ns
+    done = snakemake(tmp_path, config, venv_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout + done.stderr
+    assert (study / "trial0/trial.json").stat().st_mtime_ns == stamp
+    assert out.count("rule tune_trial:") == 1 and "trial=1" in out and "trial=0" not in out
+    best = yaml.safe_load((study / "best.yaml").read_text())
+    assert best["trials"] == 2 and set(best["scores"]) == {0, 1} and trial0
+    run = tmp_path / "results/runs/digits/triplet/tuned/seed0"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["triplet"]["margin"] == best["set"]["triplet.margin"] and cfg["steps"] == 16
+    assert json.loads((run / "metrics.json").read_text())["selection"]["val_classes"] == [0, 4]

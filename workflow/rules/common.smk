@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 from hdml.config import ConfigError, build_run_config
 from hdml.datasets import get_dataset
-from hdml.plan import schema_path, set_args, validate_workflow_config
+from hdml.plan import schema_path, set_args, trial_overrides, tune_settings, validate_workflow_config
 
 # Jobs find the `hdml` installed beside the Python running Snakemake (`.venv/bin/snakemake`
 # works without activating the environment). With `--sdm conda` the rule environment comes first,
@@ -44,6 +44,7 @@ wildcard_constraints:
     variant="[A-Za-z0-9_.=-]+",
     seed="[0-9]+",
     size="[0-9]+",
+    trial="[0-9]+",
 
 
 RESOURCE_DEFAULTS = {"threads": 1, "gpu": 0, "mem_mb": 2000, "runtime": 30}
@@ -83,6 +84,35 @@ def run_sets(wildcards) -> str:
     """`--set` arguments of one run, shell-quoted."""
     run = RUNS[(wildcards.dataset, wildcards.method, wildcards.variant, wildcards.seed)]
     return " ".join(f"--set {shlex.quote(s)}" for s in set_args(run.overrides))
+
+
+def run_tuned(wildcards) -> list[str]:
+    """The tuned settings a run of a `tuned: true` variant trains with (hdml.tune)."""
+    run = RUNS[(wildcards.dataset, wildcards.method, wildcards.variant, wildcards.seed)]
+    return [f"{RESULTS}/tune/{run.dataset}/{run.method}/best.yaml"] if run.tuned else []
+
+
+TUNE = tune_settings(config)
+
+
+def trial_resources() -> dict:
+    """Trials train like runs: the `tune` resources if given, else train's."""
+    name = "tune" if "tune" in config.get("resources", {}) else "train"
+    return {"threads": res(name, "threads"), **rule_resources(name)}
+
+
+def trial_sets(wildcards) -> str:
+    """`--set` arguments of a study's trials, shell-quoted."""
+    return " ".join(
+        f"--set {shlex.quote(s)}" for s in set_args(trial_overrides(config, wildcards.dataset, wildcards.method))
+    )
+
+
+def trial_cache(wildcards) -> list[str]:
+    """The image cache the trials read, when they use the dataset's image size."""
+    overrides = trial_overrides(config, wildcards.dataset, wildcards.method)
+    size = build_run_config(get_dataset(wildcards.dataset).defaults_for(wildcards.method), overrides)["image"]["resize"]
+    return [f"{DATA}/{wildcards.dataset}/cache-{size}/meta.json"] if size == cache_size(wildcards.dataset) else []
 
 
 def end_summary() -> str:

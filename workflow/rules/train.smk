@@ -2,6 +2,7 @@ rule train:
     input:
         split=f"{DATA}/{{dataset}}/split.csv",
         cache=run_cache,
+        tuned=run_tuned,
     output:
         metrics=f"{RUN_DIR}/metrics.json",
         curve=f"{RUN_DIR}/curve.csv",
@@ -22,6 +23,7 @@ rule train:
         sets=run_sets,
         out=lambda w, output: Path(output.metrics).parent,
         root=lambda w, input: Path(input.split).parents[1],
+        tuned=lambda w, input: f"--tuned {input.tuned}" if input.tuned else "",
     shell:
         "hdml -v train --dataset {wildcards.dataset} --method {wildcards.method} --seed {wildcards.seed}"
-        " --root {params.root} --out {params.out} {params.sets} > {log} 2>&1"
+        " --root {params.root} --out {params.out} {params.sets} {params.tuned} > {log} 2>&1"

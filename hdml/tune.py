@@ -1,0 +1,286 @@
+"""The tuning mode: the same search budget for every method (Musgrave et al., "A Metric Learning
+Reality Check", ECCV 2020), chosen on the validation classes, never on test.
+
+Search space: the `ranges` each plug-in declares beside its defaults (`hdml.registry.Range`), as
+dotted run-config keys (`triplet.margin`, `hdml.alpha`, ...); HDML's space is its own section's
+plus its base loss's. A method whose plug-ins declare none cannot be tuned (a config error).
+
+Search: Optuna's TPE (a well-kept library, with ask/tell and SQLite storage), maximising the
+trial's best validation `metric` (`selection: val`, so the trial trains without the validation
+classes, and its score is `hdml.selection`'s: the test split plays no part in it). One study
+per (dataset, method) under `results/tune/DATASET/METHOD/`:
+
+- `study.db`: Optuna's SQLite storage, the record of every trial (state, params, score);
+  `.study.lock` serialises every access (ask, tell, read) between processes by `flock`, so
+  parallel trial jobs never interleave their writes.
+- `trialN/`: the training run of trial index N (resumable like any run folder) and
+  `trialN/trial.json`, written last: its number in the study, params and score.
+- `best.yaml`: the best complete trial's settings, which the final seeds train with
+  (`hdml train --tuned best.yaml`).
+
+A trial's run folder holds the test metrics every run records at its evaluation points (its
+`curve.csv`), but nothing the search or `best.yaml` uses comes from them: a study on a copy of the
+data with permuted test labels draws the same points with the same scores (tests/test_tune.py).
+On a cluster, the study folder sits on the shared file system like the runs; `flock` there is as
+good as the file system's locks (NFSv4: byte-range locks the server arbitrates).
+
+Trial index N is a Snakemake job. It asks the study for a new trial only if none carries its
+index: a job killed mid-training finds its trial (still RUNNING, params stored) and resumes the
+same run with the same params; a finished trial is never trained again. Each trial's sampler is
+seeded from (seed, N), so trials drawn in the same history draw the same params, and the first
+(random) trials of separate processes do not all draw the same point. Trials running at once
+count as running for TPE (Optuna's constant liar).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+from hdml.config import ConfigError, TrainingDiverged, build_run_config
+from hdml.io import write_json, write_text
+from hdml.registry import Range
+
+if TYPE_CHECKING:
+    import optuna
+
+DB, LOCK, BEST, TRIAL = "study.db", ".study.lock", "best.yaml", "trial.json"
+STUDY_NAME = "hdml"
+# The workflow config's `tune` section, less `trials`: what each key is when left out.
+DEFAULTS: dict[str, Any] = {"metric": "map@r", "seed": 0, "startup_trials": 10, "set": {}}
+
+log = logging.getLogger("hdml.tune")
+
+
+def search_space(method: str) -> dict[str, Range]:
+    """The ranges the plug-ins of `method` declare, by dotted run-config key."""
+    from hdml.methods import config_sections
+
+    return {f"{name}.{key}": r for name, section in config_sections(method).items()
+            for key, r in section.ranges.items()}
+
+
+def check_space(method: str, dataset_defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Range]:
+    """The search space of `method`, checked: declared, each range on a numeric key of its
+    section, and a run config with every range at its low end, and one at its high end, passing
+    the plug-ins' own checks (so no trial can draw a value its loss refuses)."""
+    from hdml.methods import config_sections
+
+    space = search_space(method)
+    if not space:
+        raise ConfigError(f"method {method} declares no search ranges, so it cannot be tuned; its plug-in "
+                          f"declares them beside its defaults (`ranges`, hdml.registry.Range)")
+    sections = config_sections(method)
+    for dotted, r in space.items():
+        name, key = dotted.split(".", 1)
+        section = sections[name]
+        if key not in section.defaults:
+            raise ConfigError(f"{dotted}: search range for an unknown key of section {name}")
+        default = section.defaults[key]
+        numeric = (default is None and float in section.nullable.get(key, ())) or (
+            isinstance(default, (int, float)) and not isinstance(default, bool))
+        if not numeric:
+            raise ConfigError(f"{dotted}: search range for a key that is not a number ({default!r})")
+        if isinstance(default, int) and not isinstance(default, bool) and not r.integer:
+            raise ConfigError(f"{dotted}: an integer key needs an integer range (Range(..., integer=True))")
+    build_run_config(dataset_defaults, overrides, method)  # the trial's own settings, before the space's
+    for end in ("low", "high"):
+        values = {k: _value(r, getattr(r, end)) for k, r in space.items()}
+        try:
+            build_run_config(dataset_defaults, {**overrides, **values}, method)
+        except ConfigError as exc:
+            raise ConfigError(f"{method}: search ranges at their {end} ends: {exc}") from None
+    return space
+
+
+def _value(r: Range, x: float) -> float | int:
+    return int(x) if r.integer else float(x)
+
+
+def suggest(trial: optuna.Trial, space: dict[str, Range]) -> dict[str, Any]:
+    """The trial's point of the space (a value already drawn for it comes back unchanged)."""
+    return {key: trial.suggest_int(key, int(r.low), int(r.high), log=r.log) if r.integer
+            else trial.suggest_float(key, r.low, r.high, log=r.log) for key, r in space.items()}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a study is: fixed when it is created; a later trial asking for another is an error
+    (its scores would not be comparable)."""
+
+    dataset: str
+    method: str
+    metric: str
+    seed: int
+    startup_trials: int
+
+
+@contextmanager
+def locked(study_dir: Path) -> Iterator[None]:
+    """Exclusive access to the study across processes (released however the holder ends)."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    with open(study_dir / LOCK, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def open_study(study_dir: Path, spec: Spec, index: int = 0, settings: dict[str, Any] | None = None) -> optuna.Study:
+    """The study in `study_dir/study.db`, created on first use; call it under `locked`.
+    The sampler is seeded from (spec.seed, index). `settings`, the trials' run-config overrides,
+    are part of what the study is: trials trained otherwise would not be comparable, and a
+    finished trial is not trained again, so a change must start a new study, not go unnoticed."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed = int(np.random.SeedSequence([spec.seed, index]).generate_state(1)[0])
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.startup_trials, constant_liar=True)
+    study = optuna.create_study(storage=f"sqlite:///{(study_dir / DB).resolve()}", study_name=STUDY_NAME,
+                                direction="maximize", sampler=sampler, load_if_exists=True)
+    wanted = {**asdict(spec), "settings": json.dumps(settings or {}, sort_keys=True)}
+    if not study.user_attrs:
+        for key, value in wanted.items():
+            study.set_user_attr(key, value)
+    elif study.user_attrs != wanted:
+        diff = {k: (study.user_attrs.get(k), v) for k, v in wanted.items() if study.user_attrs.get(k) != v}
+        raise ConfigError(f"{study_dir / DB}: the study was made for other settings (stored, asked: {diff}); "
+                          f"remove {study_dir} to start it afresh")
+    return study
+
+
+def _claim(study: optuna.Study, index: int, space: dict[str, Range]) -> optuna.trial.FrozenTrial | int:
+    """The trial of `index`: the stored one (with its params), else a newly asked one's number.
+    Trials left RUNNING without an index or with params missing were killed while being asked
+    (under the lock, so by no live process): they are marked failed first."""
+    from optuna.trial import TrialState
+
+    mine = None
+    for t in study.get_trials(deepcopy=False):
+        complete = set(t.params) == set(space)
+        if t.state == TrialState.RUNNING and ("index" not in t.user_attrs or not complete):
+            study.tell(t.number, state=TrialState.FAIL)
+        elif t.user_attrs.get("index") == index and complete:
+            mine = t
+    if mine is not None:
+        return mine
+    trial = study.ask()
+    trial.set_user_attr("index", index)
+    suggest(trial, space)
+    return trial.number
+
+
+def run_trial(study_dir: str | Path, spec: Spec, index: int, *, root: str | Path,
+              overrides: dict[str, Any]) -> dict[str, Any]:
+    """Trial `index` of the study: claimed, trained (or resumed) on the training classes less
+    the validation classes, scored on those, told to the study; writes `trialN/trial.json`."""
+    from optuna.trial import TrialState
+
+    from hdml.datasets import get_dataset
+    from hdml.trainer import train_run
+
+    study_dir = Path(study_dir)
+    if index < 0:
+        raise ValueError(f"trial index must be >= 0, got {index}")
+    base = {**overrides, "selection": "val", "selection_metric": spec.metric}
+    space = check_space(spec.method, get_dataset(spec.dataset).defaults_for(spec.method), base)
+    with locked(study_dir):
+        study = open_study(study_dir, spec, index, base)
+        claimed = _claim(study, index, space)
+        frozen = claimed if not isinstance(claimed, int) else study.trials[claimed]
+    out = study_dir / f"trial{index}"
+    params = dict(frozen.params)
+    record = {"dataset": spec.dataset, "method": spec.method, "index": index, "number": frozen.number,
+              "metric": spec.metric, "params": params}
+    if frozen.state == TrialState.COMPLETE:
+        log.info("trial %d (number %d): already complete", index, frozen.number)
+        outcome, value = "complete", frozen.value
+    elif frozen.state == TrialState.FAIL:
+        outcome, value = "diverged", None
+    else:
+        log.info("trial %d (number %d): %s", index, frozen.number, params)
+        value = _finished_score(out, params)  # killed between training and telling: no need to train again
+        outcome = "complete"
+        if value is None:
+            try:
+                result = train_run(root=root, dataset=spec.dataset, method=spec.method, seed=spec.seed, out=out,
+                                   overrides={**base, **params})
+                value = float(result["selection"]["score"])
+            except TrainingDiverged as exc:  # a diverging setting is a result of the search, not a failed job
+                log.warning("trial %d diverged: %s", index, exc)
+                outcome = "diverged"
+        with locked(study_dir):
+            study = open_study(study_dir, spec, index, base)
+            if outcome == "complete":
+                study.tell(frozen.number, value)
+            else:
+                study.tell(frozen.number, state=TrialState.FAIL)
+    record.update(outcome=outcome, value=value)
+    write_json(out / TRIAL, record)
+    return record
+
+
+def _finished_score(out: Path, params: dict[str, Any]) -> float | None:
+    """The validation score of a finished run in `out` trained with `params`, if there is one."""
+    from hdml.config import lookup
+
+    try:
+        metrics = json.loads((out / "metrics.json").read_text())
+        cfg = yaml.safe_load((out / "config.yaml").read_text())
+        same = all(lookup(cfg, key) == value for key, value in params.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    score = metrics.get("selection", {}).get("score")
+    return float(score) if same and score is not None else None
+
+
+def write_best(study_dir: str | Path, trials: int, out: str | Path | None = None) -> dict[str, Any]:
+    """`best.yaml`: the complete trial of index < `trials` with the highest score (ties: the
+    lower index), its settings under `set`. Every index must be finished (complete or diverged)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study_dir = Path(study_dir)
+    if not (study_dir / DB).is_file():
+        raise FileNotFoundError(f"{study_dir / DB}: no study; run `hdml tune trial` first")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with locked(study_dir):
+        study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(study_dir / DB).resolve()}")
+        records = study.get_trials(deepcopy=False)
+    keys = set(search_space(study.user_attrs["method"]))
+    done = {t.user_attrs["index"]: t for t in records if t.state in (TrialState.COMPLETE, TrialState.FAIL)
+            and t.user_attrs.get("index", trials) < trials and set(t.params) == keys}
+    missing = sorted(set(range(trials)) - set(done))
+    if missing:
+        raise ValueError(f"{study_dir}: trial(s) {missing} of {trials} not finished; run them first")
+    complete = {i: t for i, t in done.items() if t.state == TrialState.COMPLETE}
+    if not complete:
+        raise ValueError(f"{study_dir}: all {trials} trials diverged; nothing to choose")
+    index = max(complete, key=lambda i: (complete[i].value, -i))
+    best = complete[index]
+    attrs = study.user_attrs
+    result = {"dataset": attrs["dataset"], "method": attrs["method"], "metric": attrs["metric"], "trials": trials,
+              "index": index, "number": best.number, "value": float(best.value),
+              "scores": {i: float(t.value) if t.state == TrialState.COMPLETE else None
+                         for i, t in sorted(done.items())},
+              "set": dict(best.params)}
+    write_text(Path(out) if out else study_dir / BEST, yaml.safe_dump(result, sort_keys=False))
+    return result
+
+
+def read_best(path: str | Path, dataset: str, method: str) -> dict[str, Any]:
+    """The `set` of a best.yaml written for this dataset and method (another's is an error)."""
+    from hdml.config import read_yaml
+
+    best = read_yaml(path)
+    if "set" not in best or not isinstance(best["set"], dict):
+        raise ConfigError(f"{path}: no `set` mapping; not a best.yaml of `hdml tune best`")
+    if (best.get("dataset"), best.get("method")) != (dataset, method):
+        raise ConfigError(f"{path}: tuned for {best.get('dataset')}/{best.get('method')}, not {dataset}/{method}")
+    return best["set"]

@@ -1,0 +1,50 @@
+# Tuning mode (hdml.tune): per (dataset, method) study of a `tuned: true` variant, `tune.trials`
+# trial jobs (Optuna TPE on the validation classes, one SQLite study, resumable), then best.yaml,
+# which the variant's runs train with (rule train, input `tuned`).
+STUDY_DIR = f"{RESULTS}/tune/{{dataset}}/{{method}}"
+
+
+rule tune_trial:
+    input:
+        split=f"{DATA}/{{dataset}}/split.csv",
+        cache=trial_cache,
+    output:
+        trial=f"{STUDY_DIR}/trial{{trial}}/trial.json",
+    log:
+        f"{RESULTS}/logs/tune/{{dataset}}/{{method}}/trial{{trial}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tune/{{dataset}}/{{method}}/trial{{trial}}.tsv"
+    conda:
+        HDML_ENV
+    threads: trial_resources()["threads"]
+    resources:
+        **{k: v for k, v in trial_resources().items() if k != "threads"},
+    params:
+        sets=trial_sets,
+        study=lambda w, output: Path(output.trial).parents[1],
+        root=lambda w, input: Path(input.split).parents[1],
+        tune=f"--metric {TUNE['metric']} --seed {TUNE['seed']} --startup-trials {TUNE['startup_trials']}",
+    shell:
+        "hdml -v tune trial --dataset {wildcards.dataset} --method {wildcards.method} --index {wildcards.trial}"
+        " --study {params.study} --root {params.root} {params.tune} {params.sets} > {log} 2>&1"
+
+
+rule tune_best:
+    input:
+        trials=lambda w: [f"{RESULTS}/tune/{w.dataset}/{w.method}/trial{i}/trial.json" for i in range(TUNE["trials"])],
+    output:
+        best=f"{STUDY_DIR}/best.yaml",
+    log:
+        f"{RESULTS}/logs/tune/{{dataset}}/{{method}}/best.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tune/{{dataset}}/{{method}}/best.tsv"
+    conda:
+        HDML_ENV
+    threads: res("aggregate", "threads")
+    resources:
+        **rule_resources("aggregate"),
+    params:
+        study=lambda w, output: Path(output.best).parent,
+        trials=lambda w: TUNE["trials"],
+    shell:
+        "hdml tune best --study {params.study} --trials {params.trials} --out {output.best} > {log} 2>&1"
