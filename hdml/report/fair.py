@@ -12,7 +12,7 @@ number beside two of ours:
   chosen on the validation classes, never on test labels.
 
 It ranks the methods under each protocol and gives HDML's gain over its base loss (the base is
-the HDML plug-in's `loss_class`) from seeds paired across the two methods: the mean of the
+the HDML plug-in's `base`) from seeds paired across the two methods: the mean of the
 per-seed differences with its Student-t 95% interval (n − 1 degrees of freedom), and whether
 that interval excludes zero. Pairing by seed removes what a seed shares between the two runs
 (initial weights, data order where the samplers agree), so the paired interval is the one that
@@ -31,7 +31,7 @@ import pandas as pd
 from hdml.aggregate import KEYS
 from hdml.io import write_text
 from hdml.report.inputs import Inputs
-from hdml.report.names import dataset_title, display, plugin
+from hdml.report.names import dataset_title, display, families
 from hdml.report.page import Report, note
 from hdml.report.sections import SELECTED, method_order, paper_values, register_section
 from hdml.report.stats import ci95, shown
@@ -44,9 +44,9 @@ TITLE = "Paper protocol vs fair protocol (beyond the paper)"
 
 
 def base_loss(method: str) -> str | None:
-    """The loss an HDML method wraps, from its plug-in (`loss_class`); None for any other method."""
-    loss = getattr(plugin(method), "loss_class", None)
-    return getattr(loss, "name", None)
+    """The loss an HDML method wraps (its plug-in's `base`, for the plug-ins of family "HDML");
+    None for any other method, DAML's included."""
+    return {m: base for base, m in families("HDML").items()}.get(method)
 
 
 def protocol_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
