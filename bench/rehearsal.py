@@ -196,14 +196,15 @@ def configs(*files: Path) -> dict:
 def grid_counts(config: dict) -> dict[str, int]:
     """Runs, seeds, runs per dataset, training steps and Snakemake jobs of a workflow config, from
     its plan (hdml.plan). Jobs as the Snakefile makes them: prepare per dataset, cache per dataset
-    whose runs read the dataset's image size, train and evaluate per run, aggregate, report, all."""
+    whose runs read the dataset's image size, train and evaluate per run, the t-SNE map of the run
+    `tsne:` names, aggregate, report, all."""
     runs = validate_workflow_config(config)
     cfgs = [build_run_config(get_dataset(r.dataset).defaults_for(r.method), r.overrides, r.method) for r in runs]
     sizes = {d: build_run_config(get_dataset(d).run_defaults, config["datasets"][d].get("train", {}))["image"]["resize"]
              for d in config["datasets"]}
     cached = {r.dataset for r, c in zip(runs, cfgs, strict=True) if c["image"]["resize"] == sizes[r.dataset]}
     counts = {"runs": len(runs), "seeds": len(config["seeds"]), "steps": sum(c["steps"] for c in cfgs),
-              "jobs": len(config["datasets"]) + len(cached) + 2 * len(runs) + 3}
+              "jobs": len(config["datasets"]) + len(cached) + 2 * len(runs) + bool(config.get("tsne")) + 3}
     counts.update({f"runs_{d}": sum(r.dataset == d for r in runs) for d in config["datasets"]})
     counts["runs_per_seed"] = sum(r.seed == min(config["seeds"]) for r in runs)
     return counts

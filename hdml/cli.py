@@ -142,11 +142,18 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
               out_costs=Path(args.costs))
 
 
+def cmd_tsne(args: argparse.Namespace) -> None:
+    from hdml.tsne import tsne_map, write_map
+
+    write_map(Path(args.out), tsne_map(Path(args.embeddings)))
+    print(args.out)
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from hdml.report import render
 
     print(render(Path(args.metrics), Path(args.out), curves_csv=args.curves, runs_csv=args.runs,
-                 costs_csv=args.costs, embeddings=[Path(e) for e in args.embeddings],
+                 costs_csv=args.costs, tsne=[Path(t) for t in args.tsne],
                  losses=[Path(p) for p in args.losses]))
 
 
@@ -287,13 +294,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--costs", default="results/costs.csv", help="costs table, written when --benchmarks is given")
     s.set_defaults(func=cmd_aggregate)
 
+    s = sub.add_parser("tsne", help="Barnes-Hut t-SNE of a run's test embeddings (Figure 8) as 2-D coordinates")
+    s.add_argument("--embeddings", required=True, metavar="NPZ",
+                   help="embeddings.npz of hdml train, in its run folder .../DATASET/METHOD/VARIANT/seedN")
+    s.add_argument("--out", required=True, metavar="CSV",
+                   help="the map: dataset,method,variant,seed,n_test,x,y,label (a random 2000 points at most)")
+    s.set_defaults(func=cmd_tsne)
+
     s = sub.add_parser("report", help="render the HTML report, Markdown/LaTeX tables and figures")
     s.add_argument("--metrics", default="results/metrics.csv", help="metrics.csv of hdml aggregate")
     s.add_argument("--curves", help="curves.csv of `hdml aggregate` (learning curves, ablation)")
     s.add_argument("--runs", help="runs.csv of `hdml aggregate` (each run's alpha)")
     s.add_argument("--costs", help="costs.csv of `hdml aggregate --benchmarks`")
-    s.add_argument("--embeddings", nargs="*", default=[], metavar="NPZ",
-                   help="embeddings.npz of candidate runs for the t-SNE map; HDML (N-pair), default, "
+    s.add_argument("--tsne", nargs="*", default=[], metavar="CSV",
+                   help="t-SNE maps of `hdml tsne`, candidates for Figure 8; HDML (N-pair), default, "
                         "CUB-200 first, lowest seed is drawn")
     s.add_argument("--losses", nargs="*", default=[], metavar="CSV",
                    help="losses.csv of the runs (in their run directories), for the training-loss figures")

@@ -27,7 +27,7 @@ from hdml.report import (
     method_order,
     method_series,
     paper_table,
-    pick_embeddings,
+    pick_tsne,
     read_losses,
     render,
     results_table,
@@ -36,7 +36,9 @@ from hdml.report import (
 )
 from hdml.report.figures import Series, curve_grid, encode, loss_grid, recall_grid, sweep_figure
 from hdml.report.stats import ci95, summary
+from hdml.tsne import read_map, tsne_map
 from test_aggregate import aggregate_all, make_results, write_embeddings
+from test_tsne import write_maps
 
 PAPER_ROWS = ["Contrastive", "DDML", "Lifted", "Angular", "Triplet", "Triplet hard", "DAML (Triplet)",
               "HDML (Triplet)", "N-pair", "DAML (N-pair)", "HDML (N-pair)"]
@@ -124,10 +126,9 @@ def write_losses(run: Path, steps: int = 100) -> Path:
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("results")
     out = aggregate_all(root)
-    embeddings = sorted(root.glob("runs/*/*/*/*/embeddings.npz"))
+    maps = write_maps(root)  # `hdml tsne`'s job: the report only draws them
     losses = [write_losses(r) for r in sorted(root.glob("runs/*/*/*/seed*"))]
-    with threadpool_limits(1):  # t-SNE's OpenMP threads on a shared machine
-        page = render(out["metrics"], root / "report", out["curves"], out["runs"], out["costs"], embeddings, losses)
+    page = render(out["metrics"], root / "report", out["curves"], out["runs"], out["costs"], maps, losses)
     text = page.read_text()
     return {"root": root, "dir": root / "report", "html": text, "page": Page(text), **out}
 
@@ -294,22 +295,23 @@ def test_sweeps_ablation_protocol_costs(report):
 
 
 def test_tsne_run_choice_and_subsample(report, tmp_path):
-    runs = report["root"] / "runs"
-    cub = runs / "cub200/hdml-npair/default/seed0/embeddings.npz"
-    digits = runs / "digits/npair/default/seed0/embeddings.npz"
-    later = runs / "cub200/hdml-npair/default/seed1/embeddings.npz"
-    assert pick_embeddings([digits, later, cub]) == cub
-    assert pick_embeddings([digits]) == digits and pick_embeddings([]) is None
+    maps = report["root"] / "tsne"
+    cub = read_map(maps / "cub200/hdml-npair/default/seed0.csv")
+    digits = read_map(maps / "digits/npair/default/seed0.csv")
+    later = replace(cub, key={**cub.key, "seed": 1})
+    assert pick_tsne([digits, later, cub]) is cub
+    assert pick_tsne([digits]) is digits and pick_tsne([]) is None
     assert "96 test embeddings (12 classes) of CUB-200-2011: HDML (N-pair), default, seed 0" in report["html"]
     with threadpool_limits(1):
-        fig, caption = tsne_figure(cub, max_points=40)
+        fig, caption = tsne_figure(tsne_map(report["root"] / "runs/cub200/hdml-npair/default/seed0/embeddings.npz",
+                                            max_points=40))
     assert encode(fig)["png"].startswith(b"\x89PNG") and caption.startswith("Barnes-Hut t-SNE of 40 test embeddings")
     assert "random subsample" in caption
     few = tmp_path / "digits/npair/default/seed0"
     few.mkdir(parents=True)
     write_embeddings(few, classes=5, per_class=8, seed=0)
     with threadpool_limits(1):
-        fig, _ = tsne_figure(few / "embeddings.npz")
+        fig, _ = tsne_figure(tsne_map(few / "embeddings.npz"))
     fig.canvas.draw()
     ax = fig.axes[0]
     assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1  # the class key beside the map
@@ -344,7 +346,7 @@ def test_sections_without_data_become_notes(tmp_path, capsys):
     assert main(["report", "--metrics", str(metrics), "--out", str(tmp_path / "r")]) == 0
     html = (tmp_path / "r/report.html").read_text()
     for text in ("No ablation runs", "No alpha=&lt;value&gt; variants", "No lambda0=&lt;value&gt; variants",
-                 "No test embeddings", "No protocol=paper variant", "No benchmark records",
+                 "No t-SNE map of test embeddings", "No protocol=paper variant", "No benchmark records",
                  "No learning curves", "No test-selected numbers", "No training losses"):
         assert text in html, text
     assert "<img" not in html and not any((tmp_path / "r/figures").iterdir())

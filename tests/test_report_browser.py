@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from threadpoolctl import threadpool_limits
 
 from hdml.report import render
 from test_aggregate import aggregate_all
+from test_tsne import write_maps
 
 # Added to a copy of the page only: after `load`, write what the browser made of it into the DOM.
 PROBE = """<script>
@@ -52,9 +52,8 @@ def run_chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
 def test_report_renders_in_chromium(tmp_path):
     chromium()  # fail first, and clearly, where the browser is missing
     out = aggregate_all(tmp_path / "results")
-    embeddings = sorted((tmp_path / "results").glob("runs/*/*/*/*/embeddings.npz"))
-    with threadpool_limits(1):
-        page = render(out["metrics"], tmp_path / "report", out["curves"], out["runs"], out["costs"], embeddings)
+    page = render(out["metrics"], tmp_path / "report", out["curves"], out["runs"], out["costs"],
+                  write_maps(tmp_path / "results"))
     source = page.read_text()
     expected_tables = re.findall(r'<table class="results" id="([^"]+)"', source)
     expected_images = source.count("<img ")

@@ -115,6 +115,23 @@ def test_configfile_stands_alone_without_tsne_or_variants(tmp_path, venv_env):
     assert re.search(r"^train\s+1$", out, re.M) and "hdml-npair" not in out and "no-softmax" not in out
 
 
+def test_tsne_is_its_own_job_on_the_embeddings_and_the_report_reads_its_map(tmp_path, venv_env):
+    """Figure 8's t-SNE leaves the report's serial tail: one `tsne` job, which needs only its run's
+    embeddings (so it runs beside the other training), and the report takes its map, not the
+    embeddings."""
+    planned = snakemake(tmp_path, TINY, venv_env, "-n")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    out = planned.stdout + planned.stderr
+    assert re.search(r"^tsne\s+1$", out, re.M)
+    jobs = {m.group(1): m.group(2) for m in re.finditer(r"^rule (\w+):\n    input: (.*)$", out, re.M)}
+    run = "results/runs/digits/hdml-npair/default/seed0"
+    assert jobs["tsne"] == f"{run}/embeddings.npz"
+    assert re.search(r"^    output: results/tsne/digits/hdml-npair/default/seed0\.csv$", out, re.M)
+    report = jobs["report"].split(", ")
+    assert "results/tsne/digits/hdml-npair/default/seed0.csv" in report
+    assert not [f for f in report if f.endswith("embeddings.npz")]
+
+
 def test_tsne_must_name_a_run_of_the_config():
     from hdml.config import ConfigError
     from hdml.plan import validate_workflow_config

@@ -21,23 +21,24 @@ from hdml.report.sections import (
     fidelity_section,
     method_order,
     method_series,
-    pick_embeddings,
+    pick_tsne,
     register_section,
     results_table,
 )
 from hdml.report.table import DASH, fmt_mean_ci, tex
 
 __all__ = ["DASH", "SECTIONS", "Inputs", "Report", "check_variant_settings", "default_alpha", "fair",
-           "fidelity_section", "fmt_mean_ci", "method_order", "method_series", "paper_table", "pick_embeddings",
+           "fidelity_section", "fmt_mean_ci", "method_order", "method_series", "paper_table", "pick_tsne",
            "read_losses", "register_section", "render", "results_table", "tex", "tsne_figure"]
 
 
 def render(metrics_csv: Path, out_dir: Path, curves_csv: Path | None = None, runs_csv: Path | None = None,
-           costs_csv: Path | None = None, embeddings: list[Path] | None = None,
+           costs_csv: Path | None = None, tsne: list[Path] | None = None,
            losses: list[Path] | None = None) -> Path:
     """Write report.html, tables/ and figures/ under `out_dir`; returns the HTML path. `losses`:
-    the runs' losses.csv (in their run directories), for the training-loss figures."""
-    data = load_inputs(metrics_csv, curves_csv, runs_csv, costs_csv, embeddings, losses)
+    the runs' losses.csv (in their run directories), for the training-loss figures; `tsne`: maps
+    of `hdml tsne`, candidates for Figure 8."""
+    data = load_inputs(metrics_csv, curves_csv, runs_csv, costs_csv, tsne, losses)
     rep = Report(Path(out_dir))
     for sub in ("figures", "tables"):  # both exist even when empty: Snakemake directory() outputs
         (rep.out_dir / sub).mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import matplotlib
 
@@ -24,9 +23,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from hdml.aggregate import run_key  # noqa: E402
 from hdml.report.names import dataset_title, display, loss_figure, loss_terms  # noqa: E402
 from hdml.report.stats import MIN_SEEDS, shown, summary  # noqa: E402
+from hdml.tsne import TsneMap, subsample  # noqa: E402
 
 FORMATS = ("png", "svg")
 CONTEXT = "0.78"
@@ -35,7 +34,6 @@ PAPER = dict(color="black", linestyle=":", linewidth=1.3)
 SEEDS_LINE = dict(linewidth=0.7, alpha=0.5)
 SEEDS_POINT = dict(marker="o", ms=3, alpha=0.55, linestyle="none")
 BAND_ALPHA = 0.2
-TSNE_MAX_POINTS = 2000
 
 
 @dataclass(frozen=True)
@@ -274,42 +272,26 @@ def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, panels: list[tuple
     return fig
 
 
-def tsne_figure(path: Path, max_points: int = TSNE_MAX_POINTS) -> tuple[plt.Figure, str]:
-    """Barnes-Hut t-SNE of L2-normalised test embeddings, coloured by class (Figure 8)."""
-    from sklearn.manifold import TSNE
-
-    with np.load(path) as data:
-        for k in ("embeddings", "labels"):
-            if k not in data:
-                raise ValueError(f"{path}: no array {k!r}")
-        z, labels = data["embeddings"].astype(np.float64), data["labels"]
-    if z.ndim != 2 or len(z) != len(labels) or len(z) < 5:
-        raise ValueError(f"{path}: need an n x d 'embeddings' (n >= 5) and n 'labels'; got {z.shape}, {labels.shape}")
-    rng = np.random.default_rng(0)
-    subsampled = len(z) > max_points
-    if subsampled:
-        keep = np.sort(rng.choice(len(z), max_points, replace=False))
-        z, labels = z[keep], labels[keep]
-    z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-    xy = TSNE(n_components=2, method="barnes_hut", init="pca", random_state=0,
-              perplexity=min(30.0, (len(z) - 1) / 3)).fit_transform(z)
+def tsne_figure(m: TsneMap) -> tuple[plt.Figure, str]:
+    """The t-SNE map of a run's test embeddings (`hdml tsne`), coloured by class (Figure 8)."""
+    xy, labels = m.xy, m.labels
+    _, rng = subsample(m.n_test, len(xy))  # the generator after the map's subsample: its colours
     classes, idx = np.unique(labels, return_inverse=True)
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "nipy_spectral")(
         np.linspace(0, 1, len(classes)) if len(classes) > 10 else np.arange(len(classes)))
     colours = colours[rng.permutation(len(classes))] if len(classes) > 10 else colours
     fig, ax = plt.subplots(figsize=(7, 7))
-    ax.scatter(xy[:, 0], xy[:, 1], c=colours[idx], s=6 if len(z) > 500 else 14, linewidths=0)
+    ax.scatter(xy[:, 0], xy[:, 1], c=colours[idx], s=6 if len(xy) > 500 else 14, linewidths=0)
     if len(classes) <= 10:
         for k, c in enumerate(classes):
             ax.scatter([], [], color=colours[k], label=str(c))
         ax.legend(title="class", fontsize=7, markerscale=1.5, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_xticks([])
     ax.set_yticks([])
-    key = run_key(path.parent)
-    title = (f"{dataset_title(key['dataset'])}: {display(key['method'])}, "
-             f"{key['variant']}, seed {key['seed']}")
+    title = (f"{dataset_title(m.key['dataset'])}: {display(m.key['method'])}, "
+             f"{m.key['variant']}, seed {m.key['seed']}")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    caption = (f"Barnes-Hut t-SNE of {len(z)} test embeddings ({len(classes)} classes"
-               f"{', random subsample' if subsampled else ''}) of {title}; one colour per class.")
+    caption = (f"Barnes-Hut t-SNE of {len(xy)} test embeddings ({len(classes)} classes"
+               f"{', random subsample' if m.subsampled else ''}) of {title}; one colour per class.")
     return fig, caption

@@ -13,6 +13,7 @@ import pandas as pd
 from hdml.aggregate import COSTS_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, RUNS_COLUMNS, run_key
 from hdml.report.names import dataset_sort, loss_terms
 from hdml.report.stats import summary
+from hdml.tsne import TsneMap, read_map
 
 
 def paper_table() -> pd.DataFrame:
@@ -108,11 +109,11 @@ class Inputs:
     runs: pd.DataFrame | None = None
     costs: pd.DataFrame | None = None
     losses: pd.DataFrame | None = None
-    embeddings: tuple[Path, ...] = ()
+    tsne: tuple[TsneMap, ...] = ()
 
 
 def load_inputs(metrics_csv: Path, curves_csv: Path | None = None, runs_csv: Path | None = None,
-                costs_csv: Path | None = None, embeddings: list[Path] | None = None,
+                costs_csv: Path | None = None, tsne: list[Path] | None = None,
                 losses: list[Path] | None = None) -> Inputs:
     metrics = read_metrics(Path(metrics_csv))
     for variant in metrics.variant.unique():  # a sweep variant names a number, with or without runs.csv
@@ -128,4 +129,4 @@ def load_inputs(metrics_csv: Path, curves_csv: Path | None = None, runs_csv: Pat
     return Inputs(metrics=metrics, summ=summary(metrics, ["dataset", "method", "variant", "metric"]),
                   paper=paper_table(), datasets=dataset_sort(metrics.dataset), curves=curves, runs=runs,
                   costs=read_table(Path(costs_csv), COSTS_COLUMNS) if costs_csv else None,
-                  losses=read_losses(losses or []), embeddings=tuple(Path(p) for p in embeddings or []))
+                  losses=read_losses(losses or []), tsne=tuple(read_map(Path(p)) for p in tsne or []))

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hdml.aggregate import run_key
 from hdml.io import write_text
 from hdml.report.figures import Series, curve_grid, loss_grid, own_terms, recall_grid, sweep_figure, tsne_figure
 from hdml.report.inputs import LOSS_SMOOTH, SWEEPS, Inputs
@@ -46,6 +45,7 @@ from hdml.report.table import (
     simple_table,
     summary_table,
 )
+from hdml.tsne import TsneMap
 
 SectionBuilder = Callable[[Report, Inputs], None]
 
@@ -196,17 +196,18 @@ def default_alpha(runs: pd.DataFrame | None, dataset: str, method: str) -> float
     return paper_alpha(method)
 
 
-def pick_embeddings(paths: list[Path]) -> Path | None:
-    """Figure 8's run among those given: HDML (N-pair), default, CUB first, lowest seed."""
-    if not paths:
+def pick_tsne(maps: list[TsneMap]) -> TsneMap | None:
+    """Figure 8's run among the maps given: HDML (N-pair), default, CUB first, lowest seed."""
+    if not maps:
         return None
 
-    def rank(p: Path) -> tuple:
-        k = run_key(p.parent)
+    def rank(m: TsneMap) -> tuple:
+        k = m.key
         return (paper_row(k["method"]) != TSNE_PAPER_ROW, k["variant"] != "default",
-                DATASET_ORDER.index(k["dataset"]) if k["dataset"] in DATASET_ORDER else 99, k["seed"], str(p))
+                DATASET_ORDER.index(k["dataset"]) if k["dataset"] in DATASET_ORDER else 99, k["seed"],
+                k["dataset"], k["method"], k["variant"])
 
-    return min(paths, key=rank)
+    return min(maps, key=rank)
 
 
 def dataset_sections(rep: Report, data: Inputs) -> None:
@@ -395,13 +396,12 @@ def lambda0_sweep_section(rep: Report, data: Inputs) -> None:
 
 def tsne_section(rep: Report, data: Inputs) -> None:
     title = "t-SNE of the test embeddings (paper Figure 8)"
-    chosen = pick_embeddings(list(data.embeddings))
+    chosen = pick_tsne(list(data.tsne))
     if chosen is None:
-        rep.section("tsne", title, note("No test embeddings given to the report."))
+        rep.section("tsne", title, note("No t-SNE map of test embeddings (hdml tsne) given to the report."))
         return
     fig, caption = tsne_figure(chosen)
-    key = run_key(chosen.parent)
-    rep.section("tsne", title, rep.figure(f"tsne_{key['dataset']}", fig, caption))
+    rep.section("tsne", title, rep.figure(f"tsne_{chosen.key['dataset']}", fig, caption))
 
 
 def with_n(r) -> str:

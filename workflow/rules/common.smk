@@ -154,10 +154,10 @@ def download_args(wildcards, output) -> str:
     return " ".join(args)
 
 
-def tsne_embeddings() -> list[str]:
-    """The run whose test embeddings the t-SNE map (Figure 8) shows, if the config names one."""
+def tsne_map() -> list[str]:
+    """The t-SNE map (Figure 8) of the run the config's `tsne` names, if it names one."""
     t = config.get("tsne")
     if not t:
         return []
     seed = t.get("seed", min(config["seeds"]))
-    return [f"{RESULTS}/runs/{t['dataset']}/{t['method']}/default/seed{seed}/embeddings.npz"]
+    return [f"{RESULTS}/tsne/{t['dataset']}/{t['method']}/default/seed{seed}.csv"]

@@ -25,13 +25,34 @@ rule aggregate:
         " --benchmarks {params.benchmarks} --costs {output.costs} > {log} 2>&1"
 
 
+# Figure 8's t-SNE, off the report's serial tail: it starts once its run is trained (priority:
+# before the queued training jobs, which would otherwise push it to the DAG's end).
+rule tsne:
+    input:
+        embeddings=f"{RUN_DIR}/embeddings.npz",
+    output:
+        coordinates=f"{RESULTS}/tsne/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.csv",
+    log:
+        f"{RESULTS}/logs/tsne/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tsne/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.tsv"
+    priority: 10
+    conda:
+        HDML_ENV
+    threads: res("tsne", "threads")
+    resources:
+        **rule_resources("tsne"),
+    shell:
+        "hdml tsne --embeddings {input.embeddings} --out {output.coordinates} > {log} 2>&1"
+
+
 rule report:
     input:
         metrics=rules.aggregate.output.metrics,
         curves=rules.aggregate.output.curves,
         runs=rules.aggregate.output.runs,
         costs=rules.aggregate.output.costs,
-        embeddings=tsne_embeddings(),
+        tsne=tsne_map(),
         losses=[f"{d}/losses.csv" for d in RUN_DIRS],
     output:
         html=report(
@@ -63,7 +84,7 @@ rule report:
         **rule_resources("report"),
     params:
         out=lambda w, output: Path(output.html).parent,
-        embeddings=lambda w, input: (f"--embeddings {input.embeddings}" if input.embeddings else ""),
+        tsne=lambda w, input: (f"--tsne {input.tsne}" if input.tsne else ""),
     shell:
         "hdml report --metrics {input.metrics} --curves {input.curves} --runs {input.runs} --costs {input.costs}"
-        " {params.embeddings} --losses {input.losses} --out {params.out} > {log} 2>&1"
+        " {params.tsne} --losses {input.losses} --out {params.out} > {log} 2>&1"
