@@ -103,7 +103,7 @@ def training_images(root: str | Path, dataset: str, cfg: dict, channels: int, de
     if cfg["selection"] == "val" and not has_val:
         raise ValueError(f"{Path(root) / dataset / 'split.csv'}: selection: val needs a val split; run "
                          f"`hdml prepare {dataset} --root {root} --val-folds {FOLDS}` first")
-    query, gallery = evaluation_splits(names) if cfg["evaluate_test"] else (None, None)
+    query, gallery = evaluation_splits(names) if cfg.get("evaluate_test", True) else (None, None)
     wanted = ("train", *((query,) if query else ()), *((gallery,) if gallery else ()), *(("val",) if has_val else ()))
     images = load_images(root, dataset, cfg, channels, wanted)
     evaluation = (images[query] if query else None, images[gallery] if gallery else None)
