@@ -73,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
     "selection": "last",
     "selection_metric": "map@r",
     "val_fold": 0,  # with selection val: the fold of the training classes that validates (hdml.valsplit)
+    # false: the run never loads, embeds nor scores the test images (tuning trials, hdml.tune);
+    # needs selection val, which then reports the validation score only
+    "evaluate_test": True,
     "image": {"resize": 256, "crop": 227, "flip": True, "normalize": "auto"},
 }
 
@@ -279,6 +282,9 @@ def validate(cfg: dict[str, Any], rules: Rules | None = None) -> None:
         raise ConfigError(f"eval_ks: every K must be > 0, got {cfg['eval_ks']}")
     if cfg["batch_size"] % 2:
         raise ConfigError(f"batch_size: must be even (pairs), got {cfg['batch_size']}")
+    if not cfg["evaluate_test"] and cfg["selection"] != "val":
+        raise ConfigError(f"evaluate_test: false needs selection: val (the run's only score is then the "
+                          f"validation one), got selection: {cfg['selection']}")
     from hdml.selection import check_metric
 
     try:

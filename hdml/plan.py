@@ -103,6 +103,9 @@ def validate_workflow_config(config: dict, schema: dict | None = None, source: s
                 "prepare", {}):
             raise ConfigError(f"{source}: datasets.{run.dataset}: {run.method} ({run.variant}) has selection: val, "
                               f"which needs a validation split: add prepare: {{val_folds: 4}} to the dataset")
+        if run.overrides.get("evaluate_test") is False:
+            raise ConfigError(f"{source}: {run.dataset}/{run.method} ({run.variant}): evaluate_test: false is for "
+                              f"tuning trials (hdml tune); a run of the report needs its test metrics")
         fold = run.overrides.get("val_fold", 0)
         if fold and run.overrides.get("selection") != "val":
             raise ConfigError(f"{source}: {run.dataset}/{run.method} ({run.variant}): val_fold: {fold} only "

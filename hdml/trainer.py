@@ -4,8 +4,11 @@ Outputs in the run directory: `config.yaml` (the resolved run config), `curve.cs
 every evaluation), `losses.csv` (every step's losses), `model.pt` (final weights),
 `embeddings.npz` (the reported model's evaluation embeddings and labels: `hdml.evaluate.Embeddings`), and
 `metrics.json`, written last and only when the run completed, so its presence means a
-finished run. `ckpt/` holds checkpoints while the run is unfinished: a rerun with the same
-`--out` resumes from the newest readable one and, on the CPU, ends with exactly the metrics of an uninterrupted run.
+finished run. With `evaluate_test: false` (tuning trials) the test images are never loaded:
+`curve.csv` holds the validation score, `metrics.json` that score and `"evaluate_test": false`
+but no `metrics`, and no `embeddings.npz` is written. `ckpt/` holds checkpoints while the run
+is unfinished: a rerun with the same `--out` resumes from the newest readable one and, on
+the CPU, ends with exactly the metrics of an uninterrupted run.
 SIGTERM/SIGINT (what SLURM sends before preemption) checkpoint and exit non-zero. A finished
 run deletes `ckpt/` (`keep_finished_checkpoints: true` keeps it).
 """
@@ -142,6 +145,8 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     train_set, val_set, transform = images.train, images.val, images.transform
     gallery_labels = None if images.gallery is None else images.gallery.labels
 
+    test = cfg["evaluate_test"]  # else images.query is None: no test metrics, test-free selection (val)
+
     def evaluation(z: np.ndarray) -> Embeddings:
         return Embeddings.stacked(z, images.query.labels, gallery_labels)
     _, train_targets = np.unique(train_set.labels, return_inverse=True)
@@ -198,15 +203,18 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
                         f"{bad_streak} consecutive steps with a NaN/infinite loss (last at step {step}); "
                         f"no metrics written (max_bad_steps={cfg['max_bad_steps']})")
             if eval_due(step, cfg):
-                z = embed_evaluation(model, images, cfg["eval_batch_size"])
-                row = {"step": step, **evaluation(z).evaluate(cfg["eval_ks"], seed, cfg["eval_kmeans"]),
-                       **{f"train_{k}": v for k, v in logs.items()}}
+                row: dict[str, Any] = {"step": step}
+                if test:
+                    z = embed_evaluation(model, images, cfg["eval_batch_size"])
+                    row.update(evaluation(z).evaluate(cfg["eval_ks"], seed, cfg["eval_kmeans"]))
+                row.update({f"train_{k}": v for k, v in logs.items()})
                 if val_set is not None:  # at evaluation points only: never on a training step's path
                     row[f"val_{metric}"] = selection.score_val(
                         embed(model, val_set, transform, cfg["eval_batch_size"]), val_set.labels, metric,
                         cfg["eval_ks"], seed, cfg["eval_kmeans"])
                 if cfg["selection"] != "last":
-                    chosen.offer(step, row[f"val_{metric}" if val_set is not None else metric], row, z)
+                    chosen.offer(step, row[f"val_{metric}" if val_set is not None else metric], row,
+                                 z if test else np.empty(0))
                 curve.append(row)
                 progress.evaluated(step, row)
                 log.info("step %d: %s", step, {k: round(v, 4) for k, v in row.items() if k != "step"})
@@ -220,20 +228,23 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     log.info("training: %.1f s, of which %.1f s (%.1f%%) waiting for batches", train_seconds, data_wait,
              100 * data_wait / max(train_seconds, 1e-9))
     evaluated_here = z is not None  # else resumed from a checkpoint of the last step: embed again
-    if not evaluated_here:
+    if test and not evaluated_here:
         z = embed_evaluation(model, images, cfg["eval_batch_size"])
 
     write_with(out / "curve.csv", lambda p: pd.DataFrame(curve).to_csv(p, index=False))
     write_with(out / "losses.csv", lambda p: pd.DataFrame(losses).to_csv(p, index=False))
     write_with(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
-    reported, z = (curve[-1], z) if cfg["selection"] == "last" else chosen.reported()
-    saved = evaluation(z)
-    write_with(out / "embeddings.npz", saved.save)
-    final = {k: v for k, v in reported.items() if not k.startswith(("train_", "val_")) and k != "step"}
-    result = {**header, "steps": cfg["steps"], "train_seconds": train_seconds, "data_wait_seconds": data_wait,
-              "metrics": final}
-    if evaluated_here or cfg["selection"] != "last":  # the metrics above were computed from exactly this z
-        result["embeddings_sha256"] = saved.digest()
+    result = {**header, "steps": cfg["steps"], "train_seconds": train_seconds, "data_wait_seconds": data_wait}
+    if test:
+        reported, z = (curve[-1], z) if cfg["selection"] == "last" else chosen.reported()
+        saved = evaluation(z)
+        write_with(out / "embeddings.npz", saved.save)
+        result["metrics"] = {k: v for k, v in reported.items() if not k.startswith(("train_", "val_")) and k != "step"}
+        if evaluated_here or cfg["selection"] != "last":  # the metrics above were computed from exactly this z
+            result["embeddings_sha256"] = saved.digest()
+    else:  # no test metrics and no embeddings.npz: a stale one (a rerun with evaluate_test on before) goes
+        (out / "embeddings.npz").unlink(missing_ok=True)
+        result["evaluate_test"] = False
     if cfg["selection"] != "last":
         result["selection"] = selection.summary(
             cfg["selection"], metric, chosen.step, chosen.score,

@@ -18,9 +18,11 @@ per (dataset, method) under `results/tune/DATASET/METHOD/`:
 - `best.yaml`: the best complete trial's settings, which the final seeds train with
   (`hdml train --tuned best.yaml`).
 
-A trial's run folder holds the test metrics every run records at its evaluation points (its
-`curve.csv`), but nothing the search or `best.yaml` uses comes from them: a study on a copy of the
-data with permuted test labels draws the same points with the same scores (tests/test_tune.py).
+A trial trains with `evaluate_test: false`: it never loads, embeds nor scores the test images
+(no test k-means, the costliest evaluation step at SOP size), so its `curve.csv` and
+`metrics.json` hold validation scores only and it writes no `embeddings.npz`. The tests prove it
+twice: a study on a copy whose test labels are permuted draws the same points with the same
+scores, and a trial on a copy whose test images are absent runs and scores (tests/test_tune.py).
 On a cluster, the study folder sits on the shared file system like the runs; `flock` there is as
 good as the file system's locks (NFSv4: byte-range locks the server arbitrates).
 
@@ -56,6 +58,9 @@ DB, LOCK, BEST, TRIAL = "study.db", ".study.lock", "best.yaml", "trial.json"
 STUDY_NAME = "hdml"
 # The workflow config's `tune` section, less `trials`: what each key is when left out.
 DEFAULTS: dict[str, Any] = {"metric": "map@r", "seed": 0, "startup_trials": 10, "set": {}}
+# What every trial trains with on top of its settings: no test images at all. Not part of the
+# study's `settings`: it changes no score, so studies begun before it stay valid.
+BLIND: dict[str, Any] = {"evaluate_test": False}
 
 log = logging.getLogger("hdml.tune")
 
@@ -210,7 +215,7 @@ def run_trial(study_dir: str | Path, spec: Spec, index: int, *, root: str | Path
         if value is None:
             try:
                 result = train_run(root=root, dataset=spec.dataset, method=spec.method, seed=spec.seed, out=out,
-                                   overrides={**base, **params})
+                                   overrides={**base, **params, **BLIND})
                 value = float(result["selection"]["score"])
             except TrainingDiverged as exc:  # a diverging setting is a result of the search, not a failed job
                 log.warning("trial %d diverged: %s", index, exc)

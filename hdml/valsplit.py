@@ -82,11 +82,12 @@ def write_val(root: str | Path, dataset: str, folds: int = FOLDS) -> Path:
 @dataclass
 class RunImages:
     """The images a run reads: training images, the evaluation split(s) (`hdml.splits`:
-    `query` searched against `gallery`, or `test` as its own gallery, `gallery` None), the
-    validation images when the run selects on them, and the run config's batch transform."""
+    `query` searched against `gallery`, or `test` as its own gallery, `gallery` None; both None
+    with `evaluate_test: false`, which never loads them), the validation images when the run
+    selects on them, and the run config's batch transform."""
 
     train: ImageTensors
-    query: ImageTensors
+    query: ImageTensors | None
     gallery: ImageTensors | None
     val: ImageTensors | None
     transform: BatchTransform
@@ -94,17 +95,18 @@ class RunImages:
 
 def training_images(root: str | Path, dataset: str, cfg: dict, channels: int, device: torch.device) -> RunImages:
     """The images of a run. With `selection: val` the training images exclude the validation
-    classes (fold `val_fold`), which come back as `val`; otherwise a `val` split, if the dataset has one, joins the
-    training images in split.csv's row order."""
+    classes (fold `val_fold`), which come back as `val`; otherwise a `val` split, if the dataset
+    has one, joins the training images in split.csv's row order. With `evaluate_test: false`
+    the test images (query, gallery) are never read: a tuning trial cannot see them."""
     names = set(read_split(root, dataset)["split"])
     has_val = "val" in names
     if cfg["selection"] == "val" and not has_val:
         raise ValueError(f"{Path(root) / dataset / 'split.csv'}: selection: val needs a val split; run "
                          f"`hdml prepare {dataset} --root {root} --val-folds {FOLDS}` first")
-    query, gallery = evaluation_splits(names)
-    wanted = ("train", query, *((gallery,) if gallery else ()), *(("val",) if has_val else ()))
+    query, gallery = evaluation_splits(names) if cfg.get("evaluate_test", True) else (None, None)
+    wanted = ("train", *((query,) if query else ()), *((gallery,) if gallery else ()), *(("val",) if has_val else ()))
     images = load_images(root, dataset, cfg, channels, wanted)
-    evaluation = (images[query], images[gallery] if gallery else None)
+    evaluation = (images[query] if query else None, images[gallery] if gallery else None)
     transform = batch_transform(cfg, device)
     if not has_val:
         return RunImages(images["train"], *evaluation, None, transform)

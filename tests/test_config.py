@@ -204,3 +204,22 @@ def test_val_fold_within_the_folds_and_only_with_selection_val():
     config["datasets"]["digits"]["train"] = {"selection": "val", "val_fold": -1}
     with pytest.raises(ConfigError, match=r"val_fold: must be >= 0"):
         validate_workflow_config(config)
+
+
+def test_evaluate_test_false_only_with_selection_val_and_never_in_a_reported_run():
+    """A run without test images has only its validation score to report; the report's runs need
+    their test metrics, so only tuning trials (hdml.tune) train with evaluate_test: false."""
+    from hdml.plan import validate_workflow_config
+
+    assert build_run_config({}, {})["evaluate_test"] is True
+    assert build_run_config({}, {"selection": "val", "evaluate_test": False})["evaluate_test"] is False
+    for selection in ("last", "test"):
+        with pytest.raises(ConfigError, match=f"evaluate_test: false needs selection: val.*{selection}"):
+            build_run_config({}, {"selection": selection, "evaluate_test": False})
+    with pytest.raises(ConfigError, match="evaluate_test"):
+        build_run_config({}, {"selection": "val", "evaluate_test": "no test"})
+    config = {"data_root": "d", "results_dir": "r", "report_dir": "p", "seeds": [0],
+              "datasets": {"digits": {"methods": ["triplet"], "prepare": {"val_folds": 4},
+                                      "train": {"selection": "val", "evaluate_test": False}}}}
+    with pytest.raises(ConfigError, match=r"digits/triplet \(default\): evaluate_test: false is for tuning trials"):
+        validate_workflow_config(config)

@@ -300,6 +300,41 @@ def test_tuning_never_reads_test_labels(carved_root, tmp_path):
     assert write_best(tmp_path / "plain", 2) == write_best(tmp_path / "permuted", 2)
 
 
+def test_a_trial_never_loads_embeds_nor_scores_the_test_images(carved_root, tmp_path, monkeypatch):
+    """On a copy whose test images are absent (split.csv's test rows name files that do not exist)
+    and with the test evaluation (k-means, Embeddings) made to fail, a trial still trains and
+    scores, with the same score as on the full data: it never touches the test split."""
+    split = pd.read_csv(carved_root / "digits" / "split.csv", dtype=str, keep_default_na=False)
+    test = split["split"] == "test"
+    split.loc[test, "path"] = "images/absent/" + split.loc[test, "path"].str.replace("/", "_")
+    blind = tmp_path / "blind"
+    (blind / "digits").mkdir(parents=True)
+    (blind / "digits" / "images").symlink_to(carved_root / "digits" / "images")
+    split.to_csv(blind / "digits" / "split.csv", index=False)
+    spec = Spec("digits", "triplet", "map@r", 1, 1)
+    seen = run_trial(tmp_path / "seen", spec, 0, root=carved_root, overrides=TINY)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a trial evaluated the test split")
+    monkeypatch.setattr(hdml.trainer, "embed_evaluation", refuse)
+    monkeypatch.setattr(hdml.trainer.Embeddings, "evaluate", refuse)
+    monkeypatch.setattr("hdml.metrics.evaluate", refuse)
+    record = run_trial(tmp_path / "study", spec, 0, root=blind, overrides=TINY)
+    assert record == seen and record["outcome"] == "complete" and math.isfinite(record["value"])
+    run = tmp_path / "study" / "trial0"
+    curve = pd.read_csv(run / "curve.csv")
+    assert list(curve.columns) == ["step", "train_loss", "val_map@r"] and curve["step"].tolist() == [2, 4]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["evaluate_test"] is False and "metrics" not in metrics and "embeddings_sha256" not in metrics
+    assert metrics["selection"]["score"] == record["value"] == curve["val_map@r"].max()
+    assert not (run / "embeddings.npz").exists()
+    assert yaml.safe_load((run / "config.yaml").read_text())["evaluate_test"] is False
+    assert write_best(tmp_path / "study", 1)["value"] == record["value"]
+    with pytest.raises(ValueError, match="images/absent"):  # the copy really lacks them
+        from hdml.data import load_images
+        load_images(blind, "digits", {"image": {"resize": 32}}, 1, ("test",))
+
+
 def test_a_trial_killed_mid_training_resumes_its_run(carved_root, tmp_path, venv_env):
     """SIGKILL of `hdml tune trial` after a checkpoint: the rerun keeps the trial's number and
     point, finishes the run and tells the study once."""
