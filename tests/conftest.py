@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hdml.datasets.digits import prepare
+from hdml.valsplit import write_val
 
 REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = ["httpserver"]  # the `http_server` fixture of tests/httpserver.py
@@ -26,6 +27,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     prepare(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def carved_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Digits with validation classes carved from the training classes (`write_val`), one copy
+    per test module, for the runs that select or tune on validation."""
+    root = tmp_path_factory.mktemp("carved")
+    prepare(root)
+    write_val(root, "digits")
     return root
 
 

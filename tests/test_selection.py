@@ -13,7 +13,6 @@ from hdml.config import ConfigError, build_run_config
 from hdml.evaluate import evaluate_run
 from hdml.selection import Best, selected_step, selection_note
 from hdml.trainer import train_run
-from hdml.valsplit import write_val
 
 # A fabricated curve: test MAP@R peaks at step 20, validation MAP@R at 30 (tied at 40), NMI at 10.
 CURVE = [
@@ -48,16 +47,6 @@ def test_bad_selection_settings_fail_the_config():
 
 TINY = {"steps": 40, "batch_size": 10, "lr": 1e-3, "eval_every": 10, "device": "cpu", "weight_decay": 0.0,
         "embedding_dim": 16, "selection": "val"}
-
-
-@pytest.fixture(scope="module")
-def carved_root(tmp_path_factory):
-    from hdml.datasets.digits import prepare
-
-    root = tmp_path_factory.mktemp("carved")
-    prepare(root)
-    write_val(root, "digits")
-    return root
 
 
 def test_selection_val_trains_without_val_classes_and_reports_the_best_val_point(carved_root, tmp_path,

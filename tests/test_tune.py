@@ -23,20 +23,9 @@ from hdml.methods import method_names
 from hdml.plan import validate_workflow_config
 from hdml.registry import MetricLoss, Range, register_loss
 from hdml.tune import Spec, check_space, read_best, run_trial, search_space, write_best
-from hdml.valsplit import write_val
 
 TINY = {"steps": 4, "eval_every": 2, "batch_size": 10, "lr": 1e-3, "device": "cpu", "weight_decay": 0.0,
         "embedding_dim": 8, "checkpoint_every": 0}
-
-
-@pytest.fixture(scope="module")
-def carved_root(tmp_path_factory):
-    from hdml.datasets.digits import prepare
-
-    root = tmp_path_factory.mktemp("carved")
-    prepare(root)
-    write_val(root, "digits")
-    return root
 
 
 @pytest.fixture
