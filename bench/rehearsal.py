@@ -34,7 +34,7 @@ from fakedata import PHOTO_SIZES, REAL, scaled  # noqa: E402 (after the path set
 from hdml.config import build_run_config  # noqa: E402 (after the path set-up above)
 from hdml.datasets import get_dataset  # noqa: E402 (after the path set-up above)
 from hdml.io import write_text  # noqa: E402 (after the path set-up above)
-from hdml.plan import validate_workflow_config  # noqa: E402 (after the path set-up above)
+from hdml.plan import read_workflow_configs, validate_workflow_config  # noqa: E402 (after the path set-up)
 from httpserver import FileServer  # noqa: E402 (after the path set-up above)
 
 DATASETS = ("cub200", "cars196", "sop")
@@ -183,16 +183,6 @@ def section(args: argparse.Namespace, wall: float, costs: pd.DataFrame, disk: di
     return "\n".join(lines)
 
 
-def configs(*files: Path) -> dict:
-    """The workflow config of `files` merged key by key, as `snakemake --configfile A B` does."""
-    from snakemake.utils import update_config
-
-    merged: dict = {}
-    for path in files:
-        update_config(merged, yaml.safe_load(path.read_text()))
-    return merged
-
-
 def grid_counts(config: dict) -> dict[str, int]:
     """Runs, seeds, runs per dataset, training steps and Snakemake jobs of a workflow config, from
     its plan (hdml.plan). Jobs as the Snakefile makes them: prepare per dataset, cache per dataset
@@ -213,7 +203,8 @@ def grid_counts(config: dict) -> dict[str, int]:
 def grid_section() -> str:
     """The grid block of docs/benchmarks.md: the paper grid's and the rehearsal's sizes, counted
     from the configs, so that the text cannot quote an older grid (tests/test_rehearsal.py)."""
-    paper, rehearsal = grid_counts(configs(PAPER)), grid_counts(configs(PAPER, OVERLAY))
+    paper = grid_counts(read_workflow_configs([PAPER]))
+    rehearsal = grid_counts(read_workflow_configs([PAPER, OVERLAY]))
     per_dataset = ", ".join(f"{d} {paper[f'runs_{d}']}" for d in DATASETS)
     return "\n".join([
         GRID_START,

@@ -12,7 +12,7 @@ import yaml
 from snakemake.utils import update_config
 
 from fakedata import REAL, class_counts
-from hdml.plan import validate_workflow_config
+from hdml.plan import read_workflow_configs, validate_workflow_config
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
@@ -117,7 +117,7 @@ def test_benchmarks_grid_block_is_counted_from_the_configs():
     doc = (REPO / "docs/benchmarks.md").read_text()
     start, end = doc.index(rehearsal.GRID_START), doc.index(rehearsal.GRID_END) + len(rehearsal.GRID_END)
     assert doc[start:end] == rehearsal.grid_section(), "stale grid block: run python bench/rehearsal.py --grid"
-    paper = rehearsal.grid_counts(rehearsal.configs(rehearsal.PAPER))
+    paper = rehearsal.grid_counts(read_workflow_configs([rehearsal.PAPER]))
     seeds = yaml.safe_load((REPO / "config/paper.yaml").read_text())["seeds"]
     assert paper["runs"] == paper["runs_per_seed"] * len(seeds) == sum(paper[f"runs_{d}"] for d in SPEC)
     assert f"**{paper['runs']} runs**" in doc[start:end]
