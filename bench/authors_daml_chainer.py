@@ -4,11 +4,12 @@ return. Nothing of the authors' code is copied: it is imported from their checko
 
     PYTHON_WITH_CHAINER bench/authors_daml_chainer.py AUTHORS_CHECKOUT IN.npz OUT.npz
 
-IN holds `x` (the raw embeddings of a batch [anchors; positives; negatives], i.e. what the code's
-`fc` layer outputs), the generator's and discriminator's weights (`g_l0_W` ... `d_l1_b`, Chainer's
+IN holds `classes` and `clusters` (a partition whose NMI and F1 their evaluation computes), `x`
+(the raw embeddings of a batch [anchors; positives; negatives], i.e. what the code's `fc` layer
+outputs), the generator's and discriminator's weights (`g_l0_W` ... `d_l1_b`, Chainer's
 (out, in) layout, as torch's) and `alpha`. The modules the authors' files import but these
 functions never call (matplotlib, yaml, tqdm, scikit-learn, scipy) are replaced by stubs when they
-are not installed; `tqdm` by the identity.
+are not installed; `tqdm` by the identity. scipy is needed (`comb` in the clustering metrics).
 """
 from __future__ import annotations
 
@@ -121,6 +122,10 @@ def main(authors: Path, inp: Path, out: Path) -> None:
     with chainer.no_backprop_mode(), chainer.using_config("train", False):
         res["eval_epoch19"] = utils.iterate_forward(model, dis, batches, normalize=False, epoch=19)[0]
         res["eval_epoch20"] = utils.iterate_forward(model, dis, batches, normalize=False, epoch=20)[0]
+    # NMI and F1 of a given partition (lib/common/evaluation.py:73-190; needs scipy for its `comb`)
+    from lib.common.evaluation import compute_clutering_metric
+
+    res["nmi"], res["f1"] = compute_clutering_metric(data["classes"], data["clusters"])
     np.savez(out, **{k: np.asarray(v) for k, v in res.items()})
 
 

@@ -20,7 +20,7 @@ AUTHORS = os.environ.get("HDML_DAML_PATH")
 needs_authors = pytest.mark.skipif(
     not AUTHORS or not os.environ.get("HDML_DAML_PYTHON"),
     reason="needs the DAML authors' code and Chainer: HDML_DAML_PATH=<checkout of "
-           "anonymous1computervision/DAML at 883aa5a> HDML_DAML_PYTHON=<python with chainer 7.8.1, numpy<2> "
+           "anonymous1computervision/DAML at 883aa5a> HDML_DAML_PYTHON=<python with chainer 7.8.1, numpy<2, scipy> "
            "python -m pytest tests/test_authors_daml.py (install recipe: bench/authors_daml.py)")
 
 
