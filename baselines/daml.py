@@ -40,7 +40,8 @@ Protocols (`protocol`), following hdml/fidelity.md "DAML (Duan et al. 2018)":
   the warm-up the metric trains on the synthetic tuples alone through D (utils.py:250, 257-258),
   D at the full rate lr (train_eval.py:80-83), backbone + head at lr / 1000 under a fresh Adam
   (train_eval.py:64-67: a second optimiser over the model, first stepped after the warm-up).
-  The evaluation embeds through `eval_features`: D's features once D has trained (utils.py:173-174,
+  G and D are decayed by Adam's L2 term at the run's weight decay (train_eval.py:78, 83). The
+  evaluation embeds through `eval_features`: D's features once D has trained (utils.py:173-174,
   `epoch >= 20`), before that the normalised embedding.
 Both: G is two fully connected layers of the embedding's width (3d -> d -> d, ReLU between),
 weights drawn from N(0, 0.02), biases 0 (code: lib/models/net.py:12-27; the paper's sizes
@@ -51,8 +52,10 @@ Not reproduced (hdml/fidelity.md): the code's gradient routing (its J_gen also m
 D, its metric loss G), its base triplet loss's mean halved (lib/functions/triplet_loss.py:29; the
 suite's `triplet` section is shared with the triplet baseline and HDML), the unnormalised
 clustering of D's features with KMeans(98, random_state=0) (the suite's metrics normalise every
-embedding), and its 6,000 steps with the best test NMI of 100 epochs kept (the suite's common
-protocol; `--set steps=6000 eval_every=60 selection=test selection_metric=nmi` is that procedure).
+embedding), its rate values (a log-uniform draw in [1e-5, 1e-4], never decayed; weight decay 1.09e-3:
+the suite's shared `lr`, `lr_milestones`, `weight_decay`), and its 6,000 steps with the best
+test NMI of 100 epochs kept (the suite's common protocol; `--set steps=6000 eval_every=60
+eval_every_late=0 selection=test selection_metric=nmi` is that procedure).
 """
 from __future__ import annotations
 

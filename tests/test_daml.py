@@ -328,6 +328,18 @@ def test_state_round_trip_resumes_exactly(name: str) -> None:
     assert same(params(resumed.model), params(whole.model)) and same(params(resumed.generator), params(whole.generator))
 
 
+def test_the_codes_procedure_is_a_run_config() -> None:
+    """The DAML code's run (main_triplet.py:26-27, train_eval.py:119-127): 100 epochs of 60 steps,
+    the test set evaluated after each, the best test NMI kept, the first 20 epochs a warm-up, as
+    the override the ledger names."""
+    from hdml.evaluate import eval_due
+
+    method = tiny("daml-triplet", {"steps": 6000, "eval_every": 60, "eval_every_late": 0, "selection": "test",
+                                   "selection_metric": "nmi", "daml.warmup": 0.2})
+    assert method.warmup_steps == 1200
+    assert [s for s in range(1, 6001) if eval_due(s, method.cfg)] == list(range(60, 6001, 60))
+
+
 def test_config_section_and_checks() -> None:
     assert set(config_sections("daml-triplet")) == {"daml", "triplet"}
     assert set(config_sections("daml-npair")) == {"daml", "npair"}
