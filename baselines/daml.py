@@ -31,19 +31,31 @@ Protocols (`protocol`), following hdml/fidelity.md "DAML (Duan et al. 2018)":
 - paper: J_gen summed over the tuples (the paper's sum over i), G's last layer linear
   [unverified], J_metric = J_m(real) + lambda J_m(synthetic) with lambda = 1 [unverified].
 - code (the public Chainer implementation, anonymous1computervision/DAML at 883aa5a,
-  lib/common/utils.py:221-268 `lossfun_one_batch`): J_hard, J_reg means over the tuples
-  (:300-314), J_adv a mean halved (:294-298), G's output passed through ReLU (lib/models/net.py:24-27),
-  and after the warm-up the metric trains on the synthetic tuples alone (utils.py:250, 257-258).
+  lib/common/utils.py:221-268 `lossfun_one_batch`, lib/common/train_eval.py):
+  embeddings L2-normalised, x / (||x|| + 1e-5) as Chainer's F.normalize (main_triplet.py:31,
+  lib/models/modified_googlenet.py:54-55); J_hard, J_reg means over the tuples (:300-314),
+  J_adv a mean halved (:294-298), G's output passed through ReLU (lib/models/net.py:24-27);
+  a "discriminator" D (Linear-ReLU-Linear, d -> d -> d, identity weights, zero biases;
+  net.py:30-45) maps a, x+ and x~- before J_adv and the metric loss (utils.py:243-250), and after
+  the warm-up the metric trains on the synthetic tuples alone through D (utils.py:250, 257-258),
+  D at the full rate lr (train_eval.py:80-83), backbone + head at lr / 1000 under a fresh Adam
+  (train_eval.py:64-67: a second optimiser over the model, first stepped after the warm-up).
+  G and D are decayed by Adam's L2 term at the run's weight decay (train_eval.py:78, 83). The
+  evaluation embeds through `eval_features`: D's features once D has trained (utils.py:173-174,
+  `epoch >= 20`), before that the normalised embedding.
 Both: G is two fully connected layers of the embedding's width (3d -> d -> d, ReLU between),
 weights drawn from N(0, 0.02), biases 0 (code: lib/models/net.py:12-27; the paper's sizes
 [unverified]); lambda1 = lambda2 = 1 (code: utils.py:224-225; the paper's values [unverified]);
 margin 1 (code: `adv_loss`'s alpha, utils.py:294); G's rate = lr * `daml.gen_lr_mult` (code:
 lr / 10, lib/common/train_eval.py:76), outside the lr schedule.
-The code's further choices are not reproduced (hdml/fidelity.md): a two-layer "discriminator"
-on top of the embedding after the warm-up, the backbone's rate dropped to lr / 1000 then
-(train_eval.py:65), L2-normalised embeddings in training (main_triplet.py:31), and its base
-triplet loss's mean halved (lib/functions/triplet_loss.py:29; the suite's `triplet` section is
-shared with the triplet baseline and HDML).
+Not reproduced (hdml/fidelity.md): the code's gradient routing (its J_gen also moves backbone and
+D, its metric loss G), its base triplet loss's mean halved (lib/functions/triplet_loss.py:29; the
+suite's `triplet` section is shared with the triplet baseline and HDML), the unnormalised
+clustering of D's features with KMeans(98, random_state=0) (the suite's metrics normalise every
+embedding), its rate values (a log-uniform draw in [1e-5, 1e-4], never decayed; weight decay 1.09e-3:
+the suite's shared `lr`, `lr_milestones`, `weight_decay`), and its 6,000 steps with the best
+test NMI of 100 epochs kept (the suite's common protocol; `--set steps=6000 eval_every=60
+eval_every_late=0 selection=test selection_metric=nmi` is that procedure).
 """
 from __future__ import annotations
 
@@ -68,6 +80,9 @@ DAML_DEFAULTS: dict[str, Any] = {
     "gen_lr_mult": 0.1,  # generator rate = lr * gen_lr_mult (code: lr / 10, train_eval.py:76)
     "warmup": 0.2,  # fraction of the run's steps the metric trains alone (code: 20 of 100 epochs, utils.py:253)
 }
+# protocol code, past the warm-up: backbone + head at lr / 1000 (train_eval.py:65)
+CODE_BACKBONE_RATE_AFTER_WARMUP = 1e-3
+CHAINER_NORMALIZE_EPS = 1e-5  # chainer.functions.normalize's default eps, added to the norm
 
 
 def check_hparams(h: dict[str, Any]) -> None:
@@ -112,17 +127,52 @@ class HardNegativeGenerator(Part):
 
     def param_groups(self, cfg: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"params": list(self.parameters()), "lr": cfg["lr"] * cfg["daml"]["gen_lr_mult"],
-                 "scheduled": False, "name": "generator"}]
+                 "weight_decay": code_weight_decay(cfg), "scheduled": False, "name": "generator"}]
+
+
+def code_weight_decay(cfg: dict[str, Any]) -> float:
+    """Adam's L2 term (grad += wd * w, as Chainer's WeightDecay hook) on G and D: protocol code
+    decays them as the model (train_eval.py:78, 83), protocol paper not [unverified]."""
+    return cfg["weight_decay"] if cfg["protocol"] == "code" else 0.0
+
+
+class Discriminator(Part):
+    """Protocol code's D: Linear(d, d), ReLU, Linear(d, d), identity weights and zero biases
+    (net.py:30-45), so that it starts as ReLU; its group at the full rate lr, unscheduled, as the
+    code's `dis_optimizer` (train_eval.py:80-83)."""
+
+    def __init__(self, context: Context) -> None:
+        super().__init__()
+        d = context.embedding_dim
+        self.l0 = nn.Linear(d, d, device=context.device)
+        self.l1 = nn.Linear(d, d, device=context.device)
+        for layer in (self.l0, self.l1):
+            nn.init.eye_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.l1(torch.relu(self.l0(x)))
+
+    def param_groups(self, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"params": list(self.parameters()), "lr": cfg["lr"], "weight_decay": code_weight_decay(cfg),
+                 "scheduled": False, "name": "discriminator"}]
+
+
+def normalise(z: torch.Tensor) -> torch.Tensor:
+    """z / (||z|| + 1e-5) row-wise: Chainer's F.normalize, the code's model output (main_triplet.py:31)."""
+    return z / (z.norm(dim=1, keepdim=True) + CHAINER_NORMALIZE_EPS)
 
 
 def generator_losses(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, n_syn: torch.Tensor, *,
-                     margin: float, protocol: str) -> dict[str, torch.Tensor]:
+                     margin: float, protocol: str,
+                     adv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """J_hard, J_reg, J_adv over tuples (rows of a, p, n, n_syn aligned): sums (paper) or means,
-    J_adv halved (code)."""
-    d_syn_a = (n_syn - a).pow(2).sum(-1)
-    per = {"j_hard": d_syn_a,
+    J_adv halved (code). J_adv is taken on `adv` = (a, p, n_syn) as D maps them where given
+    (code: utils.py:243-248), else on a, p, n_syn."""
+    ea, ep, es = (a, p, n_syn) if adv is None else adv
+    per = {"j_hard": (n_syn - a).pow(2).sum(-1),
            "j_reg": (n_syn - n).pow(2).sum(-1),
-           "j_adv": torch.relu(d_syn_a - (p - a).pow(2).sum(-1) - margin)}
+           "j_adv": torch.relu((es - ea).pow(2).sum(-1) - (ep - ea).pow(2).sum(-1) - margin)}
     if protocol == "paper":
         return {k: v.sum() for k, v in per.items()}
     return {"j_hard": per["j_hard"].mean(), "j_reg": per["j_reg"].mean(), "j_adv": per["j_adv"].mean() / 2}
@@ -152,12 +202,18 @@ class DAMLMethod(Method):
         self.model, self.cfg, self.h = model, cfg, h
         self.protocol = cfg["protocol"]
         self.loss = build_loss(self.loss_class, cfg, context)
-        self.generator = HardNegativeGenerator(context, out_relu=self.protocol == "code")
-        self.parts = {"loss": self.loss, "generator": self.generator}
+        code = self.protocol == "code"
+        self.generator = HardNegativeGenerator(context, out_relu=code)
+        self.discriminator = Discriminator(context) if code else None
+        self.parts: dict[str, Part] = {"loss": self.loss, "generator": self.generator}
+        if self.discriminator is not None:
+            self.parts["discriminator"] = self.discriminator
         self.opt = metric_optimizer(model, cfg, self.parts.values())
         self.sched = lr_schedule(self.opt, cfg)
         self.warmup_steps = math.ceil(h["warmup"] * cfg["steps"])
         self.steps_done = 0
+        if self.warmup_steps == 0:
+            self._end_warmup()
 
     @classmethod
     def config_sections(cls) -> dict[str, Section]:
@@ -166,6 +222,34 @@ class DAMLMethod(Method):
     def adversarial(self) -> bool:
         """Past the warm-up: the generator trains and the metric sees synthetic tuples."""
         return self.steps_done >= self.warmup_steps
+
+    def _end_warmup(self) -> None:
+        """Protocol code: backbone + head continue at lr / 1000 from a fresh Adam state (the code's
+        second optimiser over the model, `optimizer`, first stepped after the warm-up;
+        train_eval.py:64-67, utils.py:259); D and G keep their groups."""
+        if self.protocol != "code":
+            return
+        model_params = {id(p) for p in self.model.parameters()}
+        for group in self.opt.param_groups:
+            if all(id(p) in model_params for p in group["params"]):
+                group["lr"] *= CODE_BACKBONE_RATE_AFTER_WARMUP
+                for p in group["params"]:
+                    self.opt.state.pop(p, None)
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding the losses see: normalised under protocol code (main_triplet.py:31)."""
+        z = self.model(x)
+        return normalise(z) if self.protocol == "code" else z
+
+    @torch.no_grad()
+    def eval_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the evaluation embeds (the trainer's hook): under protocol code D's features once D
+        has trained a step (the code evaluates D's output after the 20th epoch's training,
+        utils.py:173-174), before that the normalised embedding; protocol paper: the embedding."""
+        z = self.embedding(x)
+        if self.discriminator is not None and self.steps_done > self.warmup_steps:
+            return self.discriminator(z)
+        return z
 
     def tuples(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(a, p, n, n_syn) rows aligned over the tuples whose synthetic negative J_gen scores."""
@@ -178,12 +262,18 @@ class DAMLMethod(Method):
         """Every loss of one step with its graph (one backbone forward); see the module doc."""
         self.model.train()
         self.generator.train()
-        z = self.model(x)
+        z = self.embedding(x)
         j_m = self.loss(z, labels) + weight_penalty(self.model, self.cfg["weight_decay"])
         a, p, n, n_syn = self.tuples(z)
-        g = generator_losses(a, p, n, n_syn, margin=self.h["margin"], protocol=self.protocol)
+        if self.discriminator is None:
+            adv, z_metric, syn_metric = None, z, n_syn
+        else:  # D maps the real embeddings and the synthetic negatives alike (row-wise)
+            d = self.discriminator
+            z_metric, syn_metric = d(z), d(n_syn)
+            adv = (d(a), d(p), syn_metric)
+        g = generator_losses(a, p, n, n_syn, margin=self.h["margin"], protocol=self.protocol, adv=adv)
         j_gen = g["j_hard"] + self.h["lambda1"] * g["j_reg"] + self.h["lambda2"] * g["j_adv"]
-        j_syn = self.synthetic_loss(z, n_syn)
+        j_syn = self.synthetic_loss(z_metric, syn_metric)
         if not self.adversarial():
             j_metric = j_m
         elif self.protocol == "code":
@@ -195,7 +285,8 @@ class DAMLMethod(Method):
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         adversarial = self.adversarial()
         L = self.losses(x, labels)
-        metric_params = [p for p in [*self.model.parameters(), *self.loss.parameters()] if p.requires_grad]
+        critic = [] if self.discriminator is None else list(self.discriminator.parameters())
+        metric_params = [p for p in [*self.model.parameters(), *self.loss.parameters(), *critic] if p.requires_grad]
         groups = [(metric_params, L["j_metric"])]
         if adversarial:  # J_gen's gradient first, keeping the graph J_metric's backward then frees
             groups.insert(0, (list(self.generator.parameters()), L["j_gen"]))
@@ -205,6 +296,8 @@ class DAMLMethod(Method):
         self.opt.zero_grad(set_to_none=True)
         self.sched.step()
         self.steps_done += 1
+        if self.steps_done == self.warmup_steps:
+            self._end_warmup()
         logs = {k: v.item() for k, v in L.items()}
         return {**logs, "loss": logs["j_metric"], "adversarial": float(adversarial)}
 

@@ -124,7 +124,10 @@ class Method:
     registered `Method` class names itself in the report by `display_name` (and `paper_name`, as
     `MetricLoss` does). A method built around a registered loss says which by `base` (its
     name), and the kind of synthetic samples it adds by `family` ("HDML", "DAML"): the report
-    draws the base beside the method and compares families on one base, by these alone."""
+    draws the base beside the method and compares families on one base, by these alone. A method
+    that evaluates something other than the model's embedding defines `eval_features(x)` (a batch
+    of images to the features evaluated; DAML's code protocol: its discriminator's output), which
+    the trainer then embeds with (`hdml.trainer.embed`)."""
 
     display_name: ClassVar[str]
     paper_name: ClassVar[str]

@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from hdml.samplers import build_sampler
 from hdml.valsplit import RunImages, training_images
 
 log = logging.getLogger("hdml.train")
+Features = Callable[[torch.Tensor], torch.Tensor]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,23 +90,28 @@ def place_model(model: EmbeddingNet, cfg: dict, device: torch.device) -> Embeddi
 
 
 @torch.no_grad()
-def embed(model: EmbeddingNet, images: ImageTensors, transform: BatchTransform, batch_size: int) -> np.ndarray:
-    """Test-mode embeddings (BatchNorm in eval mode, centre crop), not yet normalised."""
+def embed(model: EmbeddingNet, images: ImageTensors, transform: BatchTransform, batch_size: int,
+          features: Features | None = None) -> np.ndarray:
+    """Test-mode embeddings (BatchNorm in eval mode, centre crop), not yet normalised; `features`,
+    a method's `eval_features` where it has one (DAML's code protocol: its discriminator's output),
+    maps a batch to what is evaluated instead of the model's embedding."""
+    forward = features or model
     was_training = model.training
     model.eval()
-    out = [model(transform.load(images, np.arange(i, min(i + batch_size, len(images))), train=False)).float().cpu()
+    out = [forward(transform.load(images, np.arange(i, min(i + batch_size, len(images))), train=False)).float().cpu()
            for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out).numpy()
 
 
-def embed_evaluation(model: EmbeddingNet, images: RunImages, batch_size: int) -> np.ndarray:
+def embed_evaluation(model: EmbeddingNet, images: RunImages, batch_size: int,
+                     features: Features | None = None) -> np.ndarray:
     """Embeddings of the evaluation images: the query rows, then the gallery rows where the
     dataset has a gallery split (`Embeddings.stacked` splits them again)."""
-    z = embed(model, images.query, images.transform, batch_size)
+    z = embed(model, images.query, images.transform, batch_size, features)
     if images.gallery is None:
         return z
-    return np.concatenate([z, embed(model, images.gallery, images.transform, batch_size)])
+    return np.concatenate([z, embed(model, images.gallery, images.transform, batch_size, features)])
 
 
 class SignalFlag:
@@ -152,6 +159,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     _, train_targets = np.unique(train_set.labels, return_inverse=True)
     model = place_model(build_model(cfg, spec.channels), cfg, device)
     runner = build_method(method, model, cfg, int(train_targets.max()) + 1, train_size=len(train_set))
+    features = getattr(runner, "eval_features", None)  # what a method evaluates, if not the embedding
     sample_gen = torch.Generator().manual_seed(2 * seed)
     augment_gen = torch.Generator().manual_seed(2 * seed + 1)
     sampler = build_sampler(runner.sampler, train_targets, cfg, sample_gen)
@@ -205,12 +213,12 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
             if eval_due(step, cfg):
                 row: dict[str, Any] = {"step": step}
                 if test:
-                    z = embed_evaluation(model, images, cfg["eval_batch_size"])
+                    z = embed_evaluation(model, images, cfg["eval_batch_size"], features)
                     row.update(evaluation(z).evaluate(cfg["eval_ks"], seed, cfg["eval_kmeans"]))
                 row.update({f"train_{k}": v for k, v in logs.items()})
                 if val_set is not None:  # at evaluation points only: never on a training step's path
                     row[f"val_{metric}"] = selection.score_val(
-                        embed(model, val_set, transform, cfg["eval_batch_size"]), val_set.labels, metric,
+                        embed(model, val_set, transform, cfg["eval_batch_size"], features), val_set.labels, metric,
                         cfg["eval_ks"], seed, cfg["eval_kmeans"])
                 if cfg["selection"] != "last":
                     chosen.offer(step, row[f"val_{metric}" if val_set is not None else metric], row,
@@ -229,7 +237,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
              100 * data_wait / max(train_seconds, 1e-9))
     evaluated_here = z is not None  # else resumed from a checkpoint of the last step: embed again
     if test and not evaluated_here:
-        z = embed_evaluation(model, images, cfg["eval_batch_size"])
+        z = embed_evaluation(model, images, cfg["eval_batch_size"], features)
 
     write_with(out / "curve.csv", lambda p: pd.DataFrame(curve).to_csv(p, index=False))
     write_with(out / "losses.csv", lambda p: pd.DataFrame(losses).to_csv(p, index=False))

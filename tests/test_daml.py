@@ -99,6 +99,139 @@ def test_code_protocol_trains_the_metric_on_synthetic_tuples_alone() -> None:
     assert L["j_metric"].item() == pytest.approx((L["j_syn"] + penalty).item(), rel=1e-6)
 
 
+def scramble(module: nn.Module, seed: int) -> None:
+    """Random weights (D starts as ReLU: a formula that skipped D would pass on positive inputs)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+
+
+def test_code_protocol_losses_by_hand() -> None:
+    """Protocol code past the warm-up, against the code's formulas (utils.py:236-250) on the
+    method's own weights: z normalised as Chainer's F.normalize, J_hard and J_reg on (a, n, n~)
+    before D, J_adv on D(a), D(p), D(n~) (mean, halved), J_syn the triplet loss on D's features,
+    J_m the triplet loss on the normalised real triplets."""
+    method = tiny("daml-triplet", {"protocol": "code", "triplet.margin": 0.5, "daml.margin": 0.25})
+    scramble(method.discriminator, 3)
+    scramble(method.generator, 5)
+    x, y = batch("daml-triplet")
+    L = method.losses(x, y)
+    with torch.no_grad():
+        raw = method.model(x)
+        z = raw / (raw.norm(dim=1, keepdim=True) + 1e-5)
+        a, p, n = z[:4], z[4:8], z[8:]
+        ns = method.generator(a, p, n)
+        d = method.discriminator
+        da, dp, dn = d(a), d(p), d(ns)
+        hard = ((ns - a) ** 2).sum(1).mean()
+        reg = ((ns - n) ** 2).sum(1).mean()
+        adv = torch.relu(((da - dn) ** 2).sum(1) - ((da - dp) ** 2).sum(1) - 0.25).mean() / 2
+        syn = torch.relu(((da - dp) ** 2).sum(1) - ((da - dn) ** 2).sum(1) + 0.5).sum()
+        real = torch.relu(((a - p) ** 2).sum(1) - ((a - n) ** 2).sum(1) + 0.5).sum()
+        penalty = 1e-3 * sum((w * w).sum() for w in method.model.decayed_weights()) / 2
+    assert torch.allclose(z.norm(dim=1), torch.ones(12), atol=1e-4)
+    for key, want in {"j_hard": hard, "j_reg": reg, "j_adv": adv, "j_gen": hard + reg + adv, "j_syn": syn,
+                      "j_m": real + penalty, "j_metric": syn + penalty}.items():
+        assert L[key].item() == pytest.approx(want.item(), rel=1e-6, abs=1e-7), key
+    assert adv.item() > 0 and syn.item() > 0  # both hinges active: the check has teeth
+
+
+def test_discriminator_init_rate_and_decay() -> None:
+    """Protocol code: D = Linear(d, d), ReLU, Linear(d, d), identity weights, zero biases (so D(x)
+    = relu(x) at the start), its group at the full rate, unscheduled; D and G decayed by Adam's L2
+    term at the run's weight decay. Protocol paper: no D, G undecayed."""
+    method = tiny("daml-triplet", {"protocol": "code"})
+    d = method.discriminator
+    assert torch.equal(d.l0.weight, torch.eye(4)) and torch.equal(d.l1.weight, torch.eye(4))
+    assert torch.count_nonzero(d.l0.bias) == 0 and torch.count_nonzero(d.l1.bias) == 0
+    v = torch.tensor([[1.0, -2.0, 0.5, -0.1]])
+    assert torch.equal(d(v), torch.relu(v))
+    groups = {g.get("name"): g for g in method.opt.param_groups}
+    assert groups["discriminator"]["lr"] == pytest.approx(1e-2) and groups["discriminator"]["scheduled"] is False
+    assert groups["discriminator"]["weight_decay"] == groups["generator"]["weight_decay"] == 1e-3
+    assert "discriminator" in method.state_dict()["parts"]
+    paper = tiny("daml-triplet", {"protocol": "paper"})
+    assert paper.discriminator is None and "discriminator" not in paper.parts
+    assert next(g for g in paper.opt.param_groups if g.get("name") == "generator")["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_code_protocol_drops_the_backbone_rate_after_the_warmup(name: str) -> None:
+    """2 warm-up steps at lr 1e-2 for backbone + head, then lr / 1000 from a fresh Adam state (the
+    code's second optimiser): after step 3 the model's Adam step count is 1, not 3; D stays at lr,
+    G at lr / 10. Protocol paper keeps the rate."""
+    method = tiny(name, {"daml.warmup": 0.2, "protocol": "code"})
+    x, y = batch(name)
+    model_ids = {id(p) for p in method.model.parameters()}
+
+    def rates() -> dict[str, float]:  # backbone and head share the key "model" (equal rates)
+        return {g.get("name", "model" if id(g["params"][0]) in model_ids else "loss"): g["lr"]
+                for g in method.opt.param_groups}
+
+    method.step(x, y)
+    assert rates() == {"model": 1e-2, "generator": pytest.approx(1e-3), "discriminator": 1e-2}
+    method.step(x, y)
+    assert rates()["model"] == pytest.approx(1e-5) and rates()["discriminator"] == 1e-2
+    assert not any(id(p) in model_ids for p in method.opt.state)  # Adam's moments restart
+    method.step(x, y)
+    steps = {float(method.opt.state[p]["step"]) for p in method.model.parameters()}
+    assert steps == {1.0}
+    paper = tiny(name, {"daml.warmup": 0.2, "protocol": "paper"})
+    for _ in range(3):
+        paper.step(x, y)
+    assert paper.opt.param_groups[0]["lr"] == 1e-2
+
+
+def test_eval_features_switch_to_the_discriminator_once_it_has_trained() -> None:
+    """Protocol code: the normalised embedding through the warm-up (2 steps) and at its end, D's
+    features after D's first step (the code: D from the evaluation after epoch 20 on,
+    utils.py:173-174); protocol paper: the model's embedding."""
+    method = tiny("daml-triplet", {"daml.warmup": 0.2, "protocol": "code"})
+    scramble(method.discriminator, 4)
+    x, y = batch("daml-triplet")
+
+    def normalised() -> torch.Tensor:
+        with torch.no_grad():
+            z = method.model(x)
+            return z / (z.norm(dim=1, keepdim=True) + 1e-5)
+
+    for _ in range(2):
+        assert torch.equal(method.eval_features(x), normalised())
+        method.step(x, y)
+    assert torch.equal(method.eval_features(x), normalised())
+    method.step(x, y)
+    with torch.no_grad():
+        assert torch.equal(method.eval_features(x), method.discriminator(normalised()))
+    paper = tiny("daml-triplet", {"protocol": "paper"})
+    with torch.no_grad():
+        assert torch.equal(paper.eval_features(x), paper.model(x))
+
+
+def test_the_trainer_evaluates_what_eval_features_returns(carved_root, tmp_path, monkeypatch) -> None:
+    """Every embedding the trainer evaluates (test and, with selection val, validation) goes
+    through the method's `eval_features`; a method without one (triplet) embeds with the model."""
+    import hdml.trainer as trainer
+
+    seen: list[object] = []
+    real_embed = trainer.embed
+
+    def spy(model, images, transform, batch_size, features=None):  # type: ignore[no-untyped-def]
+        seen.append(getattr(features, "__func__", features))
+        return real_embed(model, images, transform, batch_size, features)
+
+    monkeypatch.setattr(trainer, "embed", spy)
+    tiny_run = {"steps": 6, "batch_size": 6, "eval_every": 3, "device": "cpu", "embedding_dim": 8,
+                "selection": "val"}
+    trainer.train_run(root=carved_root, dataset="digits", method="daml-triplet", seed=0, out=tmp_path / "d",
+                      overrides=tiny_run)
+    assert len(seen) == 4 and all(f is DAMLMethod.eval_features for f in seen)  # test + val at steps 3, 6
+    seen.clear()
+    trainer.train_run(root=carved_root, dataset="digits", method="triplet", seed=0, out=tmp_path / "t",
+                      overrides=tiny_run)
+    assert seen and all(f is None for f in seen)
+
+
 def test_npair_tile_by_hand() -> None:
     """N = 2, d = 2, npair.l2_reg = 0. The tuples are the off-diagonal pairs (0,1), (1,0):
     (a_0, p_0, p_1) and (a_1, p_1, p_0). Anchor 0's row is [p_0, n~_01] with target p_0; anchor 1's
@@ -193,6 +326,18 @@ def test_state_round_trip_resumes_exactly(name: str) -> None:
     for _ in range(3):
         assert resumed.step(x, y) == whole.step(x, y)
     assert same(params(resumed.model), params(whole.model)) and same(params(resumed.generator), params(whole.generator))
+
+
+def test_the_codes_procedure_is_a_run_config() -> None:
+    """The DAML code's run (main_triplet.py:26-27, train_eval.py:119-127): 100 epochs of 60 steps,
+    the test set evaluated after each, the best test NMI kept, the first 20 epochs a warm-up, as
+    the override the ledger names."""
+    from hdml.evaluate import eval_due
+
+    method = tiny("daml-triplet", {"steps": 6000, "eval_every": 60, "eval_every_late": 0, "selection": "test",
+                                   "selection_metric": "nmi", "daml.warmup": 0.2})
+    assert method.warmup_steps == 1200
+    assert [s for s in range(1, 6001) if eval_due(s, method.cfg)] == list(range(60, 6001, 60))
 
 
 def test_config_section_and_checks() -> None:
