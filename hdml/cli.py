@@ -96,9 +96,11 @@ def cmd_config(args: argparse.Namespace) -> None:
 def cmd_status(args: argparse.Namespace) -> None:
     from hdml.status import grid_status, planned, render
 
+    from hdml.costs import project
+
     config, runs = planned(args.configfile)
     results = Path(args.results or config["results_dir"])
-    print(render(grid_status(results, runs), verbose=args.all))
+    print(render(grid_status(results, runs), verbose=args.all, projected=project(config, runs).run_seconds))
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -164,6 +166,10 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     schema = load_schema(Path(args.schema)) if args.schema else None
     runs = validate_workflow_config(config, schema, source=", ".join(args.configfile))
     studies = tune_studies(config)
+    if not args.no_costs:
+        from hdml.costs import describe, project
+
+        print("\n".join(describe(project(config, runs))))
     trials = f"{len(studies)} tuning studies x {tune_settings(config)['trials']} trials; " if studies else ""
     print(f"{trials}{len(runs)} runs OK")
 
@@ -317,6 +323,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check-config", help="validate a workflow config (schema + every run's config)")
     s.add_argument("configfile", nargs="+", help="workflow config(s), later ones overriding earlier ones")
     s.add_argument("--schema", help="JSON schema (default: hdml's own, hdml/schemas/config.schema.yaml)")
+    s.add_argument("--no-costs", action="store_true",
+                   help="skip the projected compute and disk (hdml/data/costs.yaml)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("status", help="runs of a workflow done, running, failed, pending, and the grid's ETA "
