@@ -94,9 +94,8 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from hdml.status import grid_status, planned, render
-
     from hdml.costs import project
+    from hdml.status import grid_status, planned, render
 
     config, runs = planned(args.configfile)
     results = Path(args.results or config["results_dir"])

@@ -135,10 +135,11 @@ def project(config: dict[str, Any], runs: list[Run]) -> Projection:
         cfg = build_run_config(get_dataset(dataset).defaults_for(method), overrides, method)
         for _ in range(tune["trials"]):
             add(dataset, cfg)
-    out.jobs = (len(config["datasets"]) + len(cached) + 2 * len(runs) + out.trials + len(studies)
+    used = {r.dataset for r in runs} | {d for d, _ in studies}
+    out.jobs = (len(used) + len(cached) + 2 * len(runs) + out.trials + len(studies)
                 + bool(config.get("tsne")) + 3)
     costs = load_costs()
-    for dataset in {r.dataset for r in runs}:
+    for dataset in sorted(used):
         footprint = getattr(importlib.import_module(f"hdml.datasets.{dataset}"), "SIZE", None)
         if footprint is not None:  # digits ships with scikit-learn: nothing to download
             out.disk["downloads"] = out.disk.get("downloads", 0.0) + footprint.archive
