@@ -157,3 +157,11 @@ def test_snakemake_plans_only_the_narrowed_runs(tmp_path, venv_env):
     assert total and int(total.group(1)) == project(config, runs).jobs
     trained = set(re.findall(r"results/runs/(\S+)/metrics\.json", text))
     assert trained == {r.path for r in runs}
+
+
+def test_the_cost_figures_are_package_data():
+    """`hdml check-config` of an installed hdml reads costs.yaml: pyproject's package data carries it."""
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hdml"]
+    assert any(Path("data/costs.yaml").match(pattern) for pattern in data)
