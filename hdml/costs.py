@@ -88,6 +88,7 @@ class Projection:
     checkpoint_bytes: float = 0.0  # the most one training job holds in checkpoints while it runs
     run_seconds: dict[str, float] = field(default_factory=dict)  # Run.path -> projected seconds
     unprojected: list[str] = field(default_factory=list)  # backbones without figures
+    backbones: set[str] = field(default_factory=set)  # those with figures, which the projection used
 
     def hours(self, device: str) -> float:
         return self.seconds.get(device, 0.0) / 3600
@@ -118,6 +119,7 @@ def project(config: dict[str, Any], runs: list[Run]) -> Projection:
                 out.unprojected.append(cfg["backbone"])
         else:
             out.seconds[job.device] = out.seconds.get(job.device, 0.0) + job.seconds
+            out.backbones.add(cfg["backbone"])
         out.disk["results"] = out.disk.get("results", 0.0) + job.result_bytes
         out.checkpoint_bytes = max(out.checkpoint_bytes, job.checkpoint_bytes)
         if cfg["image"]["resize"] == sizes[dataset]:
@@ -162,11 +164,13 @@ def describe(p: Projection) -> list[str]:
     """The projection in lines, for `hdml check-config`."""
     costs = load_costs()
     compute = [f"{p.hours(d):,.1f} {d.upper()}-hours" for d in ("gpu", "cpu") if p.seconds.get(d)]
-    kinds = sorted({costs["step"][b]["kind"] for b in costs["step"]})
+    said = {"goal": "a goal, not measured"}
+    steps = ", ".join(f"{b} {1000 * costs['step'][b]['seconds']:g} ms "
+                      f"({said.get(costs['step'][b]['kind'], costs['step'][b]['kind'])})"
+                      for b in sorted(p.backbones))
     lines = [f"{p.runs} runs, {p.trials} tuning trials, {p.jobs} Snakemake jobs, {p.steps:,} training steps",
              f"projected compute: {' + '.join(compute) or 'none'} (training jobs: steps, evaluations, start-up; "
-             f"from hdml/data/costs.yaml, step times {'/'.join(kinds)}: the GPU step time is a goal, "
-             f"not a measurement)"]
+             f"a step: {steps or 'none'}; hdml/data/costs.yaml)"]
     if p.unprojected:
         lines.append(f"not projected: runs with backbone {', '.join(p.unprojected)} (no figures in costs.yaml)")
     parts = ", ".join(f"{k} {v / 1e9:,.1f}" for k, v in p.disk.items() if v)
