@@ -8,6 +8,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from hdml.config import ConfigError
+
 EXIT_USAGE = 2  # bad input: config, files, arguments
 EXIT_DIVERGED = 3  # NaN/infinite losses: rerunning will not help
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGINT, rerun to resume
@@ -40,6 +42,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     from hdml.trainer import train_run
 
     overrides = parse_sets(args.set)
+    if args.config:  # the workflow config's settings for this dataset and method, under --set's
+        overrides = {**workflow_overrides(args.config, args.dataset, args.method), **overrides}
+    else:
+        note = unused_workflow_settings(DEMO_CONFIG, args.dataset, args.method, overrides)
+        if note:
+            print(f"hdml train: note: {note}", file=sys.stderr)
     if args.tuned:  # the tuned settings win over the config's for the keys the search varied
         from hdml.tune import read_best
 
@@ -53,6 +61,53 @@ def cmd_train(args: argparse.Namespace) -> None:
         record_failure(Path(args.out), {"dataset": args.dataset, "method": args.method, "seed": args.seed}, exc)
         raise
     print(json.dumps(result["metrics"], indent=2))
+
+
+DEMO_CONFIG = Path("config/config.yaml")  # what `hdml train` run by hand beside the workflow is compared with
+
+
+def workflow_overrides(path: str | Path, dataset: str, method: str) -> dict:
+    """A workflow config's run-config overrides for one dataset and method (its `train`, then
+    `per_method`), as the workflow passes them to its runs (variants: add their `set` by --set)."""
+    from hdml.plan import method_overrides, read_workflow_configs
+
+    config = read_workflow_configs([str(path)])
+    if dataset not in config.get("datasets", {}):
+        raise ConfigError(f"{path}: no dataset {dataset!r} under datasets (it has "
+                          f"{', '.join(config.get('datasets', {})) or 'none'})")
+    return method_overrides(config, dataset, method)
+
+
+def dotted(overrides: dict, prefix: str = "") -> dict:
+    """Nested or dotted overrides as one flat mapping of dotted keys."""
+    out = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            out |= dotted(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def unused_workflow_settings(path: Path, dataset: str, method: str, overrides: dict) -> str | None:
+    """What the workflow config at `path` sets for this dataset and method that the command does
+    not (by hand, `hdml train` starts from the built-in defaults, not from the config), in words;
+    None when nothing, or when there is no such config or dataset (or the method is unknown: its
+    own error comes first)."""
+    from hdml.methods import method_names
+
+    if method not in method_names():
+        return None
+    try:
+        wanted = dotted(workflow_overrides(path, dataset, method))
+    except (ConfigError, OSError):
+        return None
+    missing = {k: v for k, v in wanted.items() if k not in dotted(overrides)}
+    if not missing:
+        return None
+    listed = ", ".join(f"{k}={v}" for k, v in missing.items())
+    return (f"{path} sets {listed} for {dataset}/{method}; this run keeps the built-in defaults for them. "
+            f"Pass --config {path} to train as the workflow does.")
 
 
 def cmd_tune_trial(args: argparse.Namespace) -> None:
@@ -94,11 +149,12 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
+    from hdml.costs import project
     from hdml.status import grid_status, planned, render
 
     config, runs = planned(args.configfile)
     results = Path(args.results or config["results_dir"])
-    print(render(grid_status(results, runs), verbose=args.all))
+    print(render(grid_status(results, runs), verbose=args.all, projected=project(config, runs).run_seconds))
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -120,15 +176,30 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 
     from hdml.metrics import evaluate
 
-    files = [args.embeddings, args.labels]
     if (args.gallery_embeddings is None) != (args.gallery_labels is None):
         raise ValueError("--gallery-embeddings and --gallery-labels go together")
-    if args.gallery_embeddings:
-        files += [args.gallery_embeddings, args.gallery_labels]
-    arrays = [np.load(f, allow_pickle=False) for f in files]
+    if args.embeddings.endswith(".npz"):  # a run's embeddings.npz: labels (and any gallery) inside
+        from hdml.evaluate import load_embeddings
+
+        if args.labels or args.gallery_embeddings:
+            raise ValueError(f"{args.embeddings}: an .npz holds its labels and gallery; drop --labels and --gallery-*")
+        files = [args.embeddings]
+        saved = load_embeddings(Path(args.embeddings))
+        arrays = [saved.query, saved.labels] + ([saved.gallery, saved.gallery_labels] if saved.gallery is not None
+                                                else [])
+    else:
+        if not args.labels:
+            raise ValueError(f"{args.embeddings}: --labels is needed with a .npy of embeddings")
+        files = [args.embeddings, args.labels] + ([args.gallery_embeddings, args.gallery_labels]
+                                                  if args.gallery_embeddings else [])
+        arrays = [np.load(f, allow_pickle=False) for f in files]
     gallery = dict(zip(("gallery", "gallery_labels"), arrays[2:], strict=True)) if len(arrays) > 2 else {}
+    print("hdml metrics: " + ("L2-normalising the embeddings (the paper's protocol; --no-normalise scores them as "
+                              "given)" if args.normalise else "scoring the embeddings as given (not normalised)"),
+          file=sys.stderr)
     try:
-        result = evaluate(arrays[0], arrays[1], args.ks, seed=args.seed, kmeans_algorithm=args.kmeans, **gallery)
+        result = evaluate(arrays[0], arrays[1], args.ks, seed=args.seed, kmeans_algorithm=args.kmeans,
+                          normalise=args.normalise, **gallery)
     except ValueError as exc:
         raise ValueError(f"{', '.join(files)}: {exc}") from exc
     print(json.dumps(result, indent=2))
@@ -164,6 +235,10 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     schema = load_schema(Path(args.schema)) if args.schema else None
     runs = validate_workflow_config(config, schema, source=", ".join(args.configfile))
     studies = tune_studies(config)
+    if not args.no_costs:
+        from hdml.costs import describe, project
+
+        print("\n".join(describe(project(config, runs))))
     trials = f"{len(studies)} tuning studies x {tune_settings(config)['trials']} trials; " if studies else ""
     print(f"{trials}{len(runs)} runs OK")
 
@@ -235,6 +310,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--root", default="data", help="data folder holding DATASET/split.csv")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="run-config override, dotted keys (steps=100, hdml.alpha=7); see hdml config --list")
+    s.add_argument("--config", metavar="WORKFLOW_YAML",
+                   help="take the dataset's and method's settings (train, per_method) of this workflow config, "
+                        "e.g. config/config.yaml, as the workflow does; --set overrides them. Without it, a note "
+                        "lists what config/config.yaml sets that this run does not")
     s.add_argument("--tuned", metavar="BEST_YAML",
                    help="best.yaml of `hdml tune best`: its settings override the config's (after --set)")
     s.set_defaults(func=cmd_train)
@@ -273,8 +352,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("metrics", help="metrics of saved embeddings, as JSON")
-    s.add_argument("--embeddings", required=True, help=".npy, n x d: the queries (and, alone, their own gallery)")
-    s.add_argument("--labels", required=True, help=".npy, n")
+    s.add_argument("--embeddings", required=True,
+                   help=".npy, n x d: the queries (and, alone, their own gallery); or a run's embeddings.npz, "
+                        "which holds its labels and gallery")
+    s.add_argument("--labels", help=".npy, n (with a .npy of embeddings)")
     s.add_argument("--gallery-embeddings", help=".npy, m x d: a separate gallery the queries search")
     s.add_argument("--gallery-labels", help=".npy, m (with --gallery-embeddings)")
     s.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="K of Recall@K")
@@ -282,6 +363,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--kmeans", choices=["kmeans++", "faiss"], default="kmeans++",
                    help="clustering for NMI/F1: the authors' k-means++ with 10 restarts (default) or "
                         "one faiss-style Lloyd run")
+    s.add_argument("--normalise", action=argparse.BooleanOptionalAction, default=True,
+                   help="L2-normalise the embeddings first, as training's evaluation does (default; said on stderr)")
     s.set_defaults(func=cmd_metrics)
 
     s = sub.add_parser("aggregate", help="collect evaluated runs into long CSV tables")
@@ -317,6 +400,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check-config", help="validate a workflow config (schema + every run's config)")
     s.add_argument("configfile", nargs="+", help="workflow config(s), later ones overriding earlier ones")
     s.add_argument("--schema", help="JSON schema (default: hdml's own, hdml/schemas/config.schema.yaml)")
+    s.add_argument("--no-costs", action="store_true",
+                   help="skip the projected compute and disk (hdml/data/costs.yaml)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("status", help="runs of a workflow done, running, failed, pending, and the grid's ETA "
@@ -347,7 +432,7 @@ def configure_logging(verbosity: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging(args.verbose)
-    from hdml.config import ConfigError, Interrupted, TrainingDiverged
+    from hdml.config import Interrupted, TrainingDiverged
 
     try:
         args.func(args)

@@ -664,8 +664,9 @@ def clustering_metrics(classes: np.ndarray, clusters: np.ndarray) -> dict[str, f
 
 def evaluate(query: np.ndarray, query_labels: np.ndarray, ks: list[int], seed: int = 0, device: str = "auto", *,
              gallery: np.ndarray | None = None, gallery_labels: np.ndarray | None = None,
-             kmeans_algorithm: str = "kmeans++") -> dict[str, float]:
-    """All metrics of spec section 7: recall@K for K in ks, nmi, f1, map@r, r_precision.
+             kmeans_algorithm: str = "kmeans++", normalise: bool = True) -> dict[str, float]:
+    """All metrics of spec section 7: recall@K for K in ks, nmi, f1, map@r, r_precision, on the
+    L2-normalised embeddings (the paper's protocol; `normalise=False` scores them as given).
     Without a gallery the query set is its own gallery, each query excluded from its own
     neighbours; with one, queries search the gallery (for datasets with query/gallery splits) and
     the clustering metrics are the queries'. `gallery` is keyword-only so that the positional
@@ -681,7 +682,8 @@ def evaluate(query: np.ndarray, query_labels: np.ndarray, ks: list[int], seed: i
     own = gallery is None
     check_inputs(query, query_labels, ks, names=("query", "query_labels") if not own else ("embeddings", "labels"),
                  own_gallery=own)
-    x = l2_normalise(query)
+    scale = l2_normalise if normalise else functools.partial(np.ascontiguousarray, dtype=np.float32)
+    x = scale(query)
     if own:
         _, codes = np.unique(query_labels, return_inverse=True)
         out, nbr, nbr_dist = _retrieval(x, codes, [int(k) for k in ks], device=device)
@@ -693,7 +695,7 @@ def evaluate(query: np.ndarray, query_labels: np.ndarray, ks: list[int], seed: i
             raise ValueError(f"gallery: {gallery.shape[1]}-d embeddings for {query.shape[1]}-d queries")
         _, all_codes = np.unique(np.concatenate([query_labels, gallery_labels]), return_inverse=True)
         codes, gallery_codes = all_codes[:len(query_labels)], all_codes[len(query_labels):]
-        out = _gallery_retrieval(x, codes, l2_normalise(gallery), gallery_codes, [int(k) for k in ks],
+        out = _gallery_retrieval(x, codes, scale(gallery), gallery_codes, [int(k) for k in ks],
                                  device=device)
         _, codes = np.unique(query_labels, return_inverse=True)
         neighbours = None

@@ -83,11 +83,17 @@ def validate_workflow_config(config: dict, schema: dict | None = None, source: s
         exc = min(typos, key=lambda e: len(e.absolute_path)) if typos else jsonschema.exceptions.best_match(errors)
         raise ConfigError(f"{source}: {schema_error(exc)}") from None
     known_methods, known_datasets = method_names(), dataset_names()
+    check_only(config, source)
     for name in config["datasets"]:  # the registry is the only list of names (none in the schema)
         if name not in known_datasets:
             raise ConfigError(f"{source}: datasets: unknown dataset {name!r}{did_you_mean(name, known_datasets)}; "
                               f"known: {', '.join(known_datasets)}")
-    runs = plan_runs(config)
+    try:
+        runs = plan_runs(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    if not runs:
+        raise ConfigError(f"{source}: only: {config.get('only')} leaves no run of the grid")
     for run in runs:
         if run.method not in known_methods:
             raise ConfigError(f"{source}: datasets.{run.dataset}.methods: unknown method {run.method!r}"
@@ -137,23 +143,63 @@ def schema_error(exc: jsonschema.ValidationError) -> str:
     return f"{where}: {exc.message}"
 
 
+def selected(config: dict, dataset: str, method: str, variant: str) -> bool:
+    """Whether the config's `only` section keeps the runs of (dataset, method, variant)."""
+    only = config.get("only") or {}
+    return all(value in only.get(key, [value]) for key, value in
+               (("datasets", dataset), ("methods", method), ("variants", variant)))
+
+
+def check_only(config: dict, source: str) -> None:
+    """Every name in `only` must name something of the grid (a typo would narrow to nothing, or
+    keep what it meant to drop). A `tsne` map of a run `only` drops is dropped too, in place: the
+    Snakefile reads the same dict."""
+    only = config.get("only") or {}
+    known = {"datasets": list(config["datasets"]), "methods": method_names(),
+             "variants": ["default", *(config.get("variants") or {})]}
+    for key, names in only.items():
+        for name in names:
+            if name not in known[key]:
+                raise ConfigError(f"{source}: only.{key}: unknown {key[:-1]} {name!r}"
+                                  f"{did_you_mean(name, known[key])}; known: {', '.join(known[key])}")
+    tsne = config.get("tsne")
+    if only and tsne and not selected(config, tsne["dataset"], tsne["method"], "default"):
+        del config["tsne"]
+
+
 def plan_runs(config: dict) -> list[Run]:
     runs: list[Run] = []
     for dataset, entry in config["datasets"].items():
         for method in entry["methods"]:
+            if not selected(config, dataset, method, "default"):
+                continue
             base = method_overrides(config, dataset, method)
             runs += [Run(dataset, method, "default", s, base) for s in config["seeds"]]
     for variant, entry in (config.get("variants") or {}).items():
         for dataset in entry["datasets"]:
             if dataset not in config["datasets"]:
-                raise ConfigError(f"variants.{variant}.datasets: {dataset!r} is not under datasets")
+                raise ConfigError(f"variants.{variant}.datasets: {dataset!r} is not under datasets"
+                                  f"{did_you_mean(dataset, list(config['datasets']))}")
+            check_variant_methods(variant, entry)
             check_variant_sections(variant, entry)
             for method in entry["methods"]:
+                if not selected(config, dataset, method, variant):
+                    continue
                 base = method_overrides(config, dataset, method)
                 for s in entry.get("seeds", config["seeds"]):
                     runs.append(Run(dataset, method, variant, s, {**base, **drop_foreign(entry["set"], method)},
                                     entry.get("tuned", False)))
     return runs
+
+
+def check_variant_methods(variant: str, entry: dict[str, Any]) -> None:
+    """Method names first: a misspelt one would otherwise surface as a section none of the
+    variant's methods uses."""
+    known = method_names()
+    for method in entry["methods"]:
+        if method not in known:
+            raise ConfigError(f"variants.{variant}.methods: unknown method {method!r}"
+                              f"{did_you_mean(method, known)}; known: {', '.join(known)}")
 
 
 def check_variant_sections(variant: str, entry: dict[str, Any]) -> None:
@@ -186,7 +232,7 @@ def tune_studies(config: dict) -> dict[tuple[str, str], dict[str, Any]]:
     for variant, entry in (config.get("variants") or {}).items():
         if not entry.get("tuned"):
             continue
-        for key in ((d, m) for d in entry["datasets"] for m in entry["methods"]):
+        for key in ((d, m) for d in entry["datasets"] for m in entry["methods"] if selected(config, d, m, variant)):
             first = studies.setdefault(key, (variant, entry["set"]))
             if first[1] != entry["set"]:
                 raise ConfigError(f"variants.{variant}: tuned like variants.{first[0]} on {key[0]}/{key[1]} but with "

@@ -82,10 +82,11 @@ def run_status(results: Path, run: Run, now: float | None = None) -> RunStatus:
     return RunStatus(run, "pending", f"progress.json state {state!r}")
 
 
-def grid_eta(statuses: list[RunStatus]) -> float | None:
+def grid_eta(statuses: list[RunStatus], projected: dict[str, float] | None = None) -> float | None:
     """Rough seconds until every run is done: running runs' own ETAs, plus the mean training time
     of finished runs of the same dataset (else of any) for each run still to go, spread over as
-    many runs at once as are running now. None when nothing has finished or is running."""
+    many runs at once as are running now. With no finished run, `projected` (Run.path -> seconds,
+    hdml.costs) stands in. None when neither tells."""
     done = [s for s in statuses if s.state == "done" and s.seconds]
     running = [s for s in statuses if s.state == "running"]
     todo = [s for s in statuses if s.state in ("pending", "interrupted", "failed")]
@@ -96,6 +97,8 @@ def grid_eta(statuses: list[RunStatus]) -> float | None:
     for s in todo:
         same = [d.seconds for d in done if d.run.dataset == s.run.dataset]
         guess = sum(same) / len(same) if same else mean_all
+        if guess is None and projected:
+            guess = projected.get(s.run.path)
         if guess is None:
             unknown = True
         else:
@@ -112,12 +115,18 @@ def grid_status(results: Path, runs: list[Run]) -> list[RunStatus]:
     return [run_status(results, r, now) for r in runs]
 
 
-def render(statuses: list[RunStatus], verbose: bool = False) -> str:
+def render(statuses: list[RunStatus], verbose: bool = False, projected: dict[str, float] | None = None) -> str:
+    """The counts, the grid's ETA (measured; else projected from `projected`, said so) and the
+    runs that need a look."""
     counts = Counter(s.state for s in statuses)
     lines = [f"{len(statuses)} runs: " + ", ".join(f"{counts[k]} {k}" for k in STATES if counts[k])]
-    eta = grid_eta(statuses)
+    eta, source = grid_eta(statuses), ""
+    if eta is None and projected:
+        eta = grid_eta(statuses, projected)
+        source = (" (projected from hdml/data/costs.yaml, runs only, one at a time: no run has finished "
+                  "to measure; `hdml check-config` shows the figures)")
     if counts["done"] < len(statuses):
-        lines.append(f"grid ETA: {progress.duration(eta)}" if eta is not None
+        lines.append(f"grid ETA: {progress.duration(eta)}{source}" if eta is not None
                      else "grid ETA: unknown until a run of each dataset has finished")
     for s in statuses:
         if s.state in ("running", "failed", "interrupted") or (verbose and s.state != "done"):
@@ -127,21 +136,31 @@ def render(statuses: list[RunStatus], verbose: bool = False) -> str:
 
 
 def summary(statuses: list[RunStatus], metrics_csv: Path, report: Path, metric: str = "recall@1") -> str:
-    """The end-of-DAG summary: where the report is, each dataset's best method (mean `metric`
-    over seeds of the main table), and the runs that did not finish."""
+    """The end-of-DAG summary: where the report is, each dataset's method with the highest mean
+    `metric` over seeds of the main table and the next, by display name with their 95% intervals
+    (and whether those overlap: the highest mean is not a winner then), and the runs that did not
+    finish."""
     import pandas as pd
+
+    from hdml.report.names import display
+    from hdml.report.stats import ci95
+    from hdml.report.table import fmt_mean_ci
 
     lines = [f"report: {report.resolve()}" if report.is_file() else f"report: not written ({report})"]
     if metrics_csv.is_file():
         frame = pd.read_csv(metrics_csv)
         main = frame[(frame["variant"] == "default") & (frame["metric"] == metric)]
         for dataset, rows in main.groupby("dataset"):
-            means = rows.groupby("method")["value"].agg(["mean", "count"]).sort_values("mean", ascending=False)
-            best, top = means.index[0], means.iloc[0]
-            line = (f"{dataset}: best {metric} {100 * top['mean']:.1f} by {best} "
-                    f"(mean of {int(top['count'])} seeds")
-            if len(means) > 1:
-                line += f"; next {means.index[1]} {100 * means.iloc[1]['mean']:.1f}"
+            means = (rows.groupby("method")["value"].agg(["mean", "count", ci95])
+                     .sort_values("mean", ascending=False))
+            ranked = [(display(m), r["mean"], r["ci95"], int(r["count"])) for m, r in means.iterrows()]
+            name, mean, ci, n = ranked[0]
+            line = f"{dataset}: highest mean {metric} {fmt_mean_ci(mean, ci, n)} by {name} ({n} seeds"
+            if len(ranked) > 1:
+                name2, mean2, ci2, n2 = ranked[1]
+                line += f"; next {name2} {fmt_mean_ci(mean2, ci2, n2)}"
+                if not mean - ci > mean2 + ci2:  # NaN (too few seeds) counts as overlapping
+                    line += "; the 95% intervals overlap"
             lines.append(line + ")")
     failed = [s for s in statuses if s.state in ("failed", "interrupted")]
     lines.append(f"failures: {len(failed)}" + "".join(f"\n  {s.run.path}: {s.detail}" for s in failed))

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -195,7 +196,26 @@ def test_summary_names_the_report_the_best_methods_and_the_failures(results, tmp
     text = summary(grid_status(results, RUNS), tmp_path / "metrics.csv", report)
     lines = text.splitlines()
     assert lines[0] == f"report: {report.resolve()}"
-    assert lines[1] == "digits: best recall@1 85.0 by npair (mean of 2 seeds; next triplet 70.0)"
+    assert lines[1] == ("digits: highest mean recall@1 85.0 (n=2) by N-pair (2 seeds; next Triplet 70.0 (n=1); "
+                        "the 95% intervals overlap)")
     assert lines[2] == "failures: 2"
     assert sorted(line.split(":")[0].strip() for line in lines[3:]) == ["digits/lifted/default/seed0",
                                                                        "digits/triplet/default/seed1"]
+
+
+def test_summary_gives_display_names_and_intervals_and_says_when_they_overlap(tmp_path):
+    """Proxy-Anchor by its plug-in's name, mean ± the Student-t 95% half-width (scipy, by hand here)."""
+    from scipy import stats
+
+    def write(values: dict[str, list[float]]) -> str:
+        rows = [("digits", m, "default", s, "recall@1", v) for m, vs in values.items() for s, v in enumerate(vs)]
+        pd.DataFrame(rows, columns=["dataset", "method", "variant", "seed", "metric", "value"]).to_csv(
+            tmp_path / "metrics.csv", index=False)
+        return summary([], tmp_path / "metrics.csv", tmp_path / "report.html").splitlines()[1]
+
+    half = stats.t.ppf(0.975, 2) * np.std([0.90, 0.91, 0.92], ddof=1) / np.sqrt(3)
+    line = write({"proxyanchor": [0.90, 0.91, 0.92], "triplet": [0.50, 0.51, 0.52]})
+    assert line == (f"digits: highest mean recall@1 91.0 ± {100 * half:.1f} by Proxy-Anchor (3 seeds; "
+                    f"next Triplet 51.0 ± {100 * half:.1f})")
+    assert write({"proxyanchor": [0.90, 0.70, 0.92], "triplet": [0.80, 0.81, 0.82]}).endswith(
+        "the 95% intervals overlap)")
