@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from hdml import schedule
 from hdml.suggest import did_you_mean
 
 if TYPE_CHECKING:
@@ -39,9 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "steps": 8000,
     "batch_size": 128,
     "embedding_dim": 512,
+    # the authors' cadence (hdml.schedule): every `eval_every` steps (init_batch_per_epoch, 500), and
+    # under protocol code, after the first evaluation at or past `eval_late_from` (5,000), every
+    # `eval_every_late` steps (batch_per_epoch, one "epoch": 64 Cars196, 46 CUB); 0: the last step only
     "eval_every": 0,
-    # protocol code: after the first evaluation at or past `eval_late_from`, evaluate every
-    # `eval_every_late` steps (the authors' cadence: 500, then one "epoch" of 64 after 5,000)
     "eval_every_late": 64,
     "eval_late_from": 5000,
     "eval_batch_size": 256,
@@ -51,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     "pretrained": True,
     "weights": None,
     "lr": 7e-5,
+    # max_steps and the halving steps of the authors' flags; under protocol code with a periodic
+    # evaluation, the run stops at the first evaluation step at or past `steps` and halves only at
+    # milestones that are evaluation steps (hdml.schedule.resolve rewrites both in the run config)
     "lr_milestones": [5632, 6848],
     "lr_gamma": 0.5,
     "weight_decay": 5e-3,
@@ -308,11 +313,14 @@ def lookup(cfg: dict[str, Any], dotted: str) -> Any:
 
 def build_run_config(dataset_defaults: dict[str, Any], overrides: dict[str, Any],
                      method: str | None = None) -> dict[str, Any]:
-    """The checked run config of `method` (None: with every plug-in's section)."""
+    """The checked run config of `method` (None: with every plug-in's section), its schedule
+    resolved: under protocol code the stop step and the halving steps the authors' gating gives
+    (`hdml.schedule`)."""
     rules = rules_for(method)
     cfg = default_config(dataset_defaults, rules)
     merge(cfg, overrides, "", rules)
     validate(cfg, rules)
+    schedule.resolve(cfg)
     return cfg
 
 

@@ -32,7 +32,7 @@ from hdml import checkpoint, selection
 from hdml.config import Interrupted, TrainingDiverged, build_run_config
 from hdml.data import BatchTransform, ImageTensors
 from hdml.datasets import get_dataset
-from hdml.evaluate import Embeddings, eval_due
+from hdml.evaluate import Embeddings
 from hdml.io import write_json, write_text, write_with
 from hdml.loader import BatchLoader
 from hdml.methods import build_method
@@ -40,6 +40,7 @@ from hdml.model import EmbeddingNet, build_model
 from hdml.progress import Progress
 from hdml.runfolder import exclusive
 from hdml.samplers import build_sampler
+from hdml.schedule import eval_due
 from hdml.valsplit import RunImages, training_images
 
 log = logging.getLogger("hdml.train")

@@ -134,7 +134,7 @@ def test_every_batchnorm_of_head_and_generator_runs_tensorflow_settings() -> Non
 
 
 def eval_steps(**sets) -> list[int]:
-    from hdml.evaluate import eval_due
+    from hdml.schedule import eval_due
 
     cfg = default_config()
     merge(cfg, sets)
