@@ -48,7 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "eval_late_from": 5000,
     "eval_batch_size": 256,
     "eval_ks": [1, 2, 4, 8],
-    "eval_kmeans": "kmeans++",  # clustering behind NMI/F1: the authors' ("kmeans++") or "faiss" (hdml.metrics)
+    # clustering behind NMI/F1 (hdml.metrics): the authors' algorithm ("kmeans++"), scikit-learn's KMeans
+    # called as they call it ("sklearn", their clustering exactly) or one Lloyd run ("faiss")
+    "eval_kmeans": "kmeans++",
     "backbone": "googlenet",
     "pretrained": True,
     "weights": None,
@@ -88,7 +90,7 @@ DEFAULTS: dict[str, Any] = {
 NULLABLE: dict[str, tuple[type, ...]] = {"weights": (str,)}
 CHOICES: dict[str, tuple[str, ...]] = {
     "protocol": ("code", "paper"),
-    "eval_kmeans": ("kmeans++", "faiss"),
+    "eval_kmeans": ("kmeans++", "faiss", "sklearn"),
     "amp": ("fp32", "tf32", "bf16"),
     "image.normalize": ("auto", "imagenet", "caffe", "unit"),
     "backbone": ("smallcnn", "googlenet", "resnet50", "googlenet-caffe"),
