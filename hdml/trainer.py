@@ -9,8 +9,10 @@ finished run. With `evaluate_test: false` (tuning trials) the test images are ne
 but no `metrics`, and no `embeddings.npz` is written. `ckpt/` holds checkpoints while the run
 is unfinished: a rerun with the same `--out` resumes from the newest readable one and, on
 the CPU, ends with exactly the metrics of an uninterrupted run.
-SIGTERM/SIGINT (what SLURM sends before preemption) checkpoint and exit non-zero. A finished
-run deletes `ckpt/` (`keep_finished_checkpoints: true` keeps it).
+The run's length, learning-rate halvings and evaluation steps are those of its resolved config
+(`hdml.schedule`: under protocol code the authors' gating, which stops and halves only at
+evaluation steps). SIGTERM/SIGINT (what SLURM sends before preemption) checkpoint and exit
+non-zero. A finished run deletes `ckpt/` (`keep_finished_checkpoints: true` keeps it).
 """
 from __future__ import annotations
 
