@@ -79,3 +79,17 @@ def test_demo_halves_at_its_evaluation_steps_and_keeps_its_200_steps():
             assert (cfg["steps"], cfg["lr_milestones"]) == (200, [160, 176]), (method, variant)
     demo = next(cfg for _, m, v, cfg in resolved("config/config.yaml") if (m, v) == ("hdml-npair", "default"))
     assert eval_steps(demo) == [40, 80, 120, 160, *range(168, 201, 8)]
+
+
+def test_configs_the_gating_leaves_alone_keep_their_checkpoint_fingerprint(monkeypatch):
+    """A run whose schedule the gating does not change (Cars196, the protocol=paper variant, runs
+    without periodic evaluation) resolves to the config it had before `hdml.schedule`, key for key,
+    so its checkpoints (fingerprinted by the resolved config) still resume; CUB's and SOP's change."""
+    from hdml import schedule
+
+    after = {(d, m, v): cfg for d, m, v, cfg in resolved("config/paper.yaml")}
+    monkeypatch.setattr(schedule, "resolve", lambda cfg: None)
+    before = {(d, m, v): cfg for d, m, v, cfg in resolved("config/paper.yaml")}
+    changed = {key for key in after if after[key] != before[key]}
+    assert changed == {(d, m, v) for d, m, v in after if d in ("cub200", "sop") and v != "protocol=paper"}
+    assert all(set(after[key]) == set(before[key]) for key in after)  # no key added: only values move
