@@ -93,3 +93,11 @@ def test_configs_the_gating_leaves_alone_keep_their_checkpoint_fingerprint(monke
     changed = {key for key in after if after[key] != before[key]}
     assert changed == {(d, m, v) for d, m, v in after if d in ("cub200", "sop") and v != "protocol=paper"}
     assert all(set(after[key]) == set(before[key]) for key in after)  # no key added: only values move
+
+
+def test_switch_from_step_zero_waits_for_the_first_evaluation():
+    """Their `if step >= 5000` runs only inside the evaluation block, so with a switch point of 0 the
+    first evaluation still comes at the initial cadence: 5, then every 3."""
+    cfg = build_run_config({}, {"steps": 12, "eval_every": 5, "eval_every_late": 3, "eval_late_from": 0,
+                                "lr_milestones": [6, 10]})
+    assert eval_steps(cfg) == [5, 6, 9, 12] and cfg["lr_milestones"] == [6]
