@@ -360,9 +360,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--gallery-labels", help=".npy, m (with --gallery-embeddings)")
     s.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="K of Recall@K")
     s.add_argument("--seed", type=int, default=0, help="k-means seed")
-    s.add_argument("--kmeans", choices=["kmeans++", "faiss"], default="kmeans++",
-                   help="clustering for NMI/F1: the authors' k-means++ with 10 restarts (default) or "
-                        "one faiss-style Lloyd run")
+    s.add_argument("--kmeans", choices=["kmeans++", "faiss", "sklearn"], default="kmeans++",
+                   help="clustering for NMI/F1: the authors' k-means++ with 10 restarts (default), "
+                        "one faiss-style Lloyd run, or scikit-learn's KMeans called as the authors call it")
     s.add_argument("--normalise", action=argparse.BooleanOptionalAction, default=True,
                    help="L2-normalise the embeddings first, as training's evaluation does (default; said on stderr)")
     s.set_defaults(func=cmd_metrics)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from hdml import schedule
 from hdml.suggest import did_you_mean
 
 if TYPE_CHECKING:
@@ -39,18 +40,24 @@ DEFAULTS: dict[str, Any] = {
     "steps": 8000,
     "batch_size": 128,
     "embedding_dim": 512,
+    # the authors' cadence (hdml.schedule): every `eval_every` steps (init_batch_per_epoch, 500), and
+    # under protocol code, after the first evaluation at or past `eval_late_from` (5,000), every
+    # `eval_every_late` steps (batch_per_epoch, one "epoch": 64 Cars196, 46 CUB); 0: the last step only
     "eval_every": 0,
-    # protocol code: after the first evaluation at or past `eval_late_from`, evaluate every
-    # `eval_every_late` steps (the authors' cadence: 500, then one "epoch" of 64 after 5,000)
     "eval_every_late": 64,
     "eval_late_from": 5000,
     "eval_batch_size": 256,
     "eval_ks": [1, 2, 4, 8],
-    "eval_kmeans": "kmeans++",  # clustering behind NMI/F1: the authors' ("kmeans++") or "faiss" (hdml.metrics)
+    # clustering behind NMI/F1 (hdml.metrics): the authors' algorithm ("kmeans++"), scikit-learn's KMeans
+    # called as they call it ("sklearn", their clustering exactly) or one Lloyd run ("faiss")
+    "eval_kmeans": "kmeans++",
     "backbone": "googlenet",
     "pretrained": True,
     "weights": None,
     "lr": 7e-5,
+    # max_steps and the halving steps of the authors' flags; under protocol code with a periodic
+    # evaluation, the run stops at the first evaluation step at or past `steps` and halves only at
+    # milestones that are evaluation steps (hdml.schedule.resolve rewrites both in the run config)
     "lr_milestones": [5632, 6848],
     "lr_gamma": 0.5,
     "weight_decay": 5e-3,
@@ -83,7 +90,7 @@ DEFAULTS: dict[str, Any] = {
 NULLABLE: dict[str, tuple[type, ...]] = {"weights": (str,)}
 CHOICES: dict[str, tuple[str, ...]] = {
     "protocol": ("code", "paper"),
-    "eval_kmeans": ("kmeans++", "faiss"),
+    "eval_kmeans": ("kmeans++", "faiss", "sklearn"),
     "amp": ("fp32", "tf32", "bf16"),
     "image.normalize": ("auto", "imagenet", "caffe", "unit"),
     "backbone": ("smallcnn", "googlenet", "resnet50", "googlenet-caffe"),
@@ -308,11 +315,14 @@ def lookup(cfg: dict[str, Any], dotted: str) -> Any:
 
 def build_run_config(dataset_defaults: dict[str, Any], overrides: dict[str, Any],
                      method: str | None = None) -> dict[str, Any]:
-    """The checked run config of `method` (None: with every plug-in's section)."""
+    """The checked run config of `method` (None: with every plug-in's section), its schedule
+    resolved: under protocol code the stop step and the halving steps the authors' gating gives
+    (`hdml.schedule`)."""
     rules = rules_for(method)
     cfg = default_config(dataset_defaults, rules)
     merge(cfg, overrides, "", rules)
     validate(cfg, rules)
+    schedule.resolve(cfg)
     return cfg
 
 

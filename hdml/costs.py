@@ -21,6 +21,7 @@ import yaml
 from hdml.config import build_run_config
 from hdml.datasets import get_dataset
 from hdml.plan import Run, trial_overrides, tune_settings, tune_studies
+from hdml.schedule import eval_due
 
 COSTS = ("data", "costs.yaml")  # inside the hdml package
 
@@ -31,14 +32,12 @@ def load_costs() -> dict[str, Any]:
 
 
 def evaluation_points(cfg: dict[str, Any]) -> int:
-    """How many times a run evaluates (hdml.evaluate.eval_due, counted step by step)."""
+    """How many times a run evaluates (hdml.schedule.eval_due, counted step by step)."""
     return _points(cfg["steps"], cfg["eval_every"], cfg["eval_every_late"], cfg["eval_late_from"], cfg["protocol"])
 
 
 @functools.cache
 def _points(steps: int, every: int, late: int, late_from: int, protocol: str) -> int:
-    from hdml.evaluate import eval_due
-
     cfg = {"steps": steps, "eval_every": every, "eval_every_late": late, "eval_late_from": late_from,
            "protocol": protocol}
     return sum(eval_due(step, cfg) for step in range(1, steps + 1))

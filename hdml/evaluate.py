@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -25,25 +24,6 @@ import pandas as pd
 from hdml import metrics
 from hdml.config import read_yaml
 from hdml.io import write_json
-
-
-def eval_due(step: int, cfg: dict[str, Any]) -> bool:
-    """Whether training evaluates on the test split after `step` (1-based): at the last step,
-    every `eval_every` steps, and under protocol code, once the first of those at or past
-    `eval_late_from` is done, every `eval_every_late` steps instead: the cadence at which the
-    authors' code looked for its best test NMI (main_npair.py:209, 246-247), so that the
-    test-selected table reports what their procedure reports."""
-    if step == cfg["steps"]:
-        return True
-    every = cfg["eval_every"]
-    if not every:
-        return False
-    late = cfg["eval_every_late"]
-    if cfg["protocol"] == "code" and late:
-        switch = math.ceil(cfg["eval_late_from"] / every) * every
-        if step > switch:
-            return step % late == 0
-    return step % every == 0
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:

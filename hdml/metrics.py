@@ -38,6 +38,8 @@ separate gallery, as datasets with query/gallery splits have, the queries search
   only the centroids that moved, since a point whose centroid stayed can only switch to a moved
   one; the clusters equal faiss's (the tests compare them) up to float rounding of near-ties.
   Deterministic for a given seed. Unlike faiss, no subsampling when n > 256 k.
+  "sklearn" is scikit-learn's KMeans itself with the authors' arguments (`kmeans_sklearn`), so that
+  the clustering equals theirs exactly (bench/authors_eval.py runs their lib/evaluation.py beside it).
 
 Search backends (`device`, see `resolve_device`): faiss on the CPU, faiss on the GPU when this
 faiss has CUDA (pip's faiss has none), or `TorchFlatL2`, the same exact search in torch, for
@@ -63,7 +65,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 KMEANS_NITER = 20
-KMEANS = ("kmeans++", "faiss")  # clustering algorithms of `evaluate` (module docstring)
+KMEANS = ("kmeans++", "faiss", "sklearn")  # clustering algorithms of `evaluate` (module docstring)
+# lib/evaluation.py:20 calls KMeans(n_clusters, random_state=1); n_init was 10 by default in the
+# scikit-learn of 2019 (1.4 made it "auto", a single k-means++ run)
+SKLEARN_RANDOM_STATE, SKLEARN_N_INIT = 1, 10
 KMEANS_PP_RESTARTS, KMEANS_PP_MAX_ITER, KMEANS_PP_TOL = 10, 300, 1e-4  # sklearn's KMeans defaults
 GPU_MAX_K = 2048  # faiss GPU k-selection limit; larger k searches on the CPU
 # Distances per query block of TorchFlatL2 (16 bytes each at peak): large on a GPU, whose kernels
@@ -595,6 +600,18 @@ def kmeans_restarts(x: np.ndarray, k: int, seed: int = 0, n_init: int = KMEANS_P
     return best[0]
 
 
+def kmeans_sklearn(x: np.ndarray, k: int) -> np.ndarray:
+    """Cluster index of each row of `x` from scikit-learn's KMeans called as the authors call it
+    (lib/evaluation.py:20: `random_state=1` whatever the run's seed, `n_init=10` pinned, their
+    scikit-learn's default). They then give each point the cluster of its nearest centre (a
+    1-NN over the centres) and name each cluster by one of its points: a renaming, and the same
+    partition as KMeans's own labels, which sklearn recomputes from the final centres."""
+    from sklearn.cluster import KMeans
+
+    check_kmeans_args(len(x), k, SKLEARN_RANDOM_STATE)
+    return KMeans(n_clusters=k, random_state=SKLEARN_RANDOM_STATE, n_init=SKLEARN_N_INIT).fit(x).labels_
+
+
 def _nearest_sampled(x: np.ndarray, sample: np.ndarray, nbr: np.ndarray, nbr_dist: np.ndarray,
                      device: str) -> tuple[np.ndarray, np.ndarray]:
     """_nearest(x, x[sample]) from each point's sorted nearest others: the nearest sampled
@@ -702,6 +719,8 @@ def evaluate(query: np.ndarray, query_labels: np.ndarray, ks: list[int], seed: i
     k = int(codes.max()) + 1
     if kmeans_algorithm == "faiss":
         clusters = kmeans(x, k, seed, neighbours=neighbours, device=device)
+    elif kmeans_algorithm == "sklearn":
+        clusters = kmeans_sklearn(x, k)
     else:
         clusters = kmeans_restarts(x, k, seed, device=device)
     out.update(clustering_metrics(codes, clusters))

@@ -9,8 +9,10 @@ finished run. With `evaluate_test: false` (tuning trials) the test images are ne
 but no `metrics`, and no `embeddings.npz` is written. `ckpt/` holds checkpoints while the run
 is unfinished: a rerun with the same `--out` resumes from the newest readable one and, on
 the CPU, ends with exactly the metrics of an uninterrupted run.
-SIGTERM/SIGINT (what SLURM sends before preemption) checkpoint and exit non-zero. A finished
-run deletes `ckpt/` (`keep_finished_checkpoints: true` keeps it).
+The run's length, learning-rate halvings and evaluation steps are those of its resolved config
+(`hdml.schedule`: under protocol code the authors' gating, which stops and halves only at
+evaluation steps). SIGTERM/SIGINT (what SLURM sends before preemption) checkpoint and exit
+non-zero. A finished run deletes `ckpt/` (`keep_finished_checkpoints: true` keeps it).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from hdml import checkpoint, selection
 from hdml.config import Interrupted, TrainingDiverged, build_run_config
 from hdml.data import BatchTransform, ImageTensors
 from hdml.datasets import get_dataset
-from hdml.evaluate import Embeddings, eval_due
+from hdml.evaluate import Embeddings
 from hdml.io import write_json, write_text, write_with
 from hdml.loader import BatchLoader
 from hdml.methods import build_method
@@ -41,6 +43,7 @@ from hdml.model import EmbeddingNet, build_model
 from hdml.progress import Progress
 from hdml.runfolder import exclusive
 from hdml.samplers import build_sampler
+from hdml.schedule import eval_due
 from hdml.valsplit import RunImages, training_images
 
 log = logging.getLogger("hdml.train")

@@ -332,7 +332,7 @@ def test_the_codes_procedure_is_a_run_config() -> None:
     """The DAML code's run (main_triplet.py:26-27, train_eval.py:119-127): 100 epochs of 60 steps,
     the test set evaluated after each, the best test NMI kept, the first 20 epochs a warm-up, as
     the override the ledger names."""
-    from hdml.evaluate import eval_due
+    from hdml.schedule import eval_due
 
     method = tiny("daml-triplet", {"steps": 6000, "eval_every": 60, "eval_every_late": 0, "selection": "test",
                                    "selection_metric": "nmi", "daml.warmup": 0.2})

@@ -134,7 +134,7 @@ def test_every_batchnorm_of_head_and_generator_runs_tensorflow_settings() -> Non
 
 
 def eval_steps(**sets) -> list[int]:
-    from hdml.evaluate import eval_due
+    from hdml.schedule import eval_due
 
     cfg = default_config()
     merge(cfg, sets)
@@ -226,8 +226,10 @@ def test_clustering_as_the_authors_finds_separated_clusters_where_one_lloyd_run_
         assert (ours["nmi"], ours["f1"]) == (1.0, 1.0)
     old = [evaluate(x, labels, [1], seed=s, kmeans_algorithm="faiss") for s in range(3)]
     assert all(o["nmi"] < 0.97 and o["f1"] < 0.9 for o in old)
+    sklearn = evaluate(x, labels, [1], kmeans_algorithm="sklearn")  # KMeans as the authors call it
+    assert (sklearn["nmi"], sklearn["f1"]) == (1.0, 1.0)
     with pytest.raises(ValueError, match="kmeans"):
-        evaluate(x, labels, [1], kmeans_algorithm="sklearn")
+        evaluate(x, labels, [1], kmeans_algorithm="lloyd")
 
 
 def test_kmeans_restarts_matches_sklearn_kmeans_quality_and_is_seeded() -> None:
@@ -312,27 +314,71 @@ def test_paper_grid_takes_the_codes_per_dataset_values() -> None:
     assert (train["cub200"]["hdml"]["beta"], train["cars196"]["hdml"]["beta"]) == (5e3, 1e4)
 
 
-def test_ledger_rows_have_known_statuses_and_cite_existing_tests() -> None:
-    import re
-    from pathlib import Path
-
-    from hdml.fidelity import LEDGER, STATUSES, read_ledger, summary
+def test_ledger_rows_have_known_statuses_and_proofs() -> None:
+    from hdml.fidelity import PROOFS, STATUSES, proofs, read_ledger, summary
 
     rows = read_ledger()
     groups = summary(rows)
     assert list(groups) == list(STATUSES) and sum(map(len, groups.values())) == len(rows) >= 40
-    repo = Path(__file__).parents[1]
-    for file, name in re.findall(r"tests/(\w+\.py)(?:::(\w+))?", LEDGER.read_text()):
-        text = (repo / "tests" / file).read_text()
-        assert not name or f"def {name}(" in text, f"hdml/fidelity.md cites tests/{file}::{name}, which is not there"
+    executed = proofs(rows)["executed"]
+    assert list(proofs(rows)) == list(PROOFS) and len(executed) + len(proofs(rows)["read"]) == len(rows)
+    assert {"LR schedule and run length", "evaluation cadence (test-selected)", "NMI", "F1",
+            "Recall@K"} <= set(executed)
 
 
-def test_bad_ledger_status_is_named(tmp_path) -> None:
+def test_ledger_citations_resolve() -> None:
+    """Every `path::symbol` of the suite's columns names a symbol its file defines (ast) or a key its
+    YAML has, and every test named exists: a renamed function fails here, not in a reader's hands."""
+    from pathlib import Path
+
+    from hdml.fidelity import read_ledger, unresolved
+
+    assert unresolved(read_ledger(), Path(__file__).parents[1]) == []
+
+
+LEDGER_HEAD = ("| element | authors' code (fa03ef0) | suite, protocol code | suite, protocol paper | test | proof "
+               "| status |\n"
+               "|---|---|---|---|---|---|---|\n")
+
+
+@pytest.mark.parametrize("suite, test, problem", [
+    ("`hdml/augmentor.py::pull`", "`tests/test_fidelity.py::test_ledger_citations_resolve`", None),
+    ("`hdml/augmentor.py::no_such_function`", "-", "hdml/augmentor.py defines no no_such_function"),
+    ("`hdml/augmentor.py:24-56`", "-", "cites no symbol"),
+    ("`hdml/augmentor.py`", "-", "cites no symbol"),
+    ("`hdml/no_such_module.py::pull`", "-", "hdml/no_such_module.py does not exist"),
+    ("`hdml/methods.py::MilestoneLR.get_lr`", "-", None),
+    ("`config/paper.yaml::datasets.sop.train.hdml.gen_lr`", "-", None),
+    ("`config/paper.yaml::datasets.sop.train.no_key`", "-", "has no key datasets.sop.train.no_key"),
+    ("-", "`tests/test_fidelity.py::test_that_does_not_exist`", "has no test test_that_does_not_exist"),
+    ("-", "`tests/test_fidelity.py`, `::test_ledger_citations_resolve`, `::test_gone`", "has no test test_gone"),
+    ("-", "`tests/test_training.py::test_method_trains_and_its_loss_falls[ddml]`", None),
+    ("-", "`tests/test_nothing_here.py`", "test file tests/test_nothing_here.py does not exist"),
+])
+def test_unresolved_citations_are_named(tmp_path, suite, test, problem) -> None:
+    from pathlib import Path
+
+    from hdml.fidelity import read_ledger, unresolved
+
+    path = tmp_path / "f.md"
+    path.write_text(LEDGER_HEAD + f"| J_gen | `lib/HDML.py:17` | {suite} | same | {test} | read | match |\n")
+    found = unresolved(read_ledger(path), Path(__file__).parents[1])
+    assert (found == []) if problem is None else (len(found) == 1 and problem in found[0]), found
+
+
+def test_bad_ledger_status_or_proof_is_named(tmp_path) -> None:
     from hdml.fidelity import read_ledger
 
     path = tmp_path / "f.md"
-    path.write_text("| element | paper | status |\n|---|---|---|\n| J_gen | x | match |\n| J_soft | y | close |\n")
+    path.write_text("| element | paper | proof | status |\n|---|---|---|---|\n| J_gen | x | read | match |\n"
+                    "| J_soft | y | read | close |\n")
     with pytest.raises(ValueError, match=r"f.md:4: status 'close' of 'J_soft'"):
+        read_ledger(path)
+    path.write_text("| element | paper | proof | status |\n|---|---|---|---|\n| J_gen | x | seen | match |\n")
+    with pytest.raises(ValueError, match=r"f.md:3: proof 'seen' of 'J_gen'"):
+        read_ledger(path)
+    path.write_text("| element | paper | status |\n|---|---|---|\n| J_gen | x | match |\n")
+    with pytest.raises(ValueError, match="last columns must be 'proof', 'status'"):
         read_ledger(path)
     path.write_text("no table\n")
     with pytest.raises(ValueError, match="no ledger table"):
@@ -343,16 +389,18 @@ def test_report_section_renders_the_ledger_summary(tmp_path) -> None:
     from hdml.report import Report, fidelity_section
 
     path = tmp_path / "f.md"
-    path.write_text("| element | code | status |\n|---|---|---|\n| J_gen | a | match |\n| J_soft | b | match |\n"
-                    "<!-- backbone rows -->\n| k of k-means | c | documented difference |\n")
+    path.write_text("| element | code | proof | status |\n|---|---|---|---|\n| J_gen | a | executed | match |\n"
+                    "| J_soft | b | read | match |\n"
+                    "<!-- backbone rows -->\n| k of k-means | c | read | documented difference |\n")
     (tmp_path / "out" / "tables").mkdir(parents=True)
     rep = Report(tmp_path / "out")
     fidelity_section(rep, ledger=path)
     html = rep.sections[0]
     assert rep.toc == [("fidelity", "Fidelity to the authors' code")] and "3 elements" in html
     md = (tmp_path / "out" / "tables" / "fidelity.md").read_text()
-    assert "| match | 2 | J_gen; J_soft |" in md and "| documented difference | 1 | k of k-means |" in md
-    assert "| follows paper | 0 |" in md
+    assert "1 executed beside the authors' code, 2 read" in md
+    assert "| match | 2 | 1 | J_gen; J_soft |" in md and "| documented difference | 1 | 0 | k of k-means |" in md
+    assert "| follows paper | 0 | 0 |" in md
     missing = Report(tmp_path / "out")
     fidelity_section(missing, ledger=tmp_path / "none.md")
     assert "No fidelity ledger" in missing.sections[0]

@@ -129,13 +129,15 @@ def test_dataset_names_come_from_the_registry_not_the_schema(monkeypatch):
 
 
 @pytest.mark.parametrize("dataset, expected", [
-    ("sop", [4650, 8000]),  # the authors' products cadence: 4650, then 465 past 5,000 (never reached)
+    # the authors' products cadence: 4650, then 465 past 5,000; the stop waits for an evaluation step
+    ("sop", [4650, 9300]),
     ("cars196", [*range(500, 5001, 500), *range(5056, 8001, 64)]),  # step % 64, as main_npair.py:209
+    ("cub200", [*range(500, 5001, 500), *range(5014, 8005, 46)]),  # step % 46, stop at 8,004
 ])
 def test_paper_config_evaluates_at_the_authors_cadence(dataset, expected):
     from hdml.config import build_run_config
     from hdml.datasets import get_dataset
-    from hdml.evaluate import eval_due
+    from hdml.schedule import eval_due
 
     paper = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/paper.yaml").read_text())
     run = next(r for r in validate_workflow_config(paper)
