@@ -1,0 +1,85 @@
+"""Hostile names, state files and mirrors (issue 26): what a careless user or an attacker hands the
+suite is refused with one line (exit 2) or escaped, never followed, executed or written elsewhere."""
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hdml.aggregate import aggregate
+from hdml.cli import main
+from test_aggregate import write_run
+
+# Markup, quotes, an ampersand and a shell substitution: nothing of it may act in the page.
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>\"'&amp;$(touch PWNED)"
+
+
+class Tags(HTMLParser):
+    """Every tag and attribute of a page, as a browser's tokenizer sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs += [k for k, _ in attrs]
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p.resolve() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_hostile_names_are_escaped_in_the_report_and_files_stay_under_out(tmp_path):
+    runs = []
+    for dataset, method, variant in ((f"d{HOSTILE}", f"m{HOSTILE}", "default"), ("cub200", "npair", f"v{HOSTILE}")):
+        for seed in (0, 1):
+            run = tmp_path / "runs" / dataset / method / variant / f"seed{seed}"
+            write_run(run, "npair", "default", seed, None)
+            runs.append(run)
+    res = tmp_path / "res"
+    aggregate(runs, res / "metrics.csv", res / "curves.csv", res / "runs.csv")
+    metrics = pd.read_csv(res / "metrics.csv", dtype=str)
+    metrics.loc[metrics.metric == "map@r", "metric"] = f"x{HOSTILE}"  # every string column hostile
+    metrics.to_csv(res / "metrics.csv", index=False)
+    before = files_under(tmp_path)
+    out = tmp_path / "out dir"
+    assert main(["report", "--metrics", str(res / "metrics.csv"), "--curves", str(res / "curves.csv"),
+                 "--runs", str(res / "runs.csv"), "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    tags = Tags()
+    tags.feed(page)
+    assert "script" not in tags.tags and "onerror" not in tags.attrs
+    assert "<script>" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;" in page  # the names are there, as text
+    written = files_under(tmp_path) - before
+    assert written and all(out.resolve() in p.parents for p in written)
+    assert not list(Path.cwd().glob("PWNED"))
+
+
+@pytest.mark.parametrize("dataset", ["../../escaped", "a/b", "tab\there", "..", ""])
+def test_a_name_that_is_no_file_name_is_refused_before_anything_is_written(tmp_path, capsys, dataset):
+    metrics = tmp_path / "metrics.csv"
+    pd.DataFrame([{"dataset": dataset, "method": "npair", "variant": "default", "seed": 0, "metric": "nmi",
+                   "value": 0.5}]).to_csv(metrics, index=False)
+    out = tmp_path / "a" / "b" / "out"
+    assert main(["report", "--metrics", str(metrics), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "metrics.csv" in err and "dataset" in err
+    assert files_under(tmp_path) == {metrics.resolve()}
+
+
+@pytest.mark.parametrize("name", ["..", "new\nline", "bell\x07"])
+def test_aggregate_refuses_run_folders_whose_names_are_no_file_names(tmp_path, capsys, name):
+    run = tmp_path / "runs" / "cub200" / "npair" / "default" / "seed0"
+    write_run(run, "npair", "default", 0, None)
+    bad = tmp_path / "runs" / "cub200" / name / "default" / "seed0"
+    if name != "..":
+        write_run(bad, "npair", "default", 0, None)
+    out = tmp_path / "metrics.csv"
+    assert main(["aggregate", str(bad), "--out", str(out), "--curves", str(tmp_path / "c.csv"),
+                 "--runs-table", str(tmp_path / "r.csv")]) == 2
+    assert "method" in capsys.readouterr().err and not out.exists()
