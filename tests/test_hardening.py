@@ -83,3 +83,60 @@ def test_aggregate_refuses_run_folders_whose_names_are_no_file_names(tmp_path, c
     assert main(["aggregate", str(bad), "--out", str(out), "--curves", str(tmp_path / "c.csv"),
                  "--runs-table", str(tmp_path / "r.csv")]) == 2
     assert "method" in capsys.readouterr().err and not out.exists()
+
+
+# ---------------------------------------------------------------- the rules' shell lines
+
+ODD = "d a'ta\"$(touch PWNED)`touch PWNED2`"
+
+
+def test_every_path_in_the_rules_shell_lines_is_quoted(tmp_path, venv_env):
+    """`snakemake -n -p` prints each job's shell line; split as the shell would, every path
+    argument comes back whole, and nothing the paths hold is run."""
+    import shlex
+
+    from test_workflow import snakemake
+
+    config = {"data_root": f"{ODD}/root", "results_dir": f"{ODD}/results", "report_dir": f"{ODD}/report",
+              "seeds": [0], "datasets": {"digits": {"methods": ["triplet"], "train": {"steps": 8, "device": "cpu"},
+                                                    "prepare": {"val_folds": 4}}},
+              "tune": {"trials": 1, "startup_trials": 1},
+              "variants": {"tuned": {"datasets": ["digits"], "methods": ["triplet"], "set": {"selection": "val"},
+                                     "tuned": True}},
+              "tsne": {"dataset": "digits", "method": "triplet", "seed": 0}}
+    done = snakemake(tmp_path, config, venv_env, "-n", "-p")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line.split(":", 1)[1].strip() for line in done.stdout.splitlines()
+             if line.startswith("Shell command: hdml ")]
+    seen = set()
+    for line in lines:
+        words = shlex.split(line)
+        command = words[1] if words[1] != "-v" else words[2]
+        seen.add(command)
+        paths = [words[i + 1] for i, w in enumerate(words[:-1])
+                 if w in ("--root", "--out", "--run", "--study", "--metrics", "--curves", "--runs", "--costs",
+                          "--runs-table", "--benchmarks", "--embeddings", "--tsne", "--tuned", ">")]
+        paths += [w for w in words if w.endswith(("/seed0", "losses.csv"))]
+        assert paths, line
+        for path in paths:
+            assert path.startswith((ODD, str(tmp_path / ODD))), (path, line)
+    assert seen == {"prepare", "cache", "train", "tune", "evaluate", "aggregate", "tsne", "report"}
+    assert not list(tmp_path.rglob("PWNED*"))
+
+
+@pytest.mark.parametrize("key, value", [("data_root", "a\nb"), ("results_dir", "r{dataset}"), ("report_dir", ""),
+                                        ("prepare.urls", ["file:///etc/passwd"]),
+                                        ("prepare.archive", "x\x1b[2Jy")])
+def test_check_config_refuses_paths_no_rule_can_take(tmp_path, capsys, key, value):
+    import yaml
+
+    config = {"data_root": "data", "results_dir": "results", "report_dir": "report", "seeds": [0],
+              "datasets": {"digits": {"methods": ["triplet"]}}}
+    if key.startswith("prepare."):
+        config["datasets"]["digits"]["prepare"] = {key.split(".")[1]: value}
+    else:
+        config[key] = value
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert main(["check-config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and key.split(".")[-1] in err, err
