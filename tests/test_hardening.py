@@ -140,3 +140,83 @@ def test_check_config_refuses_paths_no_rule_can_take(tmp_path, capsys, key, valu
     assert main(["check-config", str(tmp_path / "c.yaml")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and key.split(".")[-1] in err, err
+
+
+# ---------------------------------------------------------------- downloads: provenance, schemes, hosts, caps
+
+def body(seed: int) -> bytes:
+    import random
+
+    return random.Random(seed).randbytes(300_000)
+
+
+def test_a_partial_download_is_never_resumed_from_another_mirror(http_server, tmp_path):
+    from hdml.datasets.download import download
+
+    a = http_server.add("/a/x.bin", body(1), drop_after=100_000, drops=5)
+    b = http_server.add("/b/x.bin", body(2))  # another version of the file: no checksum tells them apart
+    download([a, b], tmp_path / "x.bin", None, retries=1, wait=0)
+    assert (tmp_path / "x.bin").read_bytes() == body(2)
+    assert http_server.requests == [("/a/x.bin", None), ("/b/x.bin", None)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
+
+
+def test_a_changed_validator_restarts_from_zero(http_server, tmp_path):
+    from hdml.datasets.download import PrepareError, download
+
+    url = http_server.add("/x.bin", body(1), drop_after=100_000, drops=1, headers={"ETag": '"v1"'})
+    with pytest.raises(PrepareError):
+        download([url], tmp_path / "x.bin", None, retries=1, wait=0)
+    http_server.add("/x.bin", body(2), headers={"ETag": '"v2"'})  # the mirror now serves a new version
+    download([url], tmp_path / "x.bin", None, retries=1, wait=0)
+    assert (tmp_path / "x.bin").read_bytes() == body(2)
+    assert [r for _, r in http_server.requests] == [None, "bytes=100000-", None]
+
+
+def test_a_checksum_failing_after_a_resume_restarts_from_zero_once(http_server, tmp_path):
+    import hashlib
+
+    from hdml.datasets.download import PrepareError, download
+
+    url = http_server.add("/x.bin", body(1), drop_after=100_000, drops=1)  # no validators at all
+    want = hashlib.md5(body(2)).hexdigest()
+    with pytest.raises(PrepareError):
+        download([url], tmp_path / "x.bin", want, retries=1, wait=0)
+    http_server.add("/x.bin", body(2))
+    assert download([url], tmp_path / "x.bin", want, retries=1, wait=0) == want
+    assert [r for _, r in http_server.requests] == [None, "bytes=100000-", None]
+
+
+@pytest.mark.parametrize("action, why", [("file:///etc/hostname", r"only http\(s\) is followed"),
+                                         ("http://elsewhere.invalid/x", "not a host of this dataset's mirrors")])
+def test_a_confirm_page_is_followed_only_to_http_on_the_datasets_hosts(http_server, tmp_path, action, why):
+    from hdml.datasets.download import PrepareError, download
+
+    page = (f'<form action="{action}" method="get"><input type="hidden" name="confirm" value="t"></form>').encode()
+    url = http_server.add("/uc", page, content_type="text/html")
+    with pytest.raises(PrepareError, match=why):
+        download([url], tmp_path / "x.bin", None, wait=0)
+    assert not list(tmp_path.iterdir()) and len(http_server.requests) == 1
+
+
+def test_the_opener_speaks_http_only(tmp_path):
+    from urllib.error import URLError
+
+    from hdml.datasets.download import opener
+
+    (tmp_path / "secret").write_text("x")
+    with pytest.raises(URLError, match="unknown url type"):
+        opener().open(f"file://{tmp_path / 'secret'}")
+
+
+def test_a_server_declaring_no_length_is_cut_off(http_server, tmp_path):
+    from hdml.datasets.download import Footprint, PrepareError, download
+
+    url = http_server.add("/x.bin", body(1), length=False)
+    with pytest.raises(PrepareError, match="more than 100,000 bytes without declaring its length"):
+        download([url], tmp_path / "x.bin", None, wait=0, max_bytes=100_000)
+    assert not list(tmp_path.iterdir())
+    # the default cap: twice the dataset's published archive size
+    with pytest.raises(PrepareError, match="more than 200,000 bytes"):
+        download([url], tmp_path / "x.bin", None, wait=0, footprint=Footprint(archive=100_000, extracted=1))
+    assert download([url], tmp_path / "x.bin", None, wait=0, max_bytes=300_000)
