@@ -220,3 +220,80 @@ def test_a_server_declaring_no_length_is_cut_off(http_server, tmp_path):
     with pytest.raises(PrepareError, match="more than 200,000 bytes"):
         download([url], tmp_path / "x.bin", None, wait=0, footprint=Footprint(archive=100_000, extracted=1))
     assert download([url], tmp_path / "x.bin", None, wait=0, max_bytes=300_000)
+
+
+# ---------------------------------------------------------------- state files: malformed records
+
+STATUS_CONFIG = {"data_root": "data", "results_dir": "results", "report_dir": "report", "seeds": [0],
+                 "datasets": {"digits": {"methods": ["triplet"]}}}
+RUN = "digits/triplet/default/seed0"
+
+
+def status_folder(tmp_path: Path) -> Path:
+    import yaml
+
+    config = {**STATUS_CONFIG, "results_dir": str(tmp_path / "results"), "report_dir": str(tmp_path / "report")}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    folder = tmp_path / "results" / "runs" / RUN
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.mark.parametrize("record", ["[1]", '{"state": "running", "host": "h", "pid": "abc", "updated": 1}',
+                                    '{"state": "running", "host": "h", "updated": 1}',
+                                    '{"state": "running", "host": "h", "pid": 1, "updated": null}',
+                                    '{"state": "running", "host": "h", "pid": -1, "updated": 1}', "{"])
+def test_a_malformed_progress_record_shows_the_run_unknown(tmp_path, capsys, record):
+    folder = status_folder(tmp_path)
+    (folder / "progress.json").write_text(record)
+    assert main(["status", str(tmp_path / "c.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1 runs: 1 unknown\n") and f"unknown     {RUN}  {folder / 'progress.json'}: " in out
+    assert main(["summary", str(tmp_path / "c.yaml")]) == 0
+    assert "unknown: 1" in capsys.readouterr().out
+
+
+def test_training_in_a_folder_with_a_malformed_progress_record_reports_its_own_error(digits_root, tmp_path, capsys):
+    (tmp_path / "progress.json").write_text("[1]")
+    assert main(["train", "--dataset", "digits", "--method", "triplet", "--root", str(digits_root),
+                 "--out", str(tmp_path), "--set", "steps=abc"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hdml train: error: ") and "steps" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_summary_names_a_malformed_metrics_table_and_goes_on(tmp_path, capsys):
+    status_folder(tmp_path)
+    (tmp_path / "results" / "metrics.csv").write_text("dataset,method,variant,seed,metric,value\nd,m,v,zero,nmi,x\n")
+    assert main(["summary", str(tmp_path / "c.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "metrics.csv: row 2: seed = 'zero' is not an integer" in out and "failures: 0" in out
+
+
+def study_db(folder: Path) -> Path:
+    """A real study.db of one complete trial (Optuna's SQLite storage), as `hdml tune trial` leaves it."""
+    from hdml.tune import DB, Spec, locked, open_study
+
+    with locked(folder):
+        study = open_study(folder, Spec("digits", "triplet", "map@r", 0, 1))
+        trial = study.ask()
+        trial.set_user_attr("index", 0)
+        trial.suggest_float("triplet.margin", 0.01, 0.5)
+        study.tell(trial, 0.5)
+    return folder / DB
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "zeroed-end"])
+def test_a_corrupt_study_is_one_line_from_tune_trial_and_tune_best(tmp_path, capsys, damage):
+    import random
+
+    db = study_db(tmp_path / "study")
+    data = db.read_bytes()
+    db.write_bytes({"truncated": data[: len(data) // 3], "random": random.Random(3).randbytes(len(data)),
+                    "zeroed-end": data[:4096] + bytes(len(data) - 4096)}[damage])
+    assert main(["tune", "best", "--study", str(db.parent), "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{db}: not a readable tuning study" in err
+    assert main(["tune", "trial", "--dataset", "digits", "--method", "triplet", "--index", "1", "--study",
+                 str(db.parent), "--root", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{db}: not a readable tuning study" in err
