@@ -297,3 +297,111 @@ def test_a_corrupt_study_is_one_line_from_tune_trial_and_tune_best(tmp_path, cap
                  str(db.parent), "--root", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"{db}: not a readable tuning study" in err
+
+
+# ---------------------------------------------------------------- state files: a property-style sweep
+
+POOL = [None, True, -1, 0, 3, 2**70, 0.5, 1e308, float("nan"), "", "abc", "running", "<b>", "../x", [], {}, [1, "a"]]
+KEYS = {"progress.json": ["state", "host", "pid", "updated", "step", "steps", "eta_seconds", "error"],
+        "metrics.json": ["train_seconds", "metrics", "selection", "embeddings_sha256"],
+        "evaluation.json": ["metrics", "test_selected", "selection"]}
+CELLS = ["", "nan", "x<y>", "1e400", "-1", "0.5", "..", "a/b", "digits", "default", "7", "1.5", '"q,"']
+COLUMNS = {"metrics.csv": "dataset,method,variant,seed,metric,value",
+           "runs.csv": "dataset,method,variant,seed,protocol,alpha,lambda0,steps,selected_step,selection,"
+                       "selection_metric"}
+ROUNDS = 8  # per file and kind of junk: bounded, seeded, a few seconds in all
+
+
+def junk(name: str, seed: int) -> list[bytes]:
+    """Random bytes, random JSON values, and near-misses of the file's own shape."""
+    import json
+    import random
+
+    rng = random.Random(f"{name}-{seed}")
+    out = [rng.randbytes(rng.randint(1, 200)) for _ in range(ROUNDS)]
+    for _ in range(ROUNDS):
+        if name in KEYS:
+            record = {k: rng.choice(POOL) for k in rng.sample(KEYS[name], rng.randint(0, len(KEYS[name])))}
+            for k in ("metrics", "test_selected", "selection"):
+                if k in record and rng.random() < 0.5:
+                    record[k] = {m: rng.choice(POOL) for m in ("nmi", "recall@1", "step", "mode", "score")}
+            out.append(json.dumps(rng.choice([record, rng.choice(POOL)])).encode())
+        elif name in COLUMNS:
+            width = COLUMNS[name].count(",") + 1
+            rows = ["digits,npair,default,0,nmi,0.5" if name == "metrics.csv" and rng.random() < 0.5 else
+                    ",".join(rng.choice(CELLS) for _ in range(rng.choice([width - 1, width, width]))) for _ in range(2)]
+            out.append("\n".join([COLUMNS[name], *rows, ""]).encode())
+        else:
+            out.append(json.dumps(rng.choice(POOL)).encode())
+    return out
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory, digits_root) -> dict:
+    """One folder of each kind the commands read: a workflow's results, a trained-looking run, a
+    study; every file valid until a test overwrites one."""
+    import numpy as np
+    import yaml
+
+    from hdml.evaluate import Embeddings
+    from hdml.io import write_json
+
+    root = tmp_path_factory.mktemp("sandbox")
+    folder = status_folder(root)
+    run = root / "evalrun" / "digits" / "npair" / "default" / "seed0"
+    write_run(run, "npair", "default", 0, None)
+    (run / "config.yaml").write_text(yaml.safe_dump({"eval_ks": [1, 2], "seed": 0}))
+    rng = np.random.default_rng(0)
+    Embeddings(rng.normal(size=(20, 4)).astype(np.float32), np.repeat(np.arange(4), 5)).save(run / "embeddings.npz")
+    write_json(run / "metrics.json", {"train_seconds": 1.0})
+    study = root / "study"
+    study_db(study)
+    (root / "metrics.csv").write_text(COLUMNS["metrics.csv"] + "\ndigits,npair,default,0,nmi,0.5\n")
+    return {"root": root, "folder": folder, "run": run, "study": study, "data": digits_root}
+
+
+def commands(s: dict, name: str) -> list[tuple[list[str], tuple[int, ...], Path]]:
+    """(argv, allowed exit codes, file to overwrite) of every command that reads `name`."""
+    root, cfg = s["root"], str(s["root"] / "c.yaml")
+    report = ["report", "--metrics", str(root / "metrics.csv"), "--out", str(root / "report")]
+    train = ["train", "--dataset", "digits", "--method", "triplet", "--root", str(s["data"]), "--out",
+             str(s["folder"]), "--set", "steps=abc"]
+    return {
+        "progress.json": [(["status", cfg], (0,), s["folder"] / name), (["summary", cfg], (0,), s["folder"] / name),
+                          (train, (2,), s["folder"] / name)],
+        "metrics.json": [(["status", cfg], (0,), s["folder"] / name), (["summary", cfg], (0,), s["folder"] / name),
+                         (["evaluate", "--run", str(s["run"])], (0, 2), s["run"] / name)],
+        "evaluation.json": [(["aggregate", str(s["run"]), "--out", str(root / "agg.csv"), "--curves",
+                              str(root / "cur.csv"), "--runs-table", str(root / "runs-out.csv")], (0, 2),
+                             s["run"] / name)],
+        "metrics.csv": [(["summary", cfg], (0,), root / "results" / name), (report, (0, 2), root / name)],
+        "runs.csv": [([*report, "--runs", str(root / name)], (0, 2), root / name)],
+        "study.db": [(["tune", "best", "--study", str(s["study"]), "--trials", "1"], (2,), s["study"] / name),
+                     (["tune", "trial", "--dataset", "digits", "--method", "triplet", "--index", "1", "--study",
+                       str(s["study"]), "--root", str(root / "nowhere")], (2,), s["study"] / name)],
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["progress.json", "metrics.json", "evaluation.json", "metrics.csv", "runs.csv",
+                                  "study.db"])
+def test_junk_in_any_state_file_is_exit_0_or_2_never_a_traceback(sandbox, capsys, name):
+    from hdml import progress
+
+    for i, content in enumerate(junk(name, 0)):
+        for argv, allowed, path in commands(sandbox, name):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            code = main(argv)  # an exception escaping main (a traceback) fails the test
+            err = capsys.readouterr().err
+            assert code in allowed, (i, content, argv, err)
+            if code == 2:
+                assert len(err.strip().splitlines()) == 1 and err.startswith(f"hdml {argv[0]}: error: "), err
+            if argv[0] == "train":
+                assert "steps" in err, err
+        if name == "progress.json":  # the reader itself: a checked record or a ValueError naming the file
+            try:
+                progress.read_checked(sandbox["folder"])
+            except ValueError as exc:
+                assert str(exc).startswith(str(sandbox["folder"] / name))
+    for _, _, path in commands(sandbox, name):
+        path.unlink(missing_ok=True)
