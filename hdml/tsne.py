@@ -53,7 +53,7 @@ def tsne_map(path: Path, max_points: int = MAX_POINTS) -> TsneMap:
 
     path = Path(path)
     key = run_key(path.parent)
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:  # an .npz of arrays; never unpickle what a file holds
         for k in ("embeddings", "labels"):
             if k not in data:
                 raise ValueError(f"{path}: no array {k!r}")

@@ -405,3 +405,27 @@ def test_junk_in_any_state_file_is_exit_0_or_2_never_a_traceback(sandbox, capsys
                 assert str(exc).startswith(str(sandbox["folder"] / name))
     for _, _, path in commands(sandbox, name):
         path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- .mat files, device, smaller items
+
+def mat_junk() -> dict[str, bytes]:
+    import random
+
+    rng = random.Random(1)  # 68 random bytes on which scipy's reader raises IndexError
+    return {"empty": b"", "one byte": b"\x00", "header only": b"MATLAB 5.0 MAT-file",
+            "random": rng.randbytes(rng.randint(0, 300))}
+
+
+@pytest.mark.parametrize("kind", list(mat_junk()))
+def test_an_empty_or_tiny_mat_file_is_a_clear_error(tmp_path, kind):
+    from hdml.backbones import CaffeGoogLeNet, load_caffe_mat
+    from hdml.datasets.cars196 import read_annotations
+    from hdml.datasets.download import PrepareError
+
+    path = tmp_path / "x.mat"
+    path.write_bytes(mat_junk()[kind])
+    with pytest.raises(ValueError, match=f"weights: {path}: not a MATLAB v4/v5 .mat file"):
+        load_caffe_mat(CaffeGoogLeNet(), str(path))
+    with pytest.raises(PrepareError, match=f"{path}: cannot read the annotations"):
+        read_annotations(path)
