@@ -429,3 +429,40 @@ def test_an_empty_or_tiny_mat_file_is_a_clear_error(tmp_path, kind):
         load_caffe_mat(CaffeGoogLeNet(), str(path))
     with pytest.raises(PrepareError, match=f"{path}: cannot read the annotations"):
         read_annotations(path)
+
+
+def test_device_bogus_is_refused_by_check_config_and_train(tmp_path, capsys, digits_root):
+    import yaml
+
+    config = {**STATUS_CONFIG, "datasets": {"digits": {"methods": ["triplet"], "train": {"device": "bogus"}}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert main(["check-config", str(tmp_path / "c.yaml")]) == 2
+    assert "device: must be auto, cpu, cuda, cuda:N or mps, got 'bogus'" in capsys.readouterr().err
+    assert main(["train", "--dataset", "digits", "--method", "triplet", "--root", str(digits_root), "--out",
+                 str(tmp_path / "run"), "--set", "device=bogus"]) == 2
+    assert "device: must be" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_train_refuses_val_fold_without_selection_val_as_check_config_does(tmp_path, capsys, carved_root):
+    assert main(["train", "--dataset", "digits", "--method", "triplet", "--root", str(carved_root), "--out",
+                 str(tmp_path / "run"), "--set", "val_fold=1"]) == 2
+    assert "val_fold: 1 only applies to selection: val" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_tune_best_with_no_trials_says_so(tmp_path, capsys):
+    study_db(tmp_path)
+    assert main(["tune", "best", "--study", str(tmp_path), "--trials", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--trials 0: a study's budget is at least one trial" in err and "diverged" not in err
+
+
+def test_best_yaml_may_set_only_the_tuned_search_space(tmp_path, capsys, digits_root):
+    import yaml
+
+    best = tmp_path / "best.yaml"
+    best.write_text(yaml.safe_dump({"dataset": "digits", "method": "triplet", "set": {"triplet.margin": 0.2,
+                                                                                      "steps": 1}}))
+    assert main(["train", "--dataset", "digits", "--method", "triplet", "--root", str(digits_root), "--out",
+                 str(tmp_path / "run"), "--tuned", str(best)]) == 2
+    assert "`set` holds steps, outside triplet's search space (triplet.margin)" in capsys.readouterr().err
