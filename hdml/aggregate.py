@@ -39,6 +39,7 @@ TEXT = {"dataset", "method", "variant", "metric", "protocol", "selection", "sele
 INTEGER = {"seed", "step", "steps", "selected_step"}
 OPTIONAL = {"protocol", "alpha", "lambda0", "steps", "selected_step", "selection_metric", "seconds", "max_rss_mb",
             "cpu_seconds", "value"}
+CHOICES = {"selection": ("last", "val", "test"), "stage": STAGES}  # the values hdml.selection and costs know
 
 
 def run_key(run_dir: Path) -> dict[str, Any]:
@@ -71,6 +72,10 @@ def read_long(path: Path, columns: list[str]) -> pd.DataFrame:
             if column in ("dataset", "method", "variant"):
                 for name in table[column].dropna().unique():
                     check_slug(name, column, path)
+            if column in CHOICES and (bad := ~table[column].isin(CHOICES[column])).any():
+                row = int(bad.to_numpy().argmax())
+                raise ValueError(f"{path}: row {row + 2}: {column} = {table[column].iloc[row]!r} is not one of "
+                                 f"{', '.join(CHOICES[column])}")
             continue
         numbers = pd.to_numeric(table[column], errors="coerce")
         bad = numbers.isna() & ~where
