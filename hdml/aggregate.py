@@ -123,12 +123,15 @@ def read_run(run_dir: Path) -> tuple[list[dict], pd.DataFrame, dict]:
     config = read_yaml(run_dir / "config.yaml")
     hdml = config.get("hdml") or {}
     reported = result.get("selection") or {}
+    step = result["test_selected"].get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step)):
+        raise ValueError(f"{path}: test_selected.step = {step!r} is not a step number")
     if not isinstance(hdml, dict) or not isinstance(reported, dict):
         raise ValueError(f"{run_dir}: config.yaml (and its `hdml` section) and evaluation.json's `selection` must be "
                          "mappings")
     settings = {**key, "protocol": config.get("protocol"), "alpha": hdml.get("alpha"),
                 "lambda0": hdml.get("lambda0"), "steps": config.get("steps"),
-                "selected_step": result["test_selected"].get("step"),
+                "selected_step": step,
                 # which checkpoint `metrics` are from (hdml.selection; absent: the last)
                 "selection": reported.get("mode", "last"), "selection_metric": reported.get("metric")}
     return rows, long[CURVES_COLUMNS], settings

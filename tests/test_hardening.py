@@ -376,6 +376,8 @@ def commands(s: dict, name: str) -> list[tuple[list[str], tuple[int, ...], Path]
                              s["run"] / name)],
         "metrics.csv": [(["summary", cfg], (0,), root / "results" / name), (report, (0, 2), root / name)],
         "runs.csv": [([*report, "--runs", str(root / name)], (0, 2), root / name)],
+        "embeddings.npz": [(["tsne", "--embeddings", str(s["run"] / name), "--out", str(root / "t.csv")], (0, 2),
+                            s["run"] / name), (["evaluate", "--run", str(s["run"])], (0, 2), s["run"] / name)],
         "study.db": [(["tune", "best", "--study", str(s["study"]), "--trials", "1"], (2,), s["study"] / name),
                      (["tune", "trial", "--dataset", "digits", "--method", "triplet", "--index", "1", "--study",
                        str(s["study"]), "--root", str(root / "nowhere")], (2,), s["study"] / name)],
@@ -383,10 +385,11 @@ def commands(s: dict, name: str) -> list[tuple[list[str], tuple[int, ...], Path]
 
 
 @pytest.mark.parametrize("name", ["progress.json", "metrics.json", "evaluation.json", "metrics.csv", "runs.csv",
-                                  "study.db"])
+                                  "study.db", "embeddings.npz"])
 def test_junk_in_any_state_file_is_exit_0_or_2_never_a_traceback(sandbox, capsys, name):
     from hdml import progress
 
+    saved = {path: path.read_bytes() if path.exists() else None for _, _, path in commands(sandbox, name)}
     for i, content in enumerate(junk(name, 0)):
         for argv, allowed, path in commands(sandbox, name):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -403,8 +406,10 @@ def test_junk_in_any_state_file_is_exit_0_or_2_never_a_traceback(sandbox, capsys
                 progress.read_checked(sandbox["folder"])
             except ValueError as exc:
                 assert str(exc).startswith(str(sandbox["folder"] / name))
-    for _, _, path in commands(sandbox, name):
+    for path, content in saved.items():  # the sandbox as it was, for the next file's commands
         path.unlink(missing_ok=True)
+        if content is not None:
+            path.write_bytes(content)
 
 
 # ---------------------------------------------------------------- .mat files, device, smaller items
