@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from hdml.config import read_yaml
 from hdml.io import write_with
+from hdml.slug import check_slug
 
 log = logging.getLogger("hdml.aggregate")
 
@@ -32,6 +33,13 @@ CURVES_COLUMNS = [*KEYS, "step", "metric", "value"]
 RUNS_COLUMNS = [*KEYS, "protocol", "alpha", "lambda0", "steps", "selected_step", "selection", "selection_metric"]
 COSTS_COLUMNS = [*KEYS, "stage", "seconds", "max_rss_mb", "cpu_seconds"]
 STAGES = ("train", "evaluate")
+# What each column of the long tables holds, checked by `read_long`: text (names are also file
+# names, hdml.slug), integers or numbers; the columns of OPTIONAL may be empty.
+TEXT = {"dataset", "method", "variant", "metric", "protocol", "selection", "selection_metric", "stage"}
+INTEGER = {"seed", "step", "steps", "selected_step"}
+OPTIONAL = {"protocol", "alpha", "lambda0", "steps", "selected_step", "selection_metric", "seconds", "max_rss_mb",
+            "cpu_seconds", "value"}
+CHOICES = {"selection": ("last", "val", "test"), "stage": STAGES}  # the values hdml.selection and costs know
 
 
 def run_key(run_dir: Path) -> dict[str, Any]:
@@ -40,8 +48,45 @@ def run_key(run_dir: Path) -> dict[str, Any]:
     seed_dir = run_dir.name
     if not (seed_dir.startswith("seed") and seed_dir[4:].isdigit()) or len(run_dir.parts) < 4:
         raise ValueError(f"{run_dir}: a run directory must be .../DATASET/METHOD/VARIANT/seedN")
-    return {"dataset": run_dir.parents[2].name, "method": run_dir.parents[1].name,
-            "variant": run_dir.parent.name, "seed": int(seed_dir[4:])}
+    key = {"dataset": run_dir.parents[2].name, "method": run_dir.parents[1].name, "variant": run_dir.parent.name}
+    for what, name in key.items():
+        check_slug(name, what, run_dir)
+    return {**key, "seed": int(seed_dir[4:])}
+
+
+def read_long(path: Path, columns: list[str]) -> pd.DataFrame:
+    """A long table of `aggregate` (metrics, curves, runs, costs), checked: its header, names
+    that are safe file names, integers and numbers where they belong; a ValueError naming the
+    file, row and column otherwise."""
+    try:
+        table = pd.read_csv(path, dtype={c: str for c in columns if c in TEXT}, keep_default_na=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable CSV table ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    if list(table.columns) != columns:
+        raise ValueError(f"{path}: header must be {','.join(columns)}; got {','.join(map(str, table.columns))}")
+    for column in columns:
+        where = table[column].isna()
+        if column not in OPTIONAL and where.any():
+            raise ValueError(f"{path}: row {int(where.to_numpy().argmax()) + 2}: {column} is empty")
+        if column in TEXT:
+            if column in ("dataset", "method", "variant"):
+                for name in table[column].dropna().unique():
+                    check_slug(name, column, path)
+            if column in CHOICES and (bad := ~table[column].isin(CHOICES[column])).any():
+                row = int(bad.to_numpy().argmax())
+                raise ValueError(f"{path}: row {row + 2}: {column} = {table[column].iloc[row]!r} is not one of "
+                                 f"{', '.join(CHOICES[column])}")
+            continue
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        bad = numbers.isna() & ~where
+        if column in INTEGER:
+            bad |= numbers.notna() & (numbers != numbers.round())
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            kind = "an integer" if column in INTEGER else "a number"
+            raise ValueError(f"{path}: row {row + 2}: {column} = {table[column].iloc[row]!r} is not {kind}")
+        table[column] = numbers.astype("int64") if column in INTEGER and not numbers.isna().any() else numbers
+    return table
 
 
 def checked_metrics(values: Any, path: Path, section: str) -> dict[str, float]:
@@ -63,6 +108,8 @@ def read_run(run_dir: Path) -> tuple[list[dict], pd.DataFrame, dict]:
     key = run_key(run_dir)
     path = run_dir / "evaluation.json"
     result = json.loads(path.read_text())
+    if not isinstance(result, dict):
+        raise ValueError(f"{path}: must be a JSON object, not {type(result).__name__}")
     for section in ("metrics", "test_selected"):
         if section not in result:
             raise ValueError(f"{path}: missing '{section}'")
@@ -73,12 +120,18 @@ def read_run(run_dir: Path) -> tuple[list[dict], pd.DataFrame, dict]:
     if "step" not in curve.columns:
         raise ValueError(f"{run_dir / 'curve.csv'}: no 'step' column")
     long = curve.melt(id_vars="step", var_name="metric", value_name="value").assign(**key)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    config = read_yaml(run_dir / "config.yaml")
     hdml = config.get("hdml") or {}
     reported = result.get("selection") or {}
+    step = result["test_selected"].get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step)):
+        raise ValueError(f"{path}: test_selected.step = {step!r} is not a step number")
+    if not isinstance(hdml, dict) or not isinstance(reported, dict):
+        raise ValueError(f"{run_dir}: config.yaml (and its `hdml` section) and evaluation.json's `selection` must be "
+                         "mappings")
     settings = {**key, "protocol": config.get("protocol"), "alpha": hdml.get("alpha"),
                 "lambda0": hdml.get("lambda0"), "steps": config.get("steps"),
-                "selected_step": result["test_selected"].get("step"),
+                "selected_step": step,
                 # which checkpoint `metrics` are from (hdml.selection; absent: the last)
                 "selection": reported.get("mode", "last"), "selection_metric": reported.get("metric")}
     return rows, long[CURVES_COLUMNS], settings

@@ -236,12 +236,14 @@ def load_caffe_mat(net: CaffeGoogLeNet, path: str) -> None:
     which is PyTorch's, and the bias `L_bias` (any shape of out values; they flatten it). Other
     arrays (a classifier) are ignored. Every layer must be there with its shape, or nothing loads."""
     import scipy.io
+    from scipy.io.matlab import MatReadError
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"weights: {path}: no such file")
     try:
         arrays = scipy.io.loadmat(path)
-    except (ValueError, TypeError, OSError, NotImplementedError) as exc:  # v7.3 (HDF5) files: NotImplementedError
+    # v7.3 (HDF5) files: NotImplementedError; empty, truncated or garbage ones: the rest
+    except (MatReadError, ValueError, TypeError, OSError, NotImplementedError, IndexError, EOFError) as exc:
         raise ValueError(f"weights: {path}: not a MATLAB v4/v5 .mat file, which googlenet-caffe reads "
                          f"as the authors' code does with scipy.io.loadmat ({exc})") from None
     state, problems = {}, []

@@ -45,6 +45,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.config:  # the workflow config's settings for this dataset and method, under --set's
         overrides = {**workflow_overrides(args.config, args.dataset, args.method), **overrides}
     else:
+        from hdml.config import build_run_config
+        from hdml.datasets import get_dataset
+
+        # a bad --set is the one line to print: check it before the note on the workflow's settings
+        build_run_config(get_dataset(args.dataset).defaults_for(args.method), overrides, args.method)
         note = unused_workflow_settings(DEMO_CONFIG, args.dataset, args.method, overrides)
         if note:
             print(f"hdml train: note: {note}", file=sys.stderr)

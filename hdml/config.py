@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 POSITIVE = {"steps", "batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps",
             "keep_checkpoints"}
+DEVICE = r"auto|cpu|cuda(:\d+)?|mps"  # what torch.device takes for a training run (auto: cuda if there is one)
 NON_NEGATIVE = {"eval_every", "eval_every_late", "eval_late_from", "weight_decay", "num_workers", "lr_gamma",
                 "checkpoint_every", "val_fold"}
 
@@ -285,6 +287,11 @@ def validate(cfg: dict[str, Any], rules: Rules | None = None) -> None:
         value = lookup(cfg, dotted)
         if value not in choices:
             raise ConfigError(f"{dotted}: must be one of {list(choices)}, got {value!r}")
+    if not re.fullmatch(DEVICE, cfg["device"]):
+        raise ConfigError(f"device: must be auto, cpu, cuda, cuda:N or mps, got {cfg['device']!r}")
+    if cfg["val_fold"] and cfg["selection"] != "val":
+        raise ConfigError(f"val_fold: {cfg['val_fold']} only applies to selection: val (other selections train on "
+                          f"every fold), got selection: {cfg['selection']}")
     if any(k <= 0 for k in cfg["eval_ks"]):
         raise ConfigError(f"eval_ks: every K must be > 0, got {cfg['eval_ks']}")
     if cfg["batch_size"] % 2:

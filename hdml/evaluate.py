@@ -92,12 +92,31 @@ def load_embeddings(path: Path) -> Embeddings:
     return Embeddings(z, labels) if gallery is None else Embeddings(z, labels, *gallery)
 
 
+def read_trained(path: Path) -> dict[str, Any]:
+    """A run's metrics.json, checked where `evaluate_run` relies on it: a JSON object whose
+    `metrics` (if given) map names to numbers and whose `selection` (if given) is an object."""
+    try:
+        record = json.loads(path.read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON ({type(exc).__name__}); rerun the training to rewrite it") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: must be a JSON object, not {type(record).__name__}")
+    found = record.get("metrics", {})
+    if not isinstance(found, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              for v in found.values()):
+        raise ValueError(f"{path}: `metrics` must map metric names to numbers")
+    sha = record.get("embeddings_sha256") or ""
+    if not isinstance(record.get("selection") or {}, dict) or not isinstance(sha, str):
+        raise ValueError(f"{path}: `selection` must be an object and `embeddings_sha256` a text")
+    return record
+
+
 def evaluate_run(run_dir: str | Path, recompute: bool = False) -> dict[str, Any]:
     run_dir = Path(run_dir)
     saved = read_yaml(run_dir / "config.yaml")
     embeddings = load_embeddings(run_dir / "embeddings.npz")
     trained = run_dir / "metrics.json"
-    record = json.loads(trained.read_text()) if trained.exists() else {}
+    record = read_trained(trained) if trained.exists() else {}
     if not recompute and record.get("embeddings_sha256") == embeddings.digest():
         result, source = dict(record["metrics"]), "training"
     else:  # runs from before the choice existed evaluate with today's default

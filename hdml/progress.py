@@ -15,6 +15,7 @@ running run from a dead one without depending on any lock.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sys
@@ -181,9 +182,54 @@ def tensorboard_writer(folder: Path) -> Any:
     return SummaryWriter(log_dir=str(folder))
 
 
-def read(run_dir: Path) -> dict[str, Any] | None:
-    """A run folder's progress.json, or None when there is none or it is unreadable."""
+STATES = ("running", "training-done", "done", "failed", "interrupted")
+# What `write` puts in a record, as the readers need it: key -> (types, required).
+FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "state": ((str,), True), "host": ((str,), True), "pid": ((int,), True), "updated": ((int, float), True),
+    "step": ((int, type(None)), False), "steps": ((int, type(None)), False),
+    "eta_seconds": ((int, float, type(None)), False), "error": ((str,), False)}
+
+
+def check(record: Any, path: Path) -> dict[str, Any]:
+    """A progress record as `write` makes it; a ValueError naming `path` and what is wrong."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: must be a JSON object, not {type(record).__name__}")
+    for key, (types, required) in FIELDS.items():
+        if key not in record:
+            if required:
+                raise ValueError(f"{path}: no {key!r}")
+            continue
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ValueError(f"{path}: {key} = {value!r} is not {' or '.join(t.__name__ for t in types)}")
+    if record["state"] not in STATES:
+        raise ValueError(f"{path}: state {record['state']!r} is not one of {', '.join(STATES)}")
+    if record["pid"] <= 0:
+        raise ValueError(f"{path}: pid {record['pid']} is not a process id")
+    if not math.isfinite(record["updated"]):
+        raise ValueError(f"{path}: updated = {record['updated']!r} is not a time")
+    return record
+
+
+def read_checked(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder's progress.json, checked (`check`); None when there is none."""
+    path = Path(run_dir) / FILE
     try:
-        return json.loads((Path(run_dir) / FILE).read_text())
-    except (OSError, ValueError):
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    return check(record, path)
+
+
+def read(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder's progress.json, or None when there is none or it is unreadable or malformed."""
+    try:
+        return read_checked(run_dir)
+    except ValueError:
         return None

@@ -6,11 +6,13 @@ A run is `done` when its `metrics.json` exists (the trainer writes it last), `ru
 updated within `STALE` seconds) or when only its training log exists, fresh (the job is
 starting), `failed` when `progress.json` records a failure or a running state nobody updates
 any more, or when only a stale training log exists, `interrupted` when it was checkpointed on a
-signal (a rerun resumes it), and `pending` otherwise.
+signal (a rerun resumes it), and `pending` otherwise. A malformed `metrics.json` or
+`progress.json` makes the run `unknown` (saying what is wrong), never an error: status only informs.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -24,7 +26,7 @@ from hdml.plan import Run
 
 STALE = 3600.0  # seconds without an update after which a run on another host counts as dead
 # (generous: progress.json is not rewritten during an evaluation, minutes on SOP)
-STATES = ("done", "running", "interrupted", "failed", "pending")
+STATES = ("done", "running", "interrupted", "failed", "pending", "unknown")
 
 
 @dataclass
@@ -46,16 +48,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+
+
 def run_status(results: Path, run: Run, now: float | None = None) -> RunStatus:
     folder = results / "runs" / run.path
     metrics_file = folder / "metrics.json"
     if metrics_file.is_file():
         try:
-            seconds = json.loads(metrics_file.read_text()).get("train_seconds")
-        except (OSError, ValueError):
-            seconds = None
+            record = json.loads(metrics_file.read_bytes())
+        except (OSError, ValueError) as exc:
+            return RunStatus(run, "unknown", f"{metrics_file}: unreadable ({type(exc).__name__})")
+        seconds = record.get("train_seconds") if isinstance(record, dict) else None
+        if not isinstance(record, dict) or not (seconds is None or _number(seconds)):
+            return RunStatus(run, "unknown", f"{metrics_file}: not a metrics record (a JSON object, train_seconds "
+                                             "a number)")
         return RunStatus(run, "done", seconds=seconds)
-    record = progress.read(folder)
+    try:
+        record = progress.read_checked(folder)
+    except ValueError as exc:
+        return RunStatus(run, "unknown", str(exc))
     now = time.time() if now is None else now
     if record is None:
         log = results / "logs" / "train" / f"{run.path}.log"
@@ -129,7 +142,7 @@ def render(statuses: list[RunStatus], verbose: bool = False, projected: dict[str
         lines.append(f"grid ETA: {progress.duration(eta)}{source}" if eta is not None
                      else "grid ETA: unknown until a run of each dataset has finished")
     for s in statuses:
-        if s.state in ("running", "failed", "interrupted") or (verbose and s.state != "done"):
+        if s.state in ("running", "failed", "interrupted", "unknown") or (verbose and s.state != "done"):
             extra = f", ETA {progress.duration(s.eta_seconds)}" if s.eta_seconds is not None else ""
             lines.append(f"  {s.state:<11} {s.run.path}  {s.detail}{extra}")
     return "\n".join(lines)
@@ -140,15 +153,18 @@ def summary(statuses: list[RunStatus], metrics_csv: Path, report: Path, metric: 
     `metric` over seeds of the main table and the next, by display name with their 95% intervals
     (and whether those overlap: the highest mean is not a winner then), and the runs that did not
     finish."""
-    import pandas as pd
-
+    from hdml.aggregate import METRICS_COLUMNS, read_long
     from hdml.report.names import display
     from hdml.report.stats import ci95
     from hdml.report.table import fmt_mean_ci
 
     lines = [f"report: {report.resolve()}" if report.is_file() else f"report: not written ({report})"]
-    if metrics_csv.is_file():
-        frame = pd.read_csv(metrics_csv)
+    try:
+        frame = read_long(metrics_csv, METRICS_COLUMNS) if metrics_csv.is_file() else None
+    except ValueError as exc:  # the summary only informs: say what is wrong and go on
+        lines.append(f"metrics: {exc}")
+        frame = None
+    if frame is not None:
         main = frame[(frame["variant"] == "default") & (frame["metric"] == metric)]
         for dataset, rows in main.groupby("dataset"):
             means = (rows.groupby("method")["value"].agg(["mean", "count", ci95])
@@ -164,6 +180,9 @@ def summary(statuses: list[RunStatus], metrics_csv: Path, report: Path, metric: 
             lines.append(line + ")")
     failed = [s for s in statuses if s.state in ("failed", "interrupted")]
     lines.append(f"failures: {len(failed)}" + "".join(f"\n  {s.run.path}: {s.detail}" for s in failed))
+    unknown = [s for s in statuses if s.state == "unknown"]
+    if unknown:
+        lines.append(f"unknown: {len(unknown)}" + "".join(f"\n  {s.run.path}: {s.detail}" for s in unknown))
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ The report only draws the coordinates (hdml/report/figures.py `tsne_figure`).
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,11 +55,16 @@ def tsne_map(path: Path, max_points: int = MAX_POINTS) -> TsneMap:
 
     path = Path(path)
     key = run_key(path.parent)
-    with np.load(path) as data:
-        for k in ("embeddings", "labels"):
-            if k not in data:
-                raise ValueError(f"{path}: no array {k!r}")
-        z, labels = data["embeddings"].astype(np.float64), data["labels"]
+    try:
+        with np.load(path, allow_pickle=False) as data:  # an .npz of arrays; never unpickle what a file holds
+            for k in ("embeddings", "labels"):
+                if k not in data:
+                    raise ValueError(f"{path}: no array {k!r}")
+            z, labels = data["embeddings"].astype(np.float64), data["labels"]
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, AttributeError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: unreadable embeddings ({type(exc).__name__}); rerun the training") from None
     if z.ndim != 2 or len(z) != len(labels) or len(z) < 5:
         raise ValueError(f"{path}: need an n x d 'embeddings' (n >= 5) and n 'labels'; got {z.shape}, {labels.shape}")
     n_test = len(z)

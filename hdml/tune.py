@@ -129,6 +129,23 @@ class Spec:
 
 
 @contextmanager
+def readable(db: Path) -> Iterator[None]:
+    """A damaged study.db (truncated, overwritten, not SQLite) as one line naming it, not the
+    storage library's traceback."""
+    import sqlite3
+
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (SQLAlchemyError, sqlite3.Error, optuna.exceptions.OptunaError) as exc:
+        why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise ValueError(f"{db}: not a readable tuning study ({why}); remove it and the trial folders beside it "
+                         "to start the study afresh") from None
+
+
+@contextmanager
 def locked(study_dir: Path) -> Iterator[None]:
     """Exclusive access to the study across processes (released however the holder ends)."""
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -147,8 +164,10 @@ def open_study(study_dir: Path, spec: Spec, index: int = 0, settings: dict[str, 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seed = int(np.random.SeedSequence([spec.seed, index]).generate_state(1)[0])
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.startup_trials, constant_liar=True)
-    study = optuna.create_study(storage=f"sqlite:///{(study_dir / DB).resolve()}", study_name=STUDY_NAME,
-                                direction="maximize", sampler=sampler, load_if_exists=True)
+    with readable(study_dir / DB):
+        study = optuna.create_study(storage=f"sqlite:///{(study_dir / DB).resolve()}", study_name=STUDY_NAME,
+                                    direction="maximize", sampler=sampler, load_if_exists=True)
+        study.user_attrs  # noqa: B018 (reads the storage: a damaged file fails here, named)
     wanted = {**asdict(spec), "settings": json.dumps(settings or {}, sort_keys=True)}
     if not study.user_attrs:
         for key, value in wanted.items():
@@ -239,10 +258,12 @@ def _finished_score(out: Path, params: dict[str, Any]) -> float | None:
         metrics = json.loads((out / "metrics.json").read_text())
         cfg = yaml.safe_load((out / "config.yaml").read_text())
         same = all(lookup(cfg, key) == value for key, value in params.items())
-    except (OSError, ValueError, KeyError, TypeError):
+        score = metrics["selection"]["score"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
         return None
-    score = metrics.get("selection", {}).get("score")
-    return float(score) if same and score is not None else None
+    if not isinstance(score, (int, float)) or isinstance(score, bool):  # a damaged metrics.json: train again
+        return None
+    return float(score) if same else None
 
 
 def write_best(study_dir: str | Path, trials: int, out: str | Path | None = None) -> dict[str, Any]:
@@ -252,13 +273,21 @@ def write_best(study_dir: str | Path, trials: int, out: str | Path | None = None
     from optuna.trial import TrialState
 
     study_dir = Path(study_dir)
+    if trials < 1:
+        raise ValueError(f"--trials {trials}: a study's budget is at least one trial")
     if not (study_dir / DB).is_file():
         raise FileNotFoundError(f"{study_dir / DB}: no study; run `hdml tune trial` first")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with locked(study_dir):
-        study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(study_dir / DB).resolve()}")
+    with locked(study_dir), readable(study_dir / DB):
+        try:
+            study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(study_dir / DB).resolve()}")
+        except KeyError:
+            raise ValueError(f"{study_dir / DB}: holds no study of `hdml tune trial`") from None
         records = study.get_trials(deepcopy=False)
-    keys = set(search_space(study.user_attrs["method"]))
+        attrs = study.user_attrs
+    if not {"dataset", "method", "metric"} <= set(attrs):
+        raise ValueError(f"{study_dir / DB}: not a study of `hdml tune trial` (no dataset, method and metric)")
+    keys = set(search_space(attrs["method"]))
     done = {t.user_attrs["index"]: t for t in records if t.state in (TrialState.COMPLETE, TrialState.FAIL)
             and t.user_attrs.get("index", trials) < trials and set(t.params) == keys}
     missing = sorted(set(range(trials)) - set(done))
@@ -269,7 +298,6 @@ def write_best(study_dir: str | Path, trials: int, out: str | Path | None = None
         raise ValueError(f"{study_dir}: all {trials} trials diverged; nothing to choose")
     index = max(complete, key=lambda i: (complete[i].value, -i))
     best = complete[index]
-    attrs = study.user_attrs
     result = {"dataset": attrs["dataset"], "method": attrs["method"], "metric": attrs["metric"], "trials": trials,
               "index": index, "number": best.number, "value": float(best.value),
               "scores": {i: float(t.value) if t.state == TrialState.COMPLETE else None
@@ -288,4 +316,9 @@ def read_best(path: str | Path, dataset: str, method: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: no `set` mapping; not a best.yaml of `hdml tune best`")
     if (best.get("dataset"), best.get("method")) != (dataset, method):
         raise ConfigError(f"{path}: tuned for {best.get('dataset')}/{best.get('method')}, not {dataset}/{method}")
+    space = search_space(method)
+    outside = sorted(set(map(str, best["set"])) - set(space))
+    if outside:  # best.yaml carries the tuned point only; anything else would pass unseen by the study
+        raise ConfigError(f"{path}: `set` holds {', '.join(outside)}, outside {method}'s search space "
+                          f"({', '.join(sorted(space)) or 'none'})")
     return best["set"]

@@ -24,6 +24,7 @@ class Route:
     drops: int = 0  # ...on this many requests
     file: Path | None = None  # serve this file instead of `body` (archives too big to hold in memory)
     length: bool = True  # send a Content-Length header (some mirrors do not)
+    headers: dict[str, str] | None = None  # more response headers (ETag, Last-Modified)
 
 
 class FileServer:
@@ -60,6 +61,8 @@ class FileServer:
                 else:
                     self.send_response(200)
                 self.send_header("Content-Type", route.content_type)
+                for name, value in (route.headers or {}).items():
+                    self.send_header(name, value)
                 if route.length:
                     self.send_header("Content-Length", str(size - start))
                 else:

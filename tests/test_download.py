@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 
 import pytest
@@ -52,6 +53,7 @@ def test_server_ignoring_range_restarts_from_zero(http_server: FileServer, tmp_p
 def test_complete_part_file_answered_416_is_finished(http_server: FileServer, tmp_path):
     url = http_server.add("/a.bin", BODY)
     (tmp_path / "a.bin.part").write_bytes(BODY)
+    (tmp_path / "a.bin.part.json").write_text(json.dumps({"url": url}))  # this mirror wrote it
     assert download([url], tmp_path / "a.bin", MD5, wait=0) == MD5
     assert http_server.requests == [("/a.bin", f"bytes={len(BODY)}-")]
     assert (tmp_path / "a.bin").read_bytes() == BODY

@@ -62,7 +62,7 @@ def read_annotations(path: Path) -> pd.DataFrame:
 
     try:
         mat = loadmat(path, squeeze_me=True)
-    except (MatReadError, ValueError, NotImplementedError, OSError, TypeError) as exc:
+    except (MatReadError, ValueError, NotImplementedError, OSError, TypeError, IndexError, EOFError) as exc:
         raise PrepareError(f"{path}: cannot read the annotations ({exc})") from None
     ann = np.atleast_1d(mat.get("annotations", np.empty(0)))
     fields = ann.dtype.names or ()

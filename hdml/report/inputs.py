@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hdml.aggregate import COSTS_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, RUNS_COLUMNS, run_key
+from hdml.aggregate import COSTS_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, RUNS_COLUMNS, read_long, run_key
 from hdml.report.names import dataset_sort, loss_terms
 from hdml.report.stats import summary
+from hdml.slug import check_slug
 from hdml.tsne import TsneMap, read_map
 
 
@@ -23,10 +24,8 @@ def paper_table() -> pd.DataFrame:
 
 
 def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
-    table = pd.read_csv(path, keep_default_na=True)
-    if list(table.columns) != columns:
-        raise ValueError(f"{path}: header must be {','.join(columns)}; got {','.join(map(str, table.columns))}")
-    return table
+    """A long table of `hdml aggregate`, its names (also file names: hdml.slug) and numbers checked."""
+    return read_long(path, columns)
 
 
 def read_metrics(path: Path) -> pd.DataFrame:
@@ -129,4 +128,12 @@ def load_inputs(metrics_csv: Path, curves_csv: Path | None = None, runs_csv: Pat
     return Inputs(metrics=metrics, summ=summary(metrics, ["dataset", "method", "variant", "metric"]),
                   paper=paper_table(), datasets=dataset_sort(metrics.dataset), curves=curves, runs=runs,
                   costs=read_table(Path(costs_csv), COSTS_COLUMNS) if costs_csv else None,
-                  losses=read_losses(losses or []), tsne=tuple(read_map(Path(p)) for p in tsne or []))
+                  losses=read_losses(losses or []), tsne=tuple(map(read_tsne, tsne or [])))
+
+
+def read_tsne(path: Path) -> TsneMap:
+    """A t-SNE map whose run names are safe file names (hdml.slug): its figure is named after them."""
+    found = read_map(Path(path))
+    for key in ("dataset", "method", "variant"):
+        check_slug(found.key[key], key, path)
+    return found

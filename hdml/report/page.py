@@ -7,6 +7,7 @@ import base64
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from matplotlib.figure import Figure
 
@@ -16,6 +17,18 @@ from hdml.report.inputs import Inputs
 from hdml.report.stats import MIN_SEEDS
 from hdml.report.table import Table
 from hdml.selection import selection_note
+
+
+def esc(text: object) -> str:
+    """The one escaping rule for everything from the results that reaches the page: text,
+    attribute values (ids, alt, captions) alike, quotes included."""
+    return html.escape(str(text), quote=True)
+
+
+def href(path: str) -> str:
+    """A link to a file named after runs: percent-encoded (a `#` or `?` in a name stays part of
+    it), then escaped as an attribute value."""
+    return esc(quote(path, safe="/"))
 
 
 @dataclass
@@ -28,26 +41,26 @@ class Report:
 
     def section(self, key: str, title: str, body: str) -> None:
         self.toc.append((key, title))
-        self.sections.append(f'<section id="{key}">\n<h2>{html.escape(title)}</h2>\n{body}\n</section>')
+        self.sections.append(f'<section id="{esc(key)}">\n<h2>{esc(title)}</h2>\n{body}\n</section>')
 
     def figure(self, name: str, fig: Figure, caption: str) -> str:
         """Save `fig` as figures/NAME.png and .svg; inline the PNG, link both files."""
         files = encode(fig)
         for fmt, data in files.items():
             write_with(self.out_dir / "figures" / f"{name}.{fmt}", lambda p, d=data: p.write_bytes(d))
-        links = " ".join(f'<a href="figures/{name}.{fmt}">{fmt.upper()}</a>' for fmt in files)
-        return (f'<figure id="fig-{name}"><img alt="{html.escape(caption)}" '
+        links = " ".join(f'<a href="{href(f"figures/{name}.{fmt}")}">{fmt.upper()}</a>' for fmt in files)
+        return (f'<figure id="fig-{esc(name)}"><img alt="{esc(caption)}" '
                 f'src="data:image/png;base64,{base64.b64encode(files["png"]).decode()}">'
-                f'<figcaption>{html.escape(caption)} <span class="files">[{links}]</span></figcaption></figure>')
+                f'<figcaption>{esc(caption)} <span class="files">[{links}]</span></figcaption></figure>')
 
     def table(self, table: Table) -> str:
         text = table.caption("html")
-        note = f'<p class="note">{html.escape(text)}</p>' if text else ""
-        return f'<h3>{html.escape(table.title)}</h3>\n{table.html()}\n{note}'
+        note = f'<p class="note">{esc(text)}</p>' if text else ""
+        return f'<h3>{esc(table.title)}</h3>\n{table.html()}\n{note}'
 
 
 def note(text: str) -> str:
-    return f'<p class="missing">{html.escape(text)}</p>'
+    return f'<p class="missing">{esc(text)}</p>'
 
 
 PAGE = """<!doctype html>
@@ -86,7 +99,7 @@ nav li {{ margin: 0.1em 0; }}
 def intro(data: Inputs) -> str:
     """The paragraph above the contents: what was run and how to read our numbers."""
     n_runs = data.metrics.groupby(["dataset", "method", "variant", "seed"]).ngroups
-    return (f"<p>{n_runs} runs over {len(data.datasets)} dataset(s): {', '.join(data.datasets)}. "
+    return (f"<p>{n_runs} runs over {len(data.datasets)} dataset(s): {esc(', '.join(data.datasets))}. "
             "Our numbers are from the <b>last checkpoint</b>: mean ± 95% confidence interval over seeds "
             f"(Student t, n − 1 degrees of freedom), in %, given from {MIN_SEEDS} seeds on: fewer seeds give the "
             "mean marked (n=2) in tables, and each seed, with no band, in figures. The authors' code kept the "
@@ -99,7 +112,7 @@ def intro(data: Inputs) -> str:
 
 def write_page(rep: Report, data: Inputs) -> Path:
     """report.html from the sections built into `rep`; returns its path."""
-    toc = "".join(f'<li><a href="#{k}">{html.escape(t)}</a></li>' for k, t in rep.toc)
+    toc = "".join(f'<li><a href="#{href(k)}">{esc(t)}</a></li>' for k, t in rep.toc)
     out = rep.out_dir / "report.html"
     write_text(out, PAGE.format(intro=intro(data), toc=toc, body="\n".join(rep.sections)))
     return out

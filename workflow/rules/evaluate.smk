@@ -17,4 +17,4 @@ rule evaluate:
     params:
         run=lambda w, input: Path(input.metrics).parent,
     shell:
-        "hdml evaluate --run {params.run} > {log} 2>&1"
+        "hdml evaluate --run {params.run:q} > {log:q} 2>&1"

@@ -20,7 +20,7 @@ rule prepare:
         data=prepare_args,
         download=download_args,
     shell:
-        "hdml prepare {wildcards.dataset} --root {params.root} {params.data} {params.download} > {log} 2>&1"
+        "hdml prepare {wildcards.dataset} --root {params.root:q} {params.data} {params.download} > {log:q} 2>&1"
 
 
 rule cache:
@@ -42,4 +42,4 @@ rule cache:
     params:
         root=lambda w, output: Path(output.meta).parents[2],
     shell:
-        "hdml cache {wildcards.dataset} --root {params.root} --size {wildcards.size} --workers {threads} > {log} 2>&1"
+        "hdml cache {wildcards.dataset} --root {params.root:q} --size {wildcards.size} --workers {threads} > {log:q} 2>&1"

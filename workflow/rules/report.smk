@@ -21,8 +21,8 @@ rule aggregate:
         runs=RUN_DIRS,
         benchmarks=lambda w, output: Path(output.metrics).parent / "benchmarks",
     shell:
-        "hdml aggregate {params.runs} --out {output.metrics} --curves {output.curves} --runs-table {output.runs}"
-        " --benchmarks {params.benchmarks} --costs {output.costs} > {log} 2>&1"
+        "hdml aggregate {params.runs:q} --out {output.metrics:q} --curves {output.curves:q} --runs-table {output.runs:q}"
+        " --benchmarks {params.benchmarks:q} --costs {output.costs:q} > {log:q} 2>&1"
 
 
 # Figure 8's t-SNE, off the report's serial tail: it starts once its run is trained (priority:
@@ -43,7 +43,7 @@ rule tsne:
     resources:
         **rule_resources("tsne"),
     shell:
-        "hdml tsne --embeddings {input.embeddings} --out {output.coordinates} > {log} 2>&1"
+        "hdml tsne --embeddings {input.embeddings:q} --out {output.coordinates:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -84,7 +84,7 @@ rule report:
         **rule_resources("report"),
     params:
         out=lambda w, output: Path(output.html).parent,
-        tsne=lambda w, input: (f"--tsne {input.tsne}" if input.tsne else ""),
+        tsne=lambda w, input: ("--tsne " + " ".join(map(shlex.quote, input.tsne)) if input.tsne else ""),
     shell:
-        "hdml report --metrics {input.metrics} --curves {input.curves} --runs {input.runs} --costs {input.costs}"
-        " {params.tsne} --losses {input.losses} --out {params.out} > {log} 2>&1"
+        "hdml report --metrics {input.metrics:q} --curves {input.curves:q} --runs {input.runs:q} --costs {input.costs:q}"
+        " {params.tsne} --losses {input.losses:q} --out {params.out:q} > {log:q} 2>&1"

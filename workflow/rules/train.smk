@@ -23,7 +23,7 @@ rule train:
         sets=run_sets,
         out=lambda w, output: Path(output.metrics).parent,
         root=lambda w, input: Path(input.split).parents[1],
-        tuned=lambda w, input: f"--tuned {input.tuned}" if input.tuned else "",
+        tuned=lambda w, input: "--tuned " + " ".join(map(shlex.quote, input.tuned)) if input.tuned else "",
     shell:
         "hdml -v train --dataset {wildcards.dataset} --method {wildcards.method} --seed {wildcards.seed}"
-        " --root {params.root} --out {params.out} {params.sets} {params.tuned} > {log} 2>&1"
+        " --root {params.root:q} --out {params.out:q} {params.sets} {params.tuned} > {log:q} 2>&1"

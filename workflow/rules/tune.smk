@@ -26,7 +26,7 @@ rule tune_trial:
         tune=f"--metric {TUNE['metric']} --seed {TUNE['seed']} --startup-trials {TUNE['startup_trials']}",
     shell:
         "hdml -v tune trial --dataset {wildcards.dataset} --method {wildcards.method} --index {wildcards.trial}"
-        " --study {params.study} --root {params.root} {params.tune} {params.sets} > {log} 2>&1"
+        " --study {params.study:q} --root {params.root:q} {params.tune} {params.sets} > {log:q} 2>&1"
 
 
 rule tune_best:
@@ -47,4 +47,4 @@ rule tune_best:
         study=lambda w, output: Path(output.best).parent,
         trials=lambda w: TUNE["trials"],
     shell:
-        "hdml tune best --study {params.study} --trials {params.trials} --out {output.best} > {log} 2>&1"
+        "hdml tune best --study {params.study:q} --trials {params.trials} --out {output.best:q} > {log:q} 2>&1"
