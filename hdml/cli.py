@@ -59,8 +59,8 @@ def cmd_tune_trial(args: argparse.Namespace) -> None:
     from hdml.config import parse_sets
     from hdml.tune import Spec, run_trial
 
-    spec = Spec(args.dataset, args.method, args.metric, args.seed, args.startup_trials)
-    record = run_trial(args.study, spec, args.index, root=args.root, overrides=parse_sets(args.set))
+    spec = Spec(args.dataset, args.method, args.metric, args.seed, args.startup_trials, args.folds)
+    record = run_trial(args.study, spec, args.index, root=args.root, overrides=parse_sets(args.set), fold=args.fold)
     print(json.dumps(record, indent=2))
 
 
@@ -163,9 +163,11 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     config = read_workflow_configs(args.configfile)
     schema = load_schema(Path(args.schema)) if args.schema else None
     runs = validate_workflow_config(config, schema, source=", ".join(args.configfile))
-    studies = tune_studies(config)
-    trials = f"{len(studies)} tuning studies x {tune_settings(config)['trials']} trials; " if studies else ""
-    print(f"{trials}{len(runs)} runs OK")
+    studies, tune = tune_studies(config), tune_settings(config)
+    trials = f"{len(studies)} tuning studies x {tune['trials']} trials" if studies else ""
+    if studies and tune["folds"] > 1:
+        trials += f" x {tune['folds']} folds = {len(studies) * tune['trials'] * tune['folds']} trial jobs"
+    print(f"{trials}{'; ' if trials else ''}{len(runs)} runs OK")
 
 
 class HelpParser(argparse.ArgumentParser):
@@ -250,6 +252,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metric", default="map@r", help="validation metric maximised (as selection_metric)")
     s.add_argument("--seed", type=int, default=0, help="training seed of every trial; seeds the sampler with INDEX")
     s.add_argument("--startup-trials", type=int, default=10, help="random trials before TPE models the scores")
+    s.add_argument("--folds", type=int, default=1, help="a trial's score: the mean over validation folds 0..K-1")
+    s.add_argument("--fold", type=int, default=0, help="the fold this job trains without and scores on")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="run-config override of the trial's training, as for hdml train")
     s.set_defaults(func=cmd_tune_trial)

@@ -216,6 +216,9 @@ def check_tuning(config: dict, runs: list[Run], source: str) -> None:
         if "val_folds" not in config["datasets"][dataset].get("prepare", {}):
             raise ConfigError(f"{where}: trials are scored on a validation split: add prepare: {{val_folds: 4}} "
                               f"to datasets.{dataset}")
+        if settings["folds"] > config["datasets"][dataset]["prepare"]["val_folds"]:
+            raise ConfigError(f"{where}: tune.folds {settings['folds']}, but datasets.{dataset}.prepare.val_folds "
+                              f"makes {config['datasets'][dataset]['prepare']['val_folds']} folds")
         base = {**trial_overrides(config, dataset, method), "selection": "val",
                 "selection_metric": settings["metric"]}
         try:

@@ -45,6 +45,7 @@ wildcard_constraints:
     seed="[0-9]+",
     size="[0-9]+",
     trial="[0-9]+",
+    fold="[0-9]+",
 
 
 RESOURCE_DEFAULTS = {"threads": 1, "gpu": 0, "mem_mb": 2000, "runtime": 30}
@@ -93,6 +94,14 @@ def run_tuned(wildcards) -> list[str]:
 
 
 TUNE = tune_settings(config)
+# A trial's job, or with `tune.folds` K > 1 each of its K fold jobs (hdml.tune).
+TRIAL_KEY = "trial{trial}" if TUNE["folds"] == 1 else "trial{trial}/fold{fold}"
+
+
+def trial_records(w) -> list[str]:
+    """Every fold record of the study's `tune.trials` trials."""
+    keys = [TRIAL_KEY.format(trial=i, fold=f) for i in range(TUNE["trials"]) for f in range(TUNE["folds"])]
+    return [f"{RESULTS}/tune/{w.dataset}/{w.method}/{k}/trial.json" for k in keys]
 
 
 def trial_resources() -> dict:
