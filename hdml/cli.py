@@ -72,6 +72,12 @@ def cmd_tune_best(args: argparse.Namespace) -> None:
     print(yaml.safe_dump(write_best(args.study, args.trials, args.out), sort_keys=False), end="")
 
 
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    from hdml.ensemble import ensemble_run
+
+    print(json.dumps(ensemble_run(args.parts, args.out)["metrics"], indent=2))
+
+
 def cmd_config(args: argparse.Namespace) -> None:
     import yaml
 
@@ -167,7 +173,10 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     trials = f"{len(studies)} tuning studies x {tune['trials']} trials" if studies else ""
     if studies and tune["folds"] > 1:
         trials += f" x {tune['folds']} folds = {len(studies) * tune['trials'] * tune['folds']} trial jobs"
-    print(f"{trials}{'; ' if trials else ''}{len(runs)} runs OK")
+    parts = sum(1 for r in runs if r.part_of)
+    joined = sum(1 for r in runs if r.folds)
+    folded = f" ({joined} of them joining {parts} fold models, trained as runs)" if parts else ""
+    print(f"{trials}{'; ' if trials else ''}{len(runs) - parts} runs{folded} OK")
 
 
 class HelpParser(argparse.ArgumentParser):
@@ -262,6 +271,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--trials", type=int, required=True, help="trial indices 0..TRIALS-1 make the budget")
     s.add_argument("--out", help="where to write (default: STUDY/best.yaml)")
     s.set_defaults(func=cmd_tune_best)
+
+    s = sub.add_parser("ensemble", help="a seed's fold models evaluated separated (mean) and concatenated (joined "
+                                        "embeddings), written as one run folder")
+    s.add_argument("parts", nargs="+", help="the fold models' run folders, fold 0 first (evaluated)")
+    s.add_argument("--out", required=True, help="the seed folder to write, e.g. results/runs/D/M/V/seed0")
+    s.set_defaults(func=cmd_ensemble)
 
     s = sub.add_parser("config", help="the resolved run config, or every key with its default and allowed values")
     s.add_argument("--list", action="store_true", help="one line per key: key, default, allowed values")

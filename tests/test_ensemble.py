@@ -1,0 +1,114 @@
+"""Final models per fold (hdml.ensemble): separated = the mean of the fold models' metrics,
+concatenated = their per-model L2-normalised embeddings joined (4 x 128 = 512-d), checked against a
+hand-built 512-d embedding; and the plan, DAG and aggregate around them."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from hdml.aggregate import aggregate
+from hdml.ensemble import concatenate, ensemble_run, mean_metrics
+from hdml.evaluate import Embeddings
+from hdml.metrics import evaluate
+from hdml.plan import plan_runs, read_workflow_configs, validate_workflow_config
+
+
+def fold_models(tmp_path, folds=4, dim=128, n=60, classes=6, seed=0):
+    """`folds` run folders holding test embeddings of the same images (fold-specific noise)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), n // classes)
+    centres = rng.normal(size=(classes, dim))
+    dirs, raw = [], []
+    for f in range(folds):
+        z = (centres[labels] + rng.normal(scale=1.5 + f, size=(n, dim))) * (f + 1)  # scales differ per model
+        d = tmp_path / f"fair.fold{f}" / "seed0"
+        d.mkdir(parents=True)
+        Embeddings(z.astype(np.float32), labels).save(d / "embeddings.npz")
+        metrics = evaluate(z.astype(np.float32), labels, [1, 2], seed=0, kmeans_algorithm="kmeans++")
+        (d / "evaluation.json").write_text(json.dumps({
+            "metrics": metrics, "test_selected": {**metrics, "step": 10.0},
+            "selection": {"mode": "val", "metric": "map@r", "step": 10 * (f + 1), "score": 0.5, "val_classes": [f]}}))
+        (d / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "eval_ks": [1, 2], "val_fold": f, "steps": 20,
+                                                       "selection": "val", "protocol": "code"}))
+        pd.DataFrame({"step": [10, 20], "recall@1": [0.1 * f, 0.2 * f]}).to_csv(d / "curve.csv", index=False)
+        pd.DataFrame({"step": [1, 2], "loss": [1.0 + f, 0.5 + f]}).to_csv(d / "losses.csv", index=False)
+        dirs.append(d)
+        raw.append(z.astype(np.float32))
+    return dirs, raw, labels
+
+
+def test_concatenated_is_the_hand_built_512d_embedding(tmp_path):
+    dirs, raw, labels = fold_models(tmp_path)
+    by_hand = np.hstack([z / np.linalg.norm(z, axis=1, keepdims=True) for z in raw])  # 4 x 128, each unit norm
+    assert by_hand.shape == (60, 512)
+    out = tmp_path / "fair" / "seed0"
+    record = ensemble_run(dirs, out)
+    with np.load(out / "embeddings.npz") as saved:
+        joined, saved_labels = saved["embeddings"], saved["labels"]
+    np.testing.assert_allclose(joined, by_hand, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(saved_labels, labels)
+    np.testing.assert_allclose(np.linalg.norm(joined, axis=1), 2.0, rtol=1e-5)  # 4 unit blocks: norm sqrt(4)
+    assert record["metrics"] == pytest.approx(evaluate(by_hand, labels, [1, 2], seed=0), abs=1e-9)
+    assert "512 dimensions" in record["metrics_source"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["ensemble"] == {"folds": 4, "embedding_dim": 512}
+
+
+def test_separated_is_the_mean_of_the_fold_models(tmp_path):
+    dirs, _, _ = fold_models(tmp_path)
+    record = ensemble_run(dirs, tmp_path / "fair" / "seed0")
+    folds = [json.loads((d / "evaluation.json").read_text())["metrics"] for d in dirs]
+    for metric in ("recall@1", "nmi", "map@r"):
+        assert record["separated"][metric] == pytest.approx(sum(f[metric] for f in folds) / 4, abs=1e-12)
+    assert record["selection"]["folds"] == 4 and record["selection"]["fold_steps"] == [10, 20, 30, 40]
+    curve = pd.read_csv(tmp_path / "fair" / "seed0" / "curve.csv")
+    assert curve["recall@1"].tolist() == pytest.approx([0.1 * 1.5, 0.2 * 1.5])  # mean over folds 0..3 of 0.1 f
+
+
+def test_concatenating_models_of_other_images_is_refused():
+    a = Embeddings(np.ones((4, 2), np.float32), np.array([0, 0, 1, 1]))
+    b = Embeddings(np.ones((4, 2), np.float32), np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="fold model 1 embedded other images"):
+        concatenate([a, b])
+
+
+def test_mean_metrics_keeps_the_metrics_every_model_has():
+    assert mean_metrics([{"a": 0.2, "b": 1.0}, {"a": 0.4}]) == {"a": pytest.approx(0.3)}
+
+
+def test_aggregate_reads_a_fold_model_seed_as_one_run_with_separated_rows(tmp_path):
+    dirs, _, _ = fold_models(tmp_path / "runs" / "digits" / "triplet", folds=2)
+    out = tmp_path / "runs" / "digits" / "triplet" / "fair" / "seed0"
+    record = ensemble_run(dirs, out)
+    table = aggregate([out], tmp_path / "metrics.csv", tmp_path / "curves.csv", tmp_path / "runs.csv")
+    value = dict(zip(table.metric, table.value, strict=True))
+    assert value["recall@1"] == record["metrics"]["recall@1"]
+    assert value["separated:recall@1"] == record["separated"]["recall@1"]
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert runs.selection.tolist() == ["val"] and set(table.variant) == {"fair"}
+
+
+def test_a_folds_variant_plans_one_run_per_fold_and_seed():
+    config = read_workflow_configs(["config/config.yaml"])
+    runs = plan_runs(config)
+    fair = [r for r in runs if r.variant == "fair"]
+    parts = [r for r in runs if r.part_of == "fair"]
+    assert len(fair) == 6 and all(r.folds == 2 for r in fair)
+    assert sorted((r.method, r.variant, r.seed, r.overrides["val_fold"]) for r in parts) == sorted(
+        (m, f"fair.fold{f}", s, f) for m in ("triplet", "hdml-triplet") for s in (0, 1, 2) for f in (0, 1))
+    assert all(r.tuned and r.overrides["selection"] == "val" for r in parts)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c["variants"]["fair"].update(folds=3), r"folds: 3, but datasets.digits.prepare.val_folds makes 2"),
+    (lambda c: c["variants"]["fair"].update(set={}), "needs set: {selection: val}"),
+    (lambda c: c["tune"].update(folds=3), "tune.folds 3, but datasets.digits.prepare.val_folds makes 2 folds"),
+])
+def test_bad_fold_settings_are_config_errors(edit, message):
+    from hdml.config import ConfigError
+
+    config = read_workflow_configs(["config/config.yaml"])
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        validate_workflow_config(config)
