@@ -112,3 +112,60 @@ def test_bad_fold_settings_are_config_errors(edit, message):
     edit(config)
     with pytest.raises(ConfigError, match=message):
         validate_workflow_config(config)
+
+
+def test_reality_check_config_states_their_protocol():
+    """config/reality-check.yaml over paper.yaml: the values its comments cite from
+    powerful-benchmarker's configs (4 folds, 50 trials of 4 fold jobs, 128-d, batch 32 of 4 per class)."""
+    config = read_workflow_configs(["config/paper.yaml", "config/reality-check.yaml"])
+    runs = validate_workflow_config(config)
+    assert config["tune"]["trials"] == 50 and config["tune"]["folds"] == 4 and config["tune"]["metric"] == "map@r"
+    assert all(config["datasets"][d]["prepare"]["val_folds"] == 4 for d in ("cub200", "cars196", "sop"))
+    rc = [r for r in runs if r.variant == "reality-check"]
+    assert len(rc) == 13 * 3 * 3 and all(r.folds == 4 and r.tuned for r in rc)
+    for r in rc:
+        o = r.overrides
+        assert (o["embedding_dim"], o["batch_size"], o["images_per_class"], o["weight_decay"]) == (128, 32, 4, 1e-4)
+        assert (o["selection"], o["selection_metric"], o["backbone"]) == ("val", "map@r", "googlenet")
+    parts = [r for r in runs if r.part_of == "reality-check"]
+    assert len(parts) == 4 * len(rc) and {r.overrides["val_fold"] for r in parts} == {0, 1, 2, 3}
+    assert [r for r in runs if r.variant == "default"]  # the paper's grid stays
+
+
+def test_rehearsal_plans_the_reality_check_at_the_real_counts():
+    """bench/rehearsal.py --with config/reality-check.yaml --plan: the jobs its DAG has, counted from the plan."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+    import rehearsal
+
+    counts = rehearsal.grid_counts(read_workflow_configs(rehearsal.configs([Path("config/reality-check.yaml")])))
+    plain = rehearsal.grid_counts(read_workflow_configs(rehearsal.configs([])))
+    studies, seeds = 13 * 3, 1  # rehearsal.yaml: one seed
+    assert counts["trial_jobs"] == studies * 50 * 4 and counts["fold_models"] == studies * seeds * 4
+    assert counts["runs"] == plain["runs"] + studies * seeds
+    # + trial jobs, a best.yaml per study, per seed of fold models 4 trained and evaluated models and 1 ensemble
+    assert counts["jobs"] == plain["jobs"] + counts["trial_jobs"] + studies + studies * seeds * (2 * 4 + 1)
+
+
+@pytest.mark.slow
+def test_reality_check_rehearsal_jobs_are_snakemakes_count(tmp_path, venv_env):
+    """Slow (a dry run of an 8,000-job DAG, minutes): the count above is what `snakemake -n` plans
+    for paper.yaml + reality-check.yaml + rehearsal.yaml. Run: pytest -m slow tests/test_ensemble.py"""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).parents[1]
+    sys.path.insert(0, str(repo / "bench"))
+    import rehearsal
+
+    files = [str(p) for p in rehearsal.configs([repo / "config/reality-check.yaml"])]
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-n", "-s", str(repo / "Snakefile"), "-d", str(tmp_path),
+           "--cores", "2", "--configfile", *files]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=venv_env, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    total = re.search(r"^total\s+(\d+)$", done.stdout + done.stderr, re.M)
+    assert total and int(total.group(1)) == rehearsal.grid_counts(read_workflow_configs(files))["jobs"]
