@@ -174,9 +174,9 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     if studies and tune["folds"] > 1:
         trials += f" x {tune['folds']} folds = {len(studies) * tune['trials'] * tune['folds']} trial jobs"
     parts = sum(1 for r in runs if r.part_of)
-    joined = sum(1 for r in runs if r.folds)
-    folded = f" ({joined} of them joining {parts} fold models, trained as runs)" if parts else ""
-    print(f"{trials}{'; ' if trials else ''}{len(runs) - parts} runs{folded} OK")
+    folded = f"{parts} fold models (trained as runs) joined into {sum(1 for r in runs if r.folds)} of the runs; " \
+        if parts else ""
+    print(f"{trials}{'; ' if trials else ''}{folded}{len(runs) - parts} runs OK")
 
 
 class HelpParser(argparse.ArgumentParser):
