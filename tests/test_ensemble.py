@@ -169,3 +169,65 @@ def test_reality_check_rehearsal_jobs_are_snakemakes_count(tmp_path, venv_env):
     assert done.returncode == 0, done.stderr[-3000:]
     total = re.search(r"^total\s+(\d+)$", done.stdout + done.stderr, re.M)
     assert total and int(total.group(1)) == rehearsal.grid_counts(read_workflow_configs(files))["jobs"]
+
+
+def _snakemake(workdir, config, env, *extra):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    repo = Path(__file__).parents[1]
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(repo / "Snakefile"), "--configfile",
+           "config.yaml", "--cores", "2", *extra]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_demo_dag_plans_fold_jobs_as_the_plan_counts(tmp_path, venv_env):
+    """`snakemake -n` on the demo: a tune_trial job per trial and fold, a train and evaluate job per
+    fold model, an ensemble job per seed of fold models; the total is what bench/rehearsal.py counts."""
+    import re
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+    import rehearsal
+
+    config = read_workflow_configs(["config/config.yaml"])
+    done = _snakemake(tmp_path, config, venv_env, "-n")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout + done.stderr
+    count = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
+    assert count["tune_trial"] == 2 * 2 * 2 and count["tune_best"] == 2 and count["ensemble"] == 6
+    plain_runs = 75 - 6
+    assert count["train"] == count["evaluate"] == plain_runs + 12
+    assert count["total"] == rehearsal.grid_counts(config)["jobs"]
+    assert "fold=1" in out and "variant=fair.fold1" in out
+
+
+def test_fold_slice_runs_through_the_dag(tmp_path, venv_env):
+    """A tiny 2-fold slice end to end: 2 trials of 2 fold jobs, best.yaml, 2 fold models trained with
+    the best point, the ensemble job, the aggregate; the trial's score is the mean of its fold files."""
+    config = {"data_root": "data", "results_dir": "results", "report_dir": "report", "seeds": [0],
+              "datasets": {"digits": {"methods": ["triplet"], "prepare": {"val_folds": 2},
+                                      "train": {"steps": 8, "eval_every": 4, "batch_size": 30, "lr": 1e-3,
+                                                "device": "cpu", "embedding_dim": 16}}},
+              "tune": {"trials": 2, "startup_trials": 2, "folds": 2, "set": {"steps": 4}},
+              "variants": {"rc": {"datasets": ["digits"], "methods": ["triplet"], "set": {"selection": "val"},
+                                  "tuned": True, "folds": 2}}}
+    done = _snakemake(tmp_path, config, venv_env, "results/metrics.csv")
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = tmp_path / "results/tune/digits/triplet"
+    for i in range(2):
+        folds = [json.loads((study / f"trial{i}/fold{f}/trial.json").read_text())["value"] for f in range(2)]
+        summary = json.loads((study / f"trial{i}/trial.json").read_text())
+        assert summary["value"] == pytest.approx((folds[0] + folds[1]) / 2, abs=1e-12)
+    best = yaml.safe_load((study / "best.yaml").read_text())
+    for f in range(2):
+        cfg = yaml.safe_load((tmp_path / f"results/runs/digits/triplet/rc.fold{f}/seed0/config.yaml").read_text())
+        assert cfg["val_fold"] == f and cfg["triplet"]["margin"] == best["set"]["triplet.margin"]
+    seed = json.loads((tmp_path / "results/runs/digits/triplet/rc/seed0/evaluation.json").read_text())
+    assert "32 dimensions" in seed["metrics_source"] and seed["selection"]["folds"] == 2
+    metrics = pd.read_csv(tmp_path / "results/metrics.csv")
+    assert set(metrics.variant) == {"default", "rc"}  # the fold models only through their seed folder
+    assert {"separated:map@r", "map@r"} <= set(metrics[metrics.variant == "rc"].metric)
