@@ -69,7 +69,7 @@ def test_gains_are_one_holm_family_checked_against_scipy(tmp_path):
     by_key = {(f[3], f[4]): a for f, a in zip(family, adjusted, strict=True)}
     for line in rows:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        metric = {"R@1": "recall@1", "R-Prec": "r_precision", "MAP@R": "map@r"}[cells[3]]
+        metric = {"P@1": "recall@1", "R-Prec": "r_precision", "MAP@R": "map@r"}[cells[3]]
         assert float(cells[8]) == pytest.approx(by_key[metric, cells[4]], rel=1e-2)
         assert cells[9].startswith("yes") == (by_key[metric, cells[4]] < 0.05)
     concatenated_map = [line for line in rows if "MAP@R" in line and "concatenated" in line][0]

@@ -31,11 +31,12 @@ from hdml.report.names import dataset_title, display
 from hdml.report.page import Report, note
 from hdml.report.sections import SELECTED, method_order, register_section
 from hdml.report.stats import ALPHA, ci95, paired_tests, shown
-from hdml.report.table import DASH, fmt_mean_ci, metric_label, simple_table
+from hdml.report.table import DASH, fmt_mean_ci, simple_table
 
 TITLE = "Reality Check protocol (beyond the paper)"
 METRICS = ["recall@1", "r_precision", "map@r"]  # their Precision@1 (one query: our recall@1), R-Precision, MAP@R
 REPRESENTATIONS = {"concatenated": "", "separated": SEPARATED}
+LABELS = {"recall@1": "P@1", "r_precision": "R-Prec", "map@r": "MAP@R"}  # their names
 DATA = "data/reality_check.csv"  # inside the hdml package
 COLUMNS = ["dataset", "method", "their_method", "representation", "metric", "value", "source"]
 
@@ -133,20 +134,21 @@ def reality_check_section(rep: Report, data: Inputs) -> None:
              "separated: the mean of the fold models' metrics (hdml.ensemble). Published: Musgrave et al., "
              f"ECCV 2020, where hdml/data/reality_check.csv has the number ({len(published)} rows).</p>"]
     md = []
-    header = ["Method", "representation", "seeds"] + [f"{metric_label(m)}: {w}" for m in METRICS
+    header = ["Method", "representation", "seeds"] + [f"{LABELS[m]}: {w}" for m in METRICS
                                                       for w in ("published", "ours")]
     for dataset in [d for d in data.datasets if d in set(seeds.dataset)]:
         table = simple_table(f"rc-{dataset}", f"{dataset_title(dataset)}: the Reality Check's table and ours "
                              "under its protocol", header, comparison_rows(dataset, seeds, published, data.paper),
                              stub=3, note="Ours: mean ± 95% CI (Student t) over seeds, in %; published: as printed "
-                                          f"({DASH}: no number in hdml/data/reality_check.csv).")
+                                          f"({DASH}: no number in hdml/data/reality_check.csv). P@1 is "
+                                          "Precision@1, the suite's R@1 (one query).")
         parts.append(rep.table(table))
         md.append(table.markdown())
     family = gain_family(seeds)
     if family:
         tests = paired_tests([f[5] for f in family])
         m = tests[0].comparisons
-        rows = [[dataset_title(d), display(h), display(b), metric_label(metric), rep_, ", ".join(map(str, s)),
+        rows = [[dataset_title(d), display(h), display(b), LABELS[metric], rep_, ", ".join(map(str, s)),
                  fmt_half(t.mean, t.half, t.n), fmt_half(t.mean, t.half_corrected, t.n),
                  DASH if not math.isfinite(t.p_holm) else f"{t.p_holm:.3g}", verdict(t)]
                 for (d, h, b, metric, rep_, _, s), t in zip(family, tests, strict=True)]
