@@ -2,6 +2,10 @@
 concatenated = their per-model L2-normalised embeddings joined (4 x 128 = 512-d), checked against a
 hand-built 512-d embedding; and the plan, DAG and aggregate around them."""
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -134,8 +138,6 @@ def test_reality_check_config_states_their_protocol():
 
 def test_rehearsal_plans_the_reality_check_at_the_real_counts():
     """bench/rehearsal.py --with config/reality-check.yaml --plan: the jobs its DAG has, counted from the plan."""
-    import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
     import rehearsal
@@ -153,10 +155,6 @@ def test_rehearsal_plans_the_reality_check_at_the_real_counts():
 def test_reality_check_rehearsal_jobs_are_snakemakes_count(tmp_path, venv_env):
     """Slow (a dry run of an 8,000-job DAG, minutes): the count above is what `snakemake -n` plans
     for paper.yaml + reality-check.yaml + rehearsal.yaml. Run: pytest -m slow tests/test_ensemble.py"""
-    import re
-    import subprocess
-    import sys
-    from pathlib import Path
 
     repo = Path(__file__).parents[1]
     sys.path.insert(0, str(repo / "bench"))
@@ -172,9 +170,6 @@ def test_reality_check_rehearsal_jobs_are_snakemakes_count(tmp_path, venv_env):
 
 
 def _snakemake(workdir, config, env, *extra):
-    import subprocess
-    import sys
-    from pathlib import Path
 
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     repo = Path(__file__).parents[1]
@@ -186,9 +181,6 @@ def _snakemake(workdir, config, env, *extra):
 def test_demo_dag_plans_fold_jobs_as_the_plan_counts(tmp_path, venv_env):
     """`snakemake -n` on the demo: a tune_trial job per trial and fold, a train and evaluate job per
     fold model, an ensemble job per seed of fold models; the total is what bench/rehearsal.py counts."""
-    import re
-    import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
     import rehearsal
@@ -231,3 +223,6 @@ def test_fold_slice_runs_through_the_dag(tmp_path, venv_env):
     metrics = pd.read_csv(tmp_path / "results/metrics.csv")
     assert set(metrics.variant) == {"default", "rc"}  # the fold models only through their seed folder
     assert {"separated:map@r", "map@r"} <= set(metrics[metrics.variant == "rc"].metric)
+    status = subprocess.run([sys.executable, "-m", "hdml.cli", "status", "config.yaml"], cwd=tmp_path,
+                            capture_output=True, text=True, env=venv_env)
+    assert status.stdout.startswith("3 runs: 3 done\n"), status.stdout  # default + 2 fold models, not the seed folder
