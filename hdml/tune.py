@@ -239,11 +239,11 @@ def run_trial(study_dir: str | Path, spec: Spec, index: int, *, root: str | Path
     stored = _fold_record(out, frozen.number)
     if stored is not None:  # this fold was scored before (its trial may still wait for other folds)
         outcome, value = stored["outcome"], stored["value"]
-    elif frozen.state == TrialState.COMPLETE:
+    elif frozen.state == TrialState.COMPLETE and spec.folds == 1:  # with folds: the mean, not this fold's score
         log.info("trial %d (number %d): already complete", index, frozen.number)
         outcome, value = "complete", frozen.value
-    elif frozen.state == TrialState.FAIL:
-        outcome, value = "diverged", None
+    elif frozen.state == TrialState.FAIL:  # with folds: another fold diverged, so this one need not train
+        outcome, value = "diverged" if spec.folds == 1 else "skipped", None
     else:
         log.info("trial %d (number %d), fold %d: %s", index, frozen.number, fold, params)
         value = _finished_score(out, params)  # killed between training and telling: no need to train again

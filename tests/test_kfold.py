@@ -1,6 +1,7 @@
 """k-fold tuning (the reality check's protocol): a trial's score is the mean over its validation
 folds, each fold a job of its own, the fold scores kept; the study is told once every fold is in."""
 import json
+import shutil
 
 import optuna
 import pytest
@@ -71,6 +72,19 @@ def test_a_diverged_fold_fails_its_trial(tmp_path, monkeypatch):
     assert [t.state.name for t in stored(tmp_path)] == ["FAIL"]
     with pytest.raises(ValueError, match="all 1 trials diverged"):
         write_best(tmp_path, 1)
+    shutil.rmtree(tmp_path / "trial0" / "fold0")  # a lost fold of a failed trial is not trained again
+    monkeypatch.setattr(hdml.trainer, "train_run", lambda **kwargs: pytest.fail("trained a failed trial's fold"))
+    assert run_trial(tmp_path, spec, 0, root="unused", overrides={}, fold=0)["outcome"] == "skipped"
+
+
+def test_a_lost_fold_of_a_complete_trial_is_trained_again_not_given_the_mean(tmp_path, monkeypatch):
+    spec, calls = Spec("digits", "triplet", "map@r", 0, 2, folds=2), []
+    monkeypatch.setattr(hdml.trainer, "train_run", by_fold(calls))
+    for fold in (0, 1):
+        run_trial(tmp_path, spec, 0, root="unused", overrides={}, fold=fold)
+    shutil.rmtree(tmp_path / "trial0" / "fold1")
+    assert run_trial(tmp_path, spec, 0, root="unused", overrides={}, fold=1)["value"] == FOLD_SCORES[1]
+    assert len(calls) == 3 and stored(tmp_path)[0].value == pytest.approx((0.50 + 0.70) / 2, abs=1e-12)
 
 
 def test_best_yaml_tells_a_trial_whose_last_fold_died_before_telling(tmp_path, monkeypatch):
