@@ -27,7 +27,7 @@ rule ensemble:
     resources:
         **rule_resources("evaluate"),
     params:
-        parts=lambda w, input: " ".join(str(Path(e).parent) for e in input.evaluations),
+        parts=lambda w, input: [str(Path(e).parent) for e in input.evaluations],
         out=lambda w, output: Path(output.evaluation).parent,
     shell:
-        "hdml ensemble {params.parts} --out {params.out} > {log} 2>&1"
+        "hdml ensemble {params.parts:q} --out {params.out:q} > {log:q} 2>&1"
