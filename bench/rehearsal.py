@@ -7,6 +7,7 @@ mirrors file; per stage, the wall time, peak memory and disk used, into docs/ben
     python bench/rehearsal.py --scale 1 --work /big/disk   # the real counts (29 GB cache at 256)
     python bench/rehearsal.py --scale 0.01 --image-size 64x48 --no-doc   # a quick smoke run
     python bench/rehearsal.py --grid                       # only recount the grid block (runs, jobs, steps)
+    python bench/rehearsal.py --with config/reality-check.yaml --plan   # the Reality Check's jobs, planned
 
 Archives are kept in WORK/archives (rebuilt only when --scale or --image-size change); the
 workflow's folders (data/, results/, report/) start empty each time unless --resume.
@@ -35,7 +36,13 @@ from hdml.config import build_run_config  # noqa: E402 (after the path set-up ab
 from hdml.costs import load_costs  # noqa: E402 (after the path set-up above)
 from hdml.datasets import get_dataset  # noqa: E402 (after the path set-up above)
 from hdml.io import write_text  # noqa: E402 (after the path set-up above)
-from hdml.plan import read_workflow_configs, validate_workflow_config  # noqa: E402 (after the path set-up)
+from hdml.plan import (  # noqa: E402 (after the path set-up)
+    read_workflow_configs,
+    trial_overrides,
+    tune_settings,
+    tune_studies,
+    validate_workflow_config,
+)
 from httpserver import FileServer  # noqa: E402 (after the path set-up above)
 
 DATASETS = ("cub200", "cars196", "sop")
@@ -137,10 +144,16 @@ def images_of(work: Path) -> dict[str, dict[str, int]]:
     return out
 
 
-def run_workflow(work: Path, mirrors_file: Path, cores: int,
-                 extra: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+def configs(overlays: list[Path]) -> list[Path]:
+    """paper.yaml, the protocol overlays asked for (e.g. config/reality-check.yaml), then the
+    rehearsal's CPU overrides, which win."""
+    return [PAPER, *overlays, OVERLAY]
+
+
+def run_workflow(work: Path, mirrors_file: Path, cores: int, extra: list[str],
+                 overlays: list[Path] = ()) -> tuple[float, subprocess.CompletedProcess]:
     cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(work),
-           "--configfile", str(REPO / "config/paper.yaml"), str(REPO / "config/rehearsal.yaml"), str(mirrors_file),
+           "--configfile", *map(str, configs(list(overlays))), str(mirrors_file),
            "--cores", str(cores), "--keep-going", *extra]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     print(" ".join(cmd), flush=True)
@@ -188,17 +201,29 @@ def section(args: argparse.Namespace, wall: float, costs: pd.DataFrame, disk: di
 def grid_counts(config: dict) -> dict[str, int]:
     """Runs, seeds, runs per dataset, training steps and Snakemake jobs of a workflow config, from
     its plan (hdml.plan). Jobs as the Snakefile makes them: prepare per dataset, cache per dataset
-    whose runs read the dataset's image size, train and evaluate per run, the t-SNE map of the run
-    `tsne:` names, aggregate, report, all."""
+    whose runs read the dataset's image size, train and evaluate per trained run (fold models
+    included), an ensemble job per seed of fold models (hdml.ensemble), a trial job per trial and
+    fold and a best.yaml job per tuning study, the t-SNE map of the run `tsne:` names, aggregate,
+    report, all. Steps count the trials' too."""
     runs = validate_workflow_config(config)
-    cfgs = [build_run_config(get_dataset(r.dataset).defaults_for(r.method), r.overrides, r.method) for r in runs]
+    trained = [r for r in runs if not r.folds]  # a seed of fold models is not trained: its folds are
+    cfgs = [build_run_config(get_dataset(r.dataset).defaults_for(r.method), r.overrides, r.method) for r in trained]
     sizes = {d: build_run_config(get_dataset(d).run_defaults, config["datasets"][d].get("train", {}))["image"]["resize"]
              for d in config["datasets"]}
-    cached = {r.dataset for r, c in zip(runs, cfgs, strict=True) if c["image"]["resize"] == sizes[r.dataset]}
-    counts = {"runs": len(runs), "seeds": len(config["seeds"]), "steps": sum(c["steps"] for c in cfgs),
-              "jobs": len(config["datasets"]) + len(cached) + 2 * len(runs) + bool(config.get("tsne")) + 3}
-    counts.update({f"runs_{d}": sum(r.dataset == d for r in runs) for d in config["datasets"]})
-    counts["runs_per_seed"] = sum(r.seed == min(config["seeds"]) for r in runs)
+    cached = {r.dataset for r, c in zip(trained, cfgs, strict=True) if c["image"]["resize"] == sizes[r.dataset]}
+    studies, tune = tune_studies(config), tune_settings(config)
+    per_study = tune["trials"] * tune["folds"] if studies else 0
+    trials = len(studies) * per_study
+    trial_steps = per_study * sum(build_run_config(get_dataset(d).defaults_for(m), trial_overrides(config, d, m),
+                                                   m)["steps"] for d, m in studies)
+    counts = {"runs": len(runs) - sum(bool(r.part_of) for r in runs), "seeds": len(config["seeds"]),
+              "steps": sum(c["steps"] for c in cfgs) + trial_steps, "trial_jobs": trials,
+              "fold_models": sum(bool(r.part_of) for r in runs),
+              "jobs": len(config["datasets"]) + len(cached) + 2 * len(trained) + (len(runs) - len(trained))
+              + trials + len(studies) + bool(config.get("tsne")) + 3}
+    shown = [r for r in runs if not r.part_of]
+    counts.update({f"runs_{d}": sum(r.dataset == d for r in shown) for d in config["datasets"]})
+    counts["runs_per_seed"] = sum(r.seed == min(config["seeds"]) for r in shown)
     return counts
 
 
@@ -244,11 +269,17 @@ def main() -> None:
     p.add_argument("--resume", action="store_true", help="keep data/, results/, report/ from the last run")
     p.add_argument("--no-doc", action="store_true", help="print the section instead of writing docs/benchmarks.md")
     p.add_argument("--grid", action="store_true", help="only rewrite the grid counts in docs/benchmarks.md (no run)")
+    p.add_argument("--with", dest="overlays", type=Path, action="append", default=[], metavar="CONFIG",
+                   help="a protocol overlay between paper.yaml and rehearsal.yaml, e.g. config/reality-check.yaml")
+    p.add_argument("--plan", action="store_true", help="print the plan's counts (runs, jobs, trials) and exit")
     p.add_argument("snakemake_args", nargs="*", help="passed to snakemake (after --)")
     args = p.parse_args()
     if args.grid:
         write_doc(None)
         print(grid_section())
+        return
+    if args.plan:
+        print(json.dumps(grid_counts(read_workflow_configs(configs(args.overlays))), indent=2))
         return
     if not 0 < args.scale <= 1:
         p.error("--scale must be in (0, 1]")
@@ -264,7 +295,7 @@ def main() -> None:
         mirrors_file.write_text(yaml.safe_dump(mirrors(server, files)))
         # The server's port, hence the mirrors' URLs (a `prepare` param), change from run to run.
         resume = ["--rerun-triggers", "mtime", "input", "--rerun-incomplete"] if args.resume else []
-        wall, done = run_workflow(work, mirrors_file, args.cores, resume + args.snakemake_args)
+        wall, done = run_workflow(work, mirrors_file, args.cores, resume + args.snakemake_args, args.overlays)
     print(f"snakemake exit {done.returncode} after {wall / 60:.1f} min; log: {work / 'snakemake.log'}")
     costs, disk, counts = stage_costs(work), stage_disk(work), images_of(work)
     text = section(args, wall, costs, disk, counts, load, (work / "report" / "report.html").exists())

@@ -3,7 +3,8 @@
 Outputs (all written atomically):
 - `metrics.csv`: dataset,method,variant,seed,metric,value; last-checkpoint metrics as
   fractions, and the authors' test-selected ones (best test NMI over the curve) as
-  `selected:<metric>`, so the two can never be confused.
+  `selected:<metric>`, so the two can never be confused; a run of fold models (hdml.ensemble)
+  adds the mean over its fold models as `separated:<metric>` (its `metrics` are concatenated).
 - `curves.csv`: dataset,method,variant,seed,step,metric,value (metrics and train_* losses at
   every periodic evaluation).
 - `runs.csv`: one row per run: the settings the report plots against (protocol, HDML's alpha
@@ -116,6 +117,9 @@ def read_run(run_dir: Path) -> tuple[list[dict], pd.DataFrame, dict]:
     rows = [{**key, "metric": m, "value": v} for m, v in checked_metrics(result["metrics"], path, "metrics").items()]
     rows += [{**key, "metric": f"selected:{m}", "value": v}
              for m, v in checked_metrics(result["test_selected"], path, "test_selected").items()]
+    if "separated" in result:  # a run of fold models (hdml.ensemble): `metrics` are the concatenated ones
+        rows += [{**key, "metric": f"separated:{m}", "value": v}
+                 for m, v in checked_metrics(result["separated"], path, "separated").items()]
     curve = pd.read_csv(run_dir / "curve.csv")
     if "step" not in curve.columns:
         raise ValueError(f"{run_dir / 'curve.csv'}: no 'step' column")

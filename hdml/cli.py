@@ -119,8 +119,8 @@ def cmd_tune_trial(args: argparse.Namespace) -> None:
     from hdml.config import parse_sets
     from hdml.tune import Spec, run_trial
 
-    spec = Spec(args.dataset, args.method, args.metric, args.seed, args.startup_trials)
-    record = run_trial(args.study, spec, args.index, root=args.root, overrides=parse_sets(args.set))
+    spec = Spec(args.dataset, args.method, args.metric, args.seed, args.startup_trials, args.folds)
+    record = run_trial(args.study, spec, args.index, root=args.root, overrides=parse_sets(args.set), fold=args.fold)
     print(json.dumps(record, indent=2))
 
 
@@ -130,6 +130,12 @@ def cmd_tune_best(args: argparse.Namespace) -> None:
     from hdml.tune import write_best
 
     print(yaml.safe_dump(write_best(args.study, args.trials, args.out), sort_keys=False), end="")
+
+
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    from hdml.ensemble import ensemble_run
+
+    print(json.dumps(ensemble_run(args.parts, args.out)["metrics"], indent=2))
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -239,13 +245,18 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     config = read_workflow_configs(args.configfile)
     schema = load_schema(Path(args.schema)) if args.schema else None
     runs = validate_workflow_config(config, schema, source=", ".join(args.configfile))
-    studies = tune_studies(config)
+    studies, tune = tune_studies(config), tune_settings(config)
     if not args.no_costs:
         from hdml.costs import describe, project
 
         print("\n".join(describe(project(config, runs))))
-    trials = f"{len(studies)} tuning studies x {tune_settings(config)['trials']} trials; " if studies else ""
-    print(f"{trials}{len(runs)} runs OK")
+    trials = f"{len(studies)} tuning studies x {tune['trials']} trials" if studies else ""
+    if studies and tune["folds"] > 1:
+        trials += f" x {tune['folds']} folds = {len(studies) * tune['trials'] * tune['folds']} trial jobs"
+    parts = sum(1 for r in runs if r.part_of)
+    folded = f"{parts} fold models (trained as runs) joined into {sum(1 for r in runs if r.folds)} of the runs; " \
+        if parts else ""
+    print(f"{trials}{'; ' if trials else ''}{folded}{len(runs) - parts} runs OK")
 
 
 class HelpParser(argparse.ArgumentParser):
@@ -334,6 +345,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metric", default="map@r", help="validation metric maximised (as selection_metric)")
     s.add_argument("--seed", type=int, default=0, help="training seed of every trial; seeds the sampler with INDEX")
     s.add_argument("--startup-trials", type=int, default=10, help="random trials before TPE models the scores")
+    s.add_argument("--folds", type=int, default=1, help="a trial's score: the mean over validation folds 0..K-1")
+    s.add_argument("--fold", type=int, default=0, help="the fold this job trains without and scores on")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="run-config override of the trial's training, as for hdml train")
     s.set_defaults(func=cmd_tune_trial)
@@ -342,6 +355,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--trials", type=int, required=True, help="trial indices 0..TRIALS-1 make the budget")
     s.add_argument("--out", help="where to write (default: STUDY/best.yaml)")
     s.set_defaults(func=cmd_tune_best)
+
+    s = sub.add_parser("ensemble", help="a seed's fold models evaluated separated (mean) and concatenated (joined "
+                                        "embeddings), written as one run folder")
+    s.add_argument("parts", nargs="+", help="the fold models' run folders, fold 0 first (evaluated)")
+    s.add_argument("--out", required=True, help="the seed folder to write, e.g. results/runs/D/M/V/seed0")
+    s.set_defaults(func=cmd_ensemble)
 
     s = sub.add_parser("config", help="the resolved run config, or every key with its default and allowed values")
     s.add_argument("--list", action="store_true", help="one line per key: key, default, allowed values")

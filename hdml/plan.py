@@ -33,6 +33,10 @@ class Run:
     seed: int
     overrides: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     tuned: bool = field(default=False, compare=False, hash=False)  # + results/tune/DATASET/METHOD/best.yaml
+    # Final models per fold (hdml.ensemble): a run of a variant with `folds: K` is not trained
+    # itself but joins its K fold runs (`folds` K); each fold run (`VARIANT.foldF`) names it in `part_of`.
+    folds: int = field(default=0, compare=False, hash=False)
+    part_of: str | None = field(default=None, compare=False, hash=False)
 
     @property
     def path(self) -> str:
@@ -94,6 +98,14 @@ def validate_workflow_config(config: dict, schema: dict | None = None, source: s
         raise ConfigError(f"{source}: {exc}") from None
     if not runs:
         raise ConfigError(f"{source}: only: {config.get('only')} leaves no run of the grid")
+    for run in runs:
+        if run.folds and run.overrides.get("selection") != "val":
+            raise ConfigError(f"{source}: variants.{run.variant}: folds: {run.folds} trains a model per validation "
+                              f"fold, which needs set: {{selection: val}}")
+        folds = config["datasets"][run.dataset].get("prepare", {}).get("val_folds", 0)
+        if run.folds > folds:
+            raise ConfigError(f"{source}: variants.{run.variant}: folds: {run.folds}, but datasets.{run.dataset}."
+                              f"prepare.val_folds makes {folds}")
     for run in runs:
         if run.method not in known_methods:
             raise ConfigError(f"{source}: datasets.{run.dataset}.methods: unknown method {run.method!r}"
@@ -186,9 +198,12 @@ def plan_runs(config: dict) -> list[Run]:
                 if not selected(config, dataset, method, variant):
                     continue
                 base = method_overrides(config, dataset, method)
+                overrides = {**base, **drop_foreign(entry["set"], method)}
+                tuned, folds = entry.get("tuned", False), entry.get("folds", 0)
                 for s in entry.get("seeds", config["seeds"]):
-                    runs.append(Run(dataset, method, variant, s, {**base, **drop_foreign(entry["set"], method)},
-                                    entry.get("tuned", False)))
+                    runs.append(Run(dataset, method, variant, s, overrides, tuned, folds))
+                    runs += [Run(dataset, method, fold_variant(variant, f), s, {**overrides, "val_fold": f}, tuned,
+                                 part_of=variant) for f in range(folds)]
     return runs
 
 
@@ -200,6 +215,11 @@ def check_variant_methods(variant: str, entry: dict[str, Any]) -> None:
         if method not in known:
             raise ConfigError(f"variants.{variant}.methods: unknown method {method!r}"
                               f"{did_you_mean(method, known)}; known: {', '.join(known)}")
+
+
+def fold_variant(variant: str, fold: int) -> str:
+    """The variant name of fold `fold`'s model of a variant with `folds` (hdml.ensemble)."""
+    return f"{variant}.fold{fold}"
 
 
 def check_variant_sections(variant: str, entry: dict[str, Any]) -> None:
@@ -262,6 +282,9 @@ def check_tuning(config: dict, runs: list[Run], source: str) -> None:
         if "val_folds" not in config["datasets"][dataset].get("prepare", {}):
             raise ConfigError(f"{where}: trials are scored on a validation split: add prepare: {{val_folds: 4}} "
                               f"to datasets.{dataset}")
+        if settings["folds"] > config["datasets"][dataset]["prepare"]["val_folds"]:
+            raise ConfigError(f"{where}: tune.folds {settings['folds']}, but datasets.{dataset}.prepare.val_folds "
+                              f"makes {config['datasets'][dataset]['prepare']['val_folds']} folds")
         base = {**trial_overrides(config, dataset, method), "selection": "val",
                 "selection_metric": settings["metric"]}
         try:

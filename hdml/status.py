@@ -124,8 +124,9 @@ def grid_eta(statuses: list[RunStatus], projected: dict[str, float] | None = Non
 
 
 def grid_status(results: Path, runs: list[Run]) -> list[RunStatus]:
+    """The trained runs' states: fold models count, the seed folders joining them (hdml.ensemble) do not."""
     now = time.time()
-    return [run_status(results, r, now) for r in runs]
+    return [run_status(results, r, now) for r in runs if not r.folds]
 
 
 def render(statuses: list[RunStatus], verbose: bool = False, projected: dict[str, float] | None = None) -> str:

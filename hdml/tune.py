@@ -26,9 +26,17 @@ scores, and a trial on a copy whose test images are absent runs and scores (test
 On a cluster, the study folder sits on the shared file system like the runs; `flock` there is as
 good as the file system's locks (NFSv4: byte-range locks the server arbitrates).
 
-Trial index N is a Snakemake job. It asks the study for a new trial only if none carries its
-index: a job killed mid-training finds its trial (still RUNNING, params stored) and resumes the
-same run with the same params; a finished trial is never trained again. Each trial's sampler is
+k-fold scores (`folds` K > 1, the reality check's 4): a trial is K jobs, one per fold F of the
+training classes (`hdml.valsplit`, run-config `val_fold: F`: train on the other folds, score on
+fold F). Fold F trains in `trialN/foldF/` and writes `trialN/foldF/trial.json` (its fold score);
+the fold job that finds all K fold records written tells the study their mean (`fold_mean`) and
+writes `trialN/trial.json` with every fold's score; a diverged fold fails the trial. `write_best`
+tells any trial whose folds all finished but whose teller died first. With K = 1 a trial is one
+job scored on fold 0, in `trialN/` (the layout of studies made before folds existed).
+
+Trial index N is a Snakemake job (with K folds, K jobs). It asks the study for a new trial only
+if none carries its index: a job killed mid-training finds its trial (still RUNNING, params
+stored) and resumes the same run with the same params; a finished trial is never trained again. Each trial's sampler is
 seeded from (seed, N), so trials drawn in the same history draw the same params, and the first
 (random) trials of separate processes do not all draw the same point. Trials running at once
 count as running for TPE (Optuna's constant liar).
@@ -57,7 +65,7 @@ if TYPE_CHECKING:
 DB, LOCK, BEST, TRIAL = "study.db", ".study.lock", "best.yaml", "trial.json"
 STUDY_NAME = "hdml"
 # The workflow config's `tune` section, less `trials`: what each key is when left out.
-DEFAULTS: dict[str, Any] = {"metric": "map@r", "seed": 0, "startup_trials": 10, "set": {}}
+DEFAULTS: dict[str, Any] = {"metric": "map@r", "seed": 0, "startup_trials": 10, "folds": 1, "set": {}}
 # What every trial trains with on top of its settings: no test images at all. Not part of the
 # study's `settings`: it changes no score, so studies begun before it stay valid.
 BLIND: dict[str, Any] = {"evaluate_test": False}
@@ -126,6 +134,14 @@ class Spec:
     metric: str
     seed: int
     startup_trials: int
+    folds: int = 1  # a trial's score is the mean over validation folds 0..folds-1
+
+    def attrs(self) -> dict[str, Any]:
+        """The stored identity; `folds` only when > 1, so studies begun before folds stay valid."""
+        out = asdict(self)
+        if self.folds == 1:
+            del out["folds"]
+        return out
 
 
 @contextmanager
@@ -168,7 +184,7 @@ def open_study(study_dir: Path, spec: Spec, index: int = 0, settings: dict[str, 
         study = optuna.create_study(storage=f"sqlite:///{(study_dir / DB).resolve()}", study_name=STUDY_NAME,
                                     direction="maximize", sampler=sampler, load_if_exists=True)
         study.user_attrs  # noqa: B018 (reads the storage: a damaged file fails here, named)
-    wanted = {**asdict(spec), "settings": json.dumps(settings or {}, sort_keys=True)}
+    wanted = {**spec.attrs(), "settings": json.dumps(settings or {}, sort_keys=True)}
     if not study.user_attrs:
         for key, value in wanted.items():
             study.set_user_attr(key, value)
@@ -200,10 +216,23 @@ def _claim(study: optuna.Study, index: int, space: dict[str, Range]) -> optuna.t
     return trial.number
 
 
+def trial_dir(study_dir: Path, index: int, fold: int, folds: int) -> Path:
+    """The run folder of fold `fold` of trial `index`: `trialN/` with one fold, else `trialN/foldF/`."""
+    return study_dir / f"trial{index}" if folds == 1 else study_dir / f"trial{index}" / f"fold{fold}"
+
+
+def fold_mean(scores: dict[int, float | None]) -> float | None:
+    """A trial's k-fold score: the mean of its folds' scores; None if any fold diverged."""
+    if any(v is None for v in scores.values()):
+        return None
+    return float(np.mean([scores[f] for f in sorted(scores)]))
+
+
 def run_trial(study_dir: str | Path, spec: Spec, index: int, *, root: str | Path,
-              overrides: dict[str, Any]) -> dict[str, Any]:
-    """Trial `index` of the study: claimed, trained (or resumed) on the training classes less
-    the validation classes, scored on those, told to the study; writes `trialN/trial.json`."""
+              overrides: dict[str, Any], fold: int = 0) -> dict[str, Any]:
+    """Fold `fold` of trial `index` (the whole trial with one fold): claimed, trained (or resumed)
+    on the training classes less validation fold `fold`, scored on that fold; the trial is told to
+    the study once all its folds are scored. Writes the fold's `trial.json`."""
     from optuna.trial import TrialState
 
     from hdml.datasets import get_dataset
@@ -212,42 +241,84 @@ def run_trial(study_dir: str | Path, spec: Spec, index: int, *, root: str | Path
     study_dir = Path(study_dir)
     if index < 0:
         raise ValueError(f"trial index must be >= 0, got {index}")
+    if not 0 <= fold < spec.folds:
+        raise ValueError(f"fold {fold} of a study scored on {spec.folds} fold(s): expected 0..{spec.folds - 1}")
     base = {**overrides, "selection": "val", "selection_metric": spec.metric}
     space = check_space(spec.method, get_dataset(spec.dataset).defaults_for(spec.method), base)
     with locked(study_dir):
         study = open_study(study_dir, spec, index, base)
         claimed = _claim(study, index, space)
         frozen = claimed if not isinstance(claimed, int) else study.trials[claimed]
-    out = study_dir / f"trial{index}"
+    out = trial_dir(study_dir, index, fold, spec.folds)
     params = dict(frozen.params)
     record = {"dataset": spec.dataset, "method": spec.method, "index": index, "number": frozen.number,
               "metric": spec.metric, "params": params}
-    if frozen.state == TrialState.COMPLETE:
+    if spec.folds > 1:
+        record["fold"] = fold
+    stored = _fold_record(out, frozen.number)
+    if stored is not None:  # this fold was scored before (its trial may still wait for other folds)
+        outcome, value = stored["outcome"], stored["value"]
+    elif frozen.state == TrialState.COMPLETE and spec.folds == 1:  # with folds: the mean, not this fold's score
         log.info("trial %d (number %d): already complete", index, frozen.number)
         outcome, value = "complete", frozen.value
-    elif frozen.state == TrialState.FAIL:
-        outcome, value = "diverged", None
+    elif frozen.state == TrialState.FAIL:  # with folds: another fold diverged, so this one need not train
+        outcome, value = "diverged" if spec.folds == 1 else "skipped", None
     else:
-        log.info("trial %d (number %d): %s", index, frozen.number, params)
+        log.info("trial %d (number %d), fold %d: %s", index, frozen.number, fold, params)
         value = _finished_score(out, params)  # killed between training and telling: no need to train again
         outcome = "complete"
         if value is None:
+            fold_set = {"val_fold": fold} if spec.folds > 1 else {}
             try:
                 result = train_run(root=root, dataset=spec.dataset, method=spec.method, seed=spec.seed, out=out,
-                                   overrides={**base, **params, **BLIND})
+                                   overrides={**base, **fold_set, **params, **BLIND})
                 value = float(result["selection"]["score"])
             except TrainingDiverged as exc:  # a diverging setting is a result of the search, not a failed job
                 log.warning("trial %d diverged: %s", index, exc)
                 outcome = "diverged"
-        with locked(study_dir):
-            study = open_study(study_dir, spec, index, base)
-            if outcome == "complete":
-                study.tell(frozen.number, value)
-            else:
-                study.tell(frozen.number, state=TrialState.FAIL)
     record.update(outcome=outcome, value=value)
-    write_json(out / TRIAL, record)
+    with locked(study_dir):
+        write_json(out / TRIAL, record)
+        study = open_study(study_dir, spec, index, base)
+        _finish(study, study_dir, index, spec.folds)
     return record
+
+
+def _fold_record(out: Path, number: int) -> dict[str, Any] | None:
+    """The fold record in `out` written for trial `number`, if there is one."""
+    try:
+        record = json.loads((out / TRIAL).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("number") == number and "outcome" in record else None
+
+
+def _finish(study: optuna.Study, study_dir: Path, index: int, folds: int) -> dict[str, Any] | None:
+    """Tell the study trial `index`'s score once every fold has its record (under `locked`): the
+    mean of the fold scores, or a failure if any fold diverged; with several folds, also
+    `trialN/trial.json` (every fold's score, and the mean). Returns the trial's record if told."""
+    from optuna.trial import TrialState
+
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("index") == index
+            and t.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL)]
+    if not mine:
+        return None
+    trial = mine[-1]
+    records = {f: _fold_record(trial_dir(study_dir, index, f, folds), trial.number) for f in range(folds)}
+    if any(r is None for r in records.values()):
+        return None
+    scores = {f: r["value"] if r["outcome"] == "complete" else None for f, r in records.items()}
+    value = fold_mean(scores)
+    if trial.state == TrialState.RUNNING:
+        if value is None:
+            study.tell(trial.number, state=TrialState.FAIL)
+        else:
+            study.tell(trial.number, value)
+    summary = {**{k: v for k, v in records[0].items() if k != "fold"}, "folds": scores,
+               "outcome": "complete" if value is not None else "diverged", "value": value}
+    if folds > 1:
+        write_json(study_dir / f"trial{index}" / TRIAL, summary)
+    return summary
 
 
 def _finished_score(out: Path, params: dict[str, Any]) -> float | None:
@@ -283,10 +354,13 @@ def write_best(study_dir: str | Path, trials: int, out: str | Path | None = None
             study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(study_dir / DB).resolve()}")
         except KeyError:
             raise ValueError(f"{study_dir / DB}: holds no study of `hdml tune trial`") from None
-        records = study.get_trials(deepcopy=False)
         attrs = study.user_attrs
-    if not {"dataset", "method", "metric"} <= set(attrs):
-        raise ValueError(f"{study_dir / DB}: not a study of `hdml tune trial` (no dataset, method and metric)")
+        if not {"dataset", "method", "metric"} <= set(attrs):
+            raise ValueError(f"{study_dir / DB}: not a study of `hdml tune trial` (no dataset, method and metric)")
+        folds = int(attrs.get("folds", 1))
+        for index in range(trials):  # a trial whose last fold's job died before telling the study
+            _finish(study, study_dir, index, folds)
+        records = study.get_trials(deepcopy=False)
     keys = set(search_space(attrs["method"]))
     done = {t.user_attrs["index"]: t for t in records if t.state in (TrialState.COMPLETE, TrialState.FAIL)
             and t.user_attrs.get("index", trials) < trials and set(t.params) == keys}
@@ -299,7 +373,7 @@ def write_best(study_dir: str | Path, trials: int, out: str | Path | None = None
     index = max(complete, key=lambda i: (complete[i].value, -i))
     best = complete[index]
     result = {"dataset": attrs["dataset"], "method": attrs["method"], "metric": attrs["metric"], "trials": trials,
-              "index": index, "number": best.number, "value": float(best.value),
+              "folds": folds, "index": index, "number": best.number, "value": float(best.value),
               "scores": {i: float(t.value) if t.state == TrialState.COMPLETE else None
                          for i, t in sorted(done.items())},
               "set": dict(best.params)}

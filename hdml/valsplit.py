@@ -17,8 +17,9 @@ split (`training_images`).
 Folds: split.csv's `fold` column holds each training row's fold (0..K-1, as `fold_of_classes`
 deals them; empty for test rows), and the run-config key `val_fold` (default 0) picks the fold a
 `selection: val` run validates on, training on the other K - 1 (fold 0 is the rows marked
-`val`). Cross-validating a setting, as the reality check does, is K runs, `val_fold` 0..K-1,
-e.g. K variants (a tuning trial's score is then the mean over them).
+`val`). Cross-validating a setting, as the reality check does, is K runs, `val_fold` 0..K-1: a
+tuning trial's score with `tune.folds` (hdml.tune), the final models of a variant with `folds`
+(hdml.ensemble).
 """
 from __future__ import annotations
 

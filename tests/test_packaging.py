@@ -168,6 +168,6 @@ def test_every_rule_runs_in_the_rule_environment():
             rules[re.match(r"rule (\w+):", block).group(1)] = block.split("\n\n\n")[0]
     commands = {r for r, body in rules.items() if re.search(r"^    (shell|run|script):", body, re.M)}
     assert commands == {"prepare", "cache", "train", "evaluate", "aggregate", "tsne", "report", "tune_trial",
-                        "tune_best"}
+                        "tune_best", "ensemble"}
     for rule in commands:
         assert re.search(r"^    conda:\n        HDML_ENV$", rules[rule], re.M), rule

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hdml.report import fair, sections  # fair registers its section (register_section)
+from hdml.report import fair, realitycheck, sections  # fair, realitycheck register their sections
 from hdml.report.figures import tsne_figure
 from hdml.report.inputs import Inputs, check_variant_settings, load_inputs, paper_table, read_losses
 from hdml.report.page import Report, write_page
@@ -29,7 +29,7 @@ from hdml.report.table import DASH, fmt_mean_ci, tex
 
 __all__ = ["DASH", "SECTIONS", "Inputs", "Report", "check_variant_settings", "default_alpha", "fair",
            "fidelity_section", "fmt_mean_ci", "method_order", "method_series", "paper_table", "pick_tsne",
-           "read_losses", "register_section", "render", "results_table", "tex", "tsne_figure"]
+           "read_losses", "realitycheck", "register_section", "render", "results_table", "tex", "tsne_figure"]
 
 
 def render(metrics_csv: Path, out_dir: Path, curves_csv: Path | None = None, runs_csv: Path | None = None,

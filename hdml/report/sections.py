@@ -481,7 +481,7 @@ def other_variants_section(rep: Report, data: Inputs) -> None:
     summ = data.summ
     known = summ.variant.isin(["default", PROTOCOL_VARIANT, *ABLATIONS]) | \
         summ.variant.str.startswith(tuple(f"{p}=" for p in SWEEPS))
-    rest = summ[~known & ~summ.metric.str.startswith(SELECTED)]
+    rest = summ[~known & ~summ.metric.str.startswith((SELECTED, "separated:"))]  # fold models: realitycheck.py
     if rest.empty:
         return
     rest = rest.assign(method=rest.method.map(display))

@@ -1,5 +1,6 @@
 # Config validation (schema, then every run's own config) before any job, and the run plan.
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from snakemake.utils import validate
 
 from hdml.config import ConfigError, build_run_config
 from hdml.datasets import get_dataset
-from hdml.plan import schema_path, set_args, trial_overrides, tune_settings, validate_workflow_config
+from hdml.plan import fold_variant, schema_path, set_args, trial_overrides, tune_settings, validate_workflow_config
 
 # Jobs find the `hdml` installed beside the Python running Snakemake (`.venv/bin/snakemake`
 # works without activating the environment). With `--sdm conda` the rule environment comes first,
@@ -35,7 +36,10 @@ DATA = config["data_root"]
 RESULTS = config["results_dir"]
 REPORT = config["report_dir"]
 RUN_DIR = f"{RESULTS}/runs/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}"
-RUN_DIRS = [f"{RESULTS}/runs/{r.path}" for r in RUNS.values()]
+# The runs the report shows: fold models (hdml.ensemble) only through the seed folder joining them.
+RUN_DIRS = [f"{RESULTS}/runs/{r.path}" for r in RUNS.values() if r.part_of is None]
+# Variants of final models per fold, whose seed folders the ensemble jobs write; "(?!)" matches nothing.
+FOLDED = "|".join(re.escape(v) for v in sorted({r.variant for r in RUNS.values() if r.folds})) or "(?!)"
 
 
 wildcard_constraints:
@@ -45,6 +49,7 @@ wildcard_constraints:
     seed="[0-9]+",
     size="[0-9]+",
     trial="[0-9]+",
+    fold="[0-9]+",
 
 
 RESOURCE_DEFAULTS = {"threads": 1, "gpu": 0, "mem_mb": 2000, "runtime": 30}
@@ -86,6 +91,25 @@ def run_sets(wildcards) -> str:
     return " ".join(f"--set {shlex.quote(s)}" for s in set_args(run.overrides))
 
 
+def ensemble_parts(wildcards) -> list[str]:
+    """The evaluated fold models a seed of a `folds` variant joins, fold 0 first."""
+    run = RUNS[(wildcards.dataset, wildcards.method, wildcards.variant, wildcards.seed)]
+    parts = [fold_variant(run.variant, f) for f in range(run.folds)]
+    return [f"{RESULTS}/runs/{run.dataset}/{run.method}/{v}/seed{run.seed}/evaluation.json" for v in parts]
+
+
+def benchmark_files() -> list[str]:
+    """The benchmark records `hdml aggregate` reads: training and evaluation of each run the report
+    shows (a seed of fold models: its ensemble job, recorded as its evaluation)."""
+    shown = [r for r in RUNS.values() if r.part_of is None]
+    return [
+        f"{RESULTS}/benchmarks/{s}/{r.path}.tsv"
+        for r in shown
+        for s in ("train", "evaluate")
+        if s == "evaluate" or not r.folds
+    ]
+
+
 def run_tuned(wildcards) -> list[str]:
     """The tuned settings a run of a `tuned: true` variant trains with (hdml.tune)."""
     run = RUNS[(wildcards.dataset, wildcards.method, wildcards.variant, wildcards.seed)]
@@ -93,6 +117,14 @@ def run_tuned(wildcards) -> list[str]:
 
 
 TUNE = tune_settings(config)
+# A trial's job, or with `tune.folds` K > 1 each of its K fold jobs (hdml.tune).
+TRIAL_KEY = "trial{trial}" if TUNE["folds"] == 1 else "trial{trial}/fold{fold}"
+
+
+def trial_records(w) -> list[str]:
+    """Every fold record of the study's `tune.trials` trials."""
+    keys = [TRIAL_KEY.format(trial=i, fold=f) for i in range(TUNE["trials"]) for f in range(TUNE["folds"])]
+    return [f"{RESULTS}/tune/{w.dataset}/{w.method}/{k}/trial.json" for k in keys]
 
 
 def trial_resources() -> dict:

@@ -2,7 +2,7 @@ rule aggregate:
     input:
         evaluations=[f"{d}/evaluation.json" for d in RUN_DIRS],
         curves=[f"{d}/curve.csv" for d in RUN_DIRS],
-        benchmarks=[f"{RESULTS}/benchmarks/{s}/{r.path}.tsv" for r in RUNS.values() for s in ("train", "evaluate")],
+        benchmarks=benchmark_files(),
     output:
         metrics=report(f"{RESULTS}/metrics.csv", caption="../report/metrics.rst", category="Data"),
         curves=f"{RESULTS}/curves.csv",
