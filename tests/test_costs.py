@@ -44,11 +44,11 @@ def test_projection_of_a_small_grid_by_hand():
 
 
 def test_evaluation_points_of_the_papers_cadence():
-    """CUB under protocol code: every 500 steps to 5,000 (10), then every 46 (65 up to 7,958), and the
-    last step: 76. SOP: steps 4,650 and 8,000."""
+    """CUB under protocol code: every 500 steps to 5,000 (10), then every 46 from 5,014 to 8,004, where
+    the run stops (66): 76. SOP: steps 4,650 and 9,300, where it stops (hdml.schedule)."""
     config = read_workflow_configs([PAPER])
     runs = {r.dataset: r for r in validate_workflow_config(config) if r.method == "triplet" and r.seed == 0}
-    assert evaluation_points(run_config(runs["cub200"])) == 10 + 65 + 1
+    assert evaluation_points(run_config(runs["cub200"])) == 10 + 66
     assert evaluation_points(run_config(runs["sop"])) == 2
 
 

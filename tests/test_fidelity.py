@@ -327,43 +327,138 @@ def test_ledger_rows_have_known_statuses_and_proofs() -> None:
 
 
 def test_ledger_citations_resolve() -> None:
-    """Every `path::symbol` of the suite's columns names a symbol its file defines (ast) or a key its
-    YAML has, and every test named exists: a renamed function fails here, not in a reader's hands."""
+    """Every `path::symbol` of every table's suite columns (HDML's, DDML's, Multi-Similarity's,
+    DAML's) names a symbol its file defines (ast; `Class.method` too) or a key its YAML has, no
+    suite citation is a `path:line`, and every test named exists: a renamed function fails here,
+    not in a reader's hands."""
     from pathlib import Path
 
-    from hdml.fidelity import read_ledger, unresolved
+    from hdml.fidelity import read_tables, unresolved
 
-    assert unresolved(read_ledger(), Path(__file__).parents[1]) == []
-
-
-LEDGER_HEAD = ("| element | authors' code (fa03ef0) | suite, protocol code | suite, protocol paper | test | proof "
-               "| status |\n"
-               "|---|---|---|---|---|---|---|\n")
+    tables = read_tables()
+    assert len(tables) >= 4 and all(t.suite_columns for t in tables)
+    assert unresolved(Path(__file__).parents[1]) == []
 
 
-@pytest.mark.parametrize("suite, test, problem", [
-    ("`hdml/augmentor.py::pull`", "`tests/test_fidelity.py::test_ledger_citations_resolve`", None),
-    ("`hdml/augmentor.py::no_such_function`", "-", "hdml/augmentor.py defines no no_such_function"),
-    ("`hdml/augmentor.py:24-56`", "-", "cites no symbol"),
-    ("`hdml/augmentor.py`", "-", "cites no symbol"),
-    ("`hdml/no_such_module.py::pull`", "-", "hdml/no_such_module.py does not exist"),
-    ("`hdml/methods.py::MilestoneLR.get_lr`", "-", None),
+# The three kinds of table hdml/fidelity.md holds: HDML's ledger (first), DAML's (the same columns,
+# further down) and the five-column tables of DDML and Multi-Similarity (no proof, no status).
+GOOD_SUITE, GOOD_TEST = "`hdml/augmentor.py::pull`", "`tests/test_fidelity.py::test_ledger_citations_resolve`"
+TABLES = {
+    "hdml": ("| element | paper | authors' code (fa03ef0) | suite, protocol code | suite, protocol paper | test "
+             "| proof | status |\n|---|---|---|---|---|---|---|---|\n"
+             "| J_gen | x | `lib/HDML.py:17` | {suite} | same | {test} | read | match |\n"),
+    "daml": ("| element | paper | authors' code (883aa5a) | suite, protocol code | suite, protocol paper | test "
+             "| proof | status |\n|---|---|---|---|---|---|---|---|\n"
+             "| J_hard | x | utils.py:308-314 | {suite} | same | {test} | executed | match |\n"),
+    "five-column": ("| element | paper | authors' code (file:line) | this suite | test |\n|---|---|---|---|---|\n"
+                    "| weighting | log(1 + \\|x\\|) | MSL:45-48 | {suite} | {test} |\n"),
+}
+
+
+def synthetic_ledger(path, bad_kind: str, suite: str, test: str) -> int:
+    """A ledger with one table of each kind, good citations everywhere but in `bad_kind`'s row;
+    returns that row's line."""
+    text, line = "# Ledger\n\nProse with `hdml/augmentor.py` (a bare path is fine in prose).\n", 0
+    for kind, table in TABLES.items():
+        text += f"\n## {kind}\n\n"
+        if kind == bad_kind:
+            line = text.count("\n") + 3
+            text += table.format(suite=suite, test=test)
+        else:
+            text += table.format(suite=GOOD_SUITE, test=GOOD_TEST)
+    path.write_text(text)
+    return line
+
+
+CASES = [
+    # what resolves
+    (GOOD_SUITE, GOOD_TEST, None),
+    ("`hdml/methods.py::MilestoneLR.get_lr`, `baselines/daml.py::DAMLMethod.eval_features`", "-", None),
     ("`config/paper.yaml::datasets.sop.train.hdml.gen_lr`", "-", None),
-    ("`config/paper.yaml::datasets.sop.train.no_key`", "-", "has no key datasets.sop.train.no_key"),
-    ("-", "`tests/test_fidelity.py::test_that_does_not_exist`", "has no test test_that_does_not_exist"),
-    ("-", "`tests/test_fidelity.py`, `::test_ledger_citations_resolve`, `::test_gone`", "has no test test_gone"),
-    ("-", "`tests/test_training.py::test_method_trains_and_its_loss_falls[ddml]`", None),
-    ("-", "`tests/test_nothing_here.py`", "test file tests/test_nothing_here.py does not exist"),
-])
-def test_unresolved_citations_are_named(tmp_path, suite, test, problem) -> None:
+    ("`hdml/augmentor.py::pull` as torchvision `models/googlenet.py:207` does", "-", None),
+    ("-", "`tests/test_training.py::test_method_trains_and_its_loss_falls[ddml]`, `::test_same_seed_same_result`",
+     None),
+    ("-", "`tests/test_loss_triplet.py` (the whole file)", None),
+    # what does not
+    ("`hdml/no_such_module.py::pull`", GOOD_TEST, "hdml/no_such_module.py does not exist"),
+    ("`hdml/augmentor.py::no_such_function`", GOOD_TEST, "hdml/augmentor.py defines no no_such_function"),
+    ("`hdml/methods.py::MilestoneLR.no_such_method`", GOOD_TEST, "defines no MilestoneLR.no_such_method"),
+    ("`baselines/daml.py::DAMLNPair.eval_features`", GOOD_TEST, "defines no DAMLNPair.eval_features"),  # inherited
+    ("`hdml/augmentor.py:24-56`", GOOD_TEST, "`hdml/augmentor.py:24-56` cites a line"),
+    ("baselines/ddml.py:67 (unquoted)", GOOD_TEST, "`baselines/ddml.py:67` cites a line"),
+    ("multisimilarity.py:46", GOOD_TEST, "`multisimilarity.py:46` is the suite's baselines/multisimilarity.py"),
+    ("`hdml/augmentor.py`", GOOD_TEST, "`hdml/augmentor.py` cites no symbol"),
+    ("`config/paper.yaml::datasets.sop.train.no_key`", GOOD_TEST, "has no key datasets.sop.train.no_key"),
+    ("`lib/HDML.py::genSoftmax`", GOOD_TEST, "is not a path of this repository"),
+    (GOOD_SUITE, "`tests/test_fidelity.py::test_that_does_not_exist`", "has no test test_that_does_not_exist"),
+    (GOOD_SUITE, "`tests/test_fidelity.py`, `::test_ledger_citations_resolve`, `::test_gone`", "has no test test_gone"),
+    (GOOD_SUITE, "tests/test_daml.py::test_gone (unquoted)", "tests/test_daml.py has no test test_gone"),
+    (GOOD_SUITE, "`tests/test_nothing_here.py::test_x`", "test file tests/test_nothing_here.py does not exist"),
+    (GOOD_SUITE, "`tests/test_nothing_here.py`", "test file tests/test_nothing_here.py does not exist"),
+    (GOOD_SUITE, "`tests/test_fidelity.py:300`", "`tests/test_fidelity.py:300` cites a line"),
+    (GOOD_SUITE, "`::test_ledger_citations_resolve`", "follows no file"),
+    (GOOD_SUITE, "test_ledger_citations_resolve", "`test_ledger_citations_resolve` names no test file"),
+    (GOOD_SUITE, "`tests/test_fidelity.py::separated`", "tests/test_fidelity.py::separated is not a test"),
+]
+
+
+@pytest.mark.parametrize("kind", list(TABLES))
+@pytest.mark.parametrize("suite, test, problem", CASES)
+def test_unresolved_citations_are_named_in_every_kind_of_table(tmp_path, kind, suite, test, problem) -> None:
     from pathlib import Path
 
-    from hdml.fidelity import read_ledger, unresolved
+    from hdml.fidelity import unresolved
+
+    line = synthetic_ledger(tmp_path / "f.md", kind, suite, test)
+    found = unresolved(Path(__file__).parents[1], tmp_path / "f.md")
+    assert (found == []) if problem is None else (
+        len(found) == 1 and problem in found[0] and found[0].startswith(f"line {line} ")), found
+
+
+@pytest.mark.parametrize("prose, problem", [
+    ("`hdml/augmentor.py` and augmentor's `pull` (`lib/HDML.py:17-29`)", None),
+    ("pinned by tests/test_fidelity.py::test_ledger_citations_resolve and `::test_recon_scale_per_protocol`", None),
+    ("see `hdml/augmentor.py::gone`", "hdml/augmentor.py defines no gone"),
+    ("see hdml/augmentor.py:24", "`hdml/augmentor.py:24` cites a line"),
+    ("pinned by tests/test_fidelity.py::test_gone", "tests/test_fidelity.py defines no test_gone"),
+    ("(::test_worked_example matches it)", "follows no file"),
+    ("see `hdml/gone.py`", "hdml/gone.py does not exist"),
+])
+def test_prose_citations_resolve_too(tmp_path, prose, problem) -> None:
+    from pathlib import Path
+
+    from hdml.fidelity import unresolved
+
+    synthetic_ledger(tmp_path / "f.md", "hdml", GOOD_SUITE, GOOD_TEST)
+    text = (tmp_path / "f.md").read_text().replace("## daml", f"A paragraph,\n{prose}.\n\n## daml")
+    (tmp_path / "f.md").write_text(text)
+    found = unresolved(Path(__file__).parents[1], tmp_path / "f.md")
+    assert (found == []) if problem is None else (
+        len(found) == 1 and problem in found[0] and "(prose)" in found[0]), found
+
+
+def test_every_table_is_read_and_only_the_first_is_counted(tmp_path) -> None:
+    """The report counts HDML's ledger (the first table); the checker reads them all, escaped
+    pipes inside cells included, and every table's proof and status are checked."""
+    from pathlib import Path
+
+    from hdml.fidelity import read_ledger, read_tables, unresolved
 
     path = tmp_path / "f.md"
-    path.write_text(LEDGER_HEAD + f"| J_gen | `lib/HDML.py:17` | {suite} | same | {test} | read | match |\n")
-    found = unresolved(read_ledger(path), Path(__file__).parents[1])
-    assert (found == []) if problem is None else (len(found) == 1 and problem in found[0]), found
+    synthetic_ledger(path, "hdml", GOOD_SUITE, GOOD_TEST)
+    tables = read_tables(path)
+    assert [t.suite_columns for t in tables] == [["suite, protocol code", "suite, protocol paper"]] * 2 + [
+        ["this suite"]]
+    assert [r.element for r in read_ledger(path)] == ["J_gen"]
+    five = tables[2].rows[0]
+    assert (five.cells["paper"], five.proof, five.status) == ("log(1 + \\|x\\|)", "", "")
+    path.write_text(path.read_text().replace("| executed | match |", "| executed | close |"))
+    with pytest.raises(ValueError, match=r"f.md:\d+: status 'close' of 'J_hard'"):
+        read_tables(path)
+    path.write_text("| element | paper | test |\n|---|---|---|\n| J_gen | x | - |\n")
+    assert unresolved(Path(__file__).parents[1], path) == [
+        "line 1: the table has no suite column ('suite...' or 'this suite...') or no 'test' column, so its citations "
+        "go unchecked"]
 
 
 def test_bad_ledger_status_or_proof_is_named(tmp_path) -> None:
