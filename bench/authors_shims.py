@@ -7,9 +7,11 @@ shim is listed here, with why it is needed; nothing else of their code is change
 1. `tensorflow` resolves to `tf.compat.v1` with v2 behaviour disabled, while their modules are imported
    (they all `import tensorflow as tf`, directly or through `from FLAGS import *`). `tf.compat.v1.layers`
    needs the legacy Keras (`tf-keras`, `TF_USE_LEGACY_KERAS=1`): Keras 3 dropped it.
-2. `tf.tile` multiples: their `HDML.Pulling` passes `FLAGS.batch_size / 2` (a float under Python 3's
-   division) and `FLAGS.embedding_size` (a float flag); TF 1 under Python 2 got integers. Integral floats
-   are cast to int, anything else is refused.
+2. Integral floats as sizes: `HDML.Pulling` tiles by `FLAGS.batch_size / 2` (an int under Python 2's
+   division, a float under Python 3's) and by `FLAGS.embedding_size`, a float flag that `fc_block` and
+   `embedding_assign` also use as a shape; TF 1's `Dimension` took integral floats (`int(value) == value`),
+   TF 2's refuses them. `tf.tile` multiples and the shapes of `tf.get_variable` and `tf.zeros` have
+   integral floats cast to int; anything else is refused.
 3. `tf.flags`: a fresh absl flag set per load (their `FLAGS.py` defines the flags at import, so a second
    load, e.g. the triplet variant after N-pair, would redefine them in absl's global set), parsed from the
    `argv` given to `load`, as TF 1's `tf.flags.FLAGS` parsed `sys.argv` on first access.
@@ -21,7 +23,13 @@ shim is listed here, with why it is needed; nothing else of their code is change
 6. `datasets.data_provider` (fuel, the HDF5 datasets): imported at module level by
    `lib/Embedding_Visualization.py`, whose graph part (`embedding_assign`) needs none of it; an empty module
    stands in. The harness feeds its own batches.
-7. Python 2 `print x` statements (`lib/evaluation.py`: `print 'done'`, ...) become `print(x)`, in memory.
+7. `keep_dims`: `lib/Loss_ops.py` calls TF's internal `math_ops.reduce_*(..., keep_dims=True)`
+   (`from tensorflow.python.ops import math_ops`), which no longer take the TF 1 keyword; its `math_ops`
+   becomes a copy whose four `reduce_*` are `tf.compat.v1`'s, which still do.
+8. Python 2 `print x` statements (`lib/evaluation.py`: `print 'done'`, ...) become `print(x)`, in memory.
+9. Not a compatibility shim, a harness setting: `load(..., collector_block=k)` replaces the literal block of
+   `data_collector` (`if np.shape(self.collector)[0] >= 64:`, lib/nn_Ops.py:292, the block of J_avg and
+   J_gen_avg) by k, so a short run crosses a block (the suite's `hdml.block` is set to the same k).
 
 `load(path, argv)` returns their modules by name (`FLAGS`, `lib.nn_Ops`, `lib.HDML`, `lib.Loss_ops`,
 `lib.Embedding_Visualization`, and `lib.evaluation` when asked). `main_body(path, file)` compiles a main
@@ -65,8 +73,8 @@ def tensorflow_v1() -> types.ModuleType:
     return tf.compat.v1
 
 
-def _int_multiples(multiples: Any) -> Any:
-    """Shim 2: integral floats in a Python list of tile multiples become ints."""
+def _int_sizes(multiples: Any) -> Any:
+    """Shim 2: integral floats in a Python list of sizes become ints, as TF 1's Dimension took them."""
     if not isinstance(multiples, (list, tuple)):
         return multiples
     out = []
@@ -93,10 +101,12 @@ def _flags_module(v1: types.ModuleType) -> types.ModuleType:
 
 
 def _tf_proxy(v1: types.ModuleType) -> types.ModuleType:
-    """Shim 1-3: a module that is `tf.compat.v1` except for `tile` and `flags`."""
+    """Shims 1-3: a module that is `tf.compat.v1` except for `tile`, `zeros`, `get_variable` and `flags`."""
     proxy = types.ModuleType("tensorflow")
     proxy.__dict__.update({k: getattr(v1, k) for k in dir(v1) if not k.startswith("__")})
-    proxy.tile = lambda input, multiples, name=None: v1.tile(input, _int_multiples(multiples), name=name)  # noqa: A002
+    proxy.tile = lambda input, multiples, name=None: v1.tile(input, _int_sizes(multiples), name=name)  # noqa: A002
+    proxy.zeros = lambda shape, *args, **kw: v1.zeros(_int_sizes(shape), *args, **kw)
+    proxy.get_variable = lambda name, shape=None, *args, **kw: v1.get_variable(name, _int_sizes(shape), *args, **kw)
     proxy.flags = _flags_module(v1)
     proxy.__path__ = []  # a package, so `from tensorflow.python.ops import ...` finds the real submodules
     return proxy
@@ -114,8 +124,19 @@ def _tensorlayer_stub(v1: types.ModuleType) -> types.ModuleType:
     return tl
 
 
+def _math_ops_v1(v1: types.ModuleType) -> types.ModuleType:
+    """Shim 7: TF's math_ops with the v1 `reduce_*`, which accept `keep_dims`."""
+    from tensorflow.python.ops import math_ops
+
+    mod = types.ModuleType("math_ops")
+    mod.__dict__.update(vars(math_ops))
+    for name in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min"):
+        setattr(mod, name, getattr(v1, name))
+    return mod
+
+
 def py2_prints(source: str) -> str:
-    """Shim 7: `print x, y` statements -> `print(x, y)` (a line starting with `print` and no parenthesis)."""
+    """Shim 8: `print x, y` statements -> `print(x, y)` (a line starting with `print` and no parenthesis)."""
     return re.sub(r"^(\s*)print (?!\()(.*?)\s*$", r"\1print(\2)", source, flags=re.MULTILINE)
 
 
@@ -171,9 +192,14 @@ def _their_import_context(root: Path, v1: types.ModuleType) -> Iterator[None]:
             os.environ["CUDA_VISIBLE_DEVICES"] = saved_cuda
 
 
-def load(path: Path, argv: list[str], evaluation: bool = False) -> dict[str, types.ModuleType]:
+COLLECTOR_BLOCK = "if np.shape(self.collector)[0] >= 64:"
+
+
+def load(path: Path, argv: list[str], evaluation: bool = False,
+         collector_block: int | None = None) -> dict[str, types.ModuleType]:
     """Import their FLAGS and lib modules from the checkout at `path`, flags parsed from `argv`
-    (e.g. ["--batch_size=128", "--embedding_size=16"]). Each call imports them afresh (new flags)."""
+    (e.g. ["--batch_size=128", "--embedding_size=16"]). Each call imports them afresh (new flags).
+    `collector_block`: see item 9 of the module doc (None: their 64)."""
     root = check_checkout(path)
     v1 = tensorflow_v1()
     with _their_import_context(root, v1):
@@ -184,8 +210,17 @@ def load(path: Path, argv: list[str], evaluation: bool = False) -> dict[str, typ
         source = source.replace(FLAGS_LINE_30, FLAGS_LINE_30[:-1] + "')")  # shim 4
         with contextlib.redirect_stdout(io.StringIO()):  # their import-time prints
             mods = {"FLAGS": _exec_module("FLAGS", root / "FLAGS.py", source)}
+            if collector_block is not None:  # item 9
+                file = root / "lib" / "nn_Ops.py"
+                source = file.read_text()
+                if source.count(COLLECTOR_BLOCK) != 1:
+                    raise AuthorsCodeError(f"{file}: data_collector's block is not the one of {AUTHORS_COMMIT}")
+                lib = importlib.import_module("lib")
+                lib.nn_Ops = _exec_module("lib.nn_Ops", file, source.replace(
+                    COLLECTOR_BLOCK, COLLECTOR_BLOCK.replace("64", str(int(collector_block)))))
             for name in ("lib.nn_Ops", "lib.Loss_ops", "lib.HDML", "lib.Embedding_Visualization"):
                 mods[name] = importlib.import_module(name)
+            mods["lib.Loss_ops"].math_ops = _math_ops_v1(v1)
             if evaluation:
                 file = root / "lib" / "evaluation.py"
                 mods["lib.evaluation"] = _exec_module("lib.evaluation", file, py2_prints(file.read_text()))
