@@ -45,7 +45,15 @@ from baselines.triplet import TripletLoss, split_triplets
 from hdml.augmentor import augment_npair_tile, augment_triplets, hardness
 from hdml.config import ConfigError
 from hdml.generator import Generator, classifier, gen_loss, recon_loss, soft_loss
-from hdml.methods import Method, build_loss, lr_schedule, metric_optimizer, register_method, weight_penalty
+from hdml.methods import (
+    Method,
+    authors_init,
+    build_loss,
+    lr_schedule,
+    metric_optimizer,
+    register_method,
+    weight_penalty,
+)
 from hdml.model import EmbeddingNet
 from hdml.registry import Context, Part, Range, Section
 
@@ -179,6 +187,7 @@ class HDMLMethod(Method):
         self.model, self.cfg, self.h = model, cfg, h
         self.loss = build_loss(self.loss_class, cfg, context)
         self.protocol = cfg["protocol"]
+        authors_init(model, cfg)
         self.alpha = self.default_alpha if h["alpha"] is None else h["alpha"]
         self.nets = HDMLNets(context, h["gen_hidden"], glorot=self.protocol == "code").to(context.device)
         self.generator, self.classifier = self.nets.generator, self.nets.classifier

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from hdml.model import EmbeddingNet
+from hdml.model import EmbeddingNet, glorot_
 from hdml.registry import LOSSES, Context, MetricLoss, Part, Section, get_loss, load_plugins
 from hdml.suggest import did_you_mean
 
@@ -111,6 +111,15 @@ class TFAdam(torch.optim.Adam):
         return super().step(closure)
 
 
+def authors_init(model: EmbeddingNet, cfg: dict) -> None:
+    """`head_init: glorot`: the embedding layer (their fc1) starts as in the HDML authors' code, which trains
+    HDML and its baselines alike (`hdml.model.glorot_`). Called by the methods that code covers, so a method
+    with code of its own (DAML) keeps its init. The default stays PyTorch's: at the demo's toy scale (digits,
+    lr 1e-3) the larger start keeps the triplet losses from falling (hdml/fidelity.md, "initialisation")."""
+    if cfg["head_init"] == "glorot":
+        glorot_(model.head.fc)
+
+
 def metric_optimizer(model: EmbeddingNet, cfg: dict, parts: Iterable[Part] = ()) -> torch.optim.Optimizer:
     """Adam over backbone + head (protocol `paper` gives the head 10x the backbone's rate), then
     each part's own groups, after the model's so that a run without parts is unchanged. Protocol code:
@@ -186,6 +195,7 @@ class LossMethod(Method):
 
     def __init__(self, model: EmbeddingNet, loss: MetricLoss, cfg: dict) -> None:
         self.model, self.loss, self.cfg = model, loss, cfg
+        authors_init(model, cfg)
         self.sampler = loss.sampler
         self.parts = {"loss": loss}
         self.opt = metric_optimizer(model, cfg, [loss])

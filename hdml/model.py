@@ -97,10 +97,5 @@ class EmbeddingNet(nn.Module):
 
 
 def build_model(cfg: dict, in_channels: int) -> EmbeddingNet:
-    """protocol code: the embedding layer starts as the authors' (`glorot_`); paper: PyTorch's default
-    (the paper states no initialisation)."""
     backbone, feature_dim = build_backbone(cfg, in_channels)
-    model = EmbeddingNet(backbone, feature_dim, cfg["embedding_dim"])
-    if cfg["protocol"] == "code":
-        glorot_(model.head.fc)
-    return model
+    return EmbeddingNet(backbone, feature_dim, cfg["embedding_dim"])
