@@ -76,6 +76,9 @@ DEFAULTS: dict[str, Any] = {
     "channels_last": True,
     "compile": False,
     "tensorboard": False,
+    # the embedding layer's start: PyTorch's default, or the HDML authors' Glorot-uniform with zero biases
+    # (lib/nn_Ops.py:18,38; about twice PyTorch's scale at 1024 -> 512; hdml/fidelity.md, "initialisation")
+    "head_init": "pytorch",
     # which checkpoint the run reports: last | val (best on classes carved from training,
     # hdml.valsplit) | test (best on test: the authors' procedure), by selection_metric
     "selection": "last",
@@ -96,6 +99,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "image.normalize": ("auto", "imagenet", "caffe", "unit"),
     "backbone": ("smallcnn", "googlenet", "resnet50", "googlenet-caffe"),
     "triplet_sampler": ("distinct", "independent"),
+    "head_init": ("pytorch", "glorot"),
     "selection": ("last", "val", "test"),
 }
 POSITIVE = {"steps", "batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps",

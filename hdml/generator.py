@@ -9,27 +9,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hdml.model import TF_BATCHNORM
+from hdml.model import TFBatchNorm1d, glorot_
 
 
 class Generator(nn.Module):
     """Linear(E -> hidden) -> ReLU -> BatchNorm -> Linear(hidden -> feature), no output activation
-    (the authors' fc_block order, nn_Ops.py:105-109), BatchNorm with TensorFlow's settings."""
+    (the authors' fc_block order, nn_Ops.py:105-109), BatchNorm as TensorFlow's. `glorot`: both Linear
+    layers start as the authors' (protocol code); else PyTorch's default."""
 
-    def __init__(self, embedding_dim: int, feature_dim: int, hidden: int = 512) -> None:
+    def __init__(self, embedding_dim: int, feature_dim: int, hidden: int = 512, glorot: bool = False) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(embedding_dim, hidden), nn.ReLU(), nn.BatchNorm1d(hidden, **TF_BATCHNORM),
-            nn.Linear(hidden, feature_dim)
+            nn.Linear(embedding_dim, hidden), nn.ReLU(), TFBatchNorm1d(hidden), nn.Linear(hidden, feature_dim)
         )
+        if glorot:
+            glorot_(self.net[0])
+            glorot_(self.net[3])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
 
 
-def classifier(feature_dim: int, num_classes: int) -> nn.Linear:
-    """The softmax layer on features: Linear(feature -> training classes)."""
-    return nn.Linear(feature_dim, num_classes)
+def classifier(feature_dim: int, num_classes: int, glorot: bool = False) -> nn.Linear:
+    """The softmax layer on features: Linear(feature -> training classes); `glorot` as `Generator`."""
+    layer = nn.Linear(feature_dim, num_classes)
+    return glorot_(layer) if glorot else layer
 
 
 def recon_loss(y_rec: torch.Tensor, y: torch.Tensor, *, protocol: str = "code") -> torch.Tensor:

@@ -45,7 +45,15 @@ from baselines.triplet import TripletLoss, split_triplets
 from hdml.augmentor import augment_npair_tile, augment_triplets, hardness
 from hdml.config import ConfigError
 from hdml.generator import Generator, classifier, gen_loss, recon_loss, soft_loss
-from hdml.methods import Method, build_loss, lr_schedule, metric_optimizer, register_method, weight_penalty
+from hdml.methods import (
+    Method,
+    authors_init,
+    build_loss,
+    lr_schedule,
+    metric_optimizer,
+    register_method,
+    weight_penalty,
+)
 from hdml.model import EmbeddingNet
 from hdml.registry import Context, Part, Range, Section
 
@@ -137,12 +145,13 @@ HDML_SECTION = Section(HDML_DEFAULTS, nullable={"alpha": (float,), "lambda0": (f
 class HDMLNets(Part):
     """HDML's networks beyond the model, built from the run's context: the generator
     (embeddings -> backbone features) and the softmax classifier on features, each its own
-    optimiser group at its own rate (`hdml.gen_lr`, `hdml.cls_lr`), outside the run's lr schedule."""
+    optimiser group at its own rate (`hdml.gen_lr`, `hdml.cls_lr`), outside the run's lr schedule.
+    `glorot` (protocol code): their Linear layers start as the authors' (`hdml.model.glorot_`)."""
 
-    def __init__(self, context: Context, hidden: int) -> None:
+    def __init__(self, context: Context, hidden: int, glorot: bool = False) -> None:
         super().__init__()
-        self.generator = Generator(context.embedding_dim, context.feature_dim, hidden)
-        self.classifier = classifier(context.feature_dim, context.num_classes)
+        self.generator = Generator(context.embedding_dim, context.feature_dim, hidden, glorot=glorot)
+        self.classifier = classifier(context.feature_dim, context.num_classes, glorot=glorot)
 
     def param_groups(self, cfg: dict[str, Any]) -> list[dict[str, Any]]:
         h = cfg["hdml"]
@@ -178,8 +187,9 @@ class HDMLMethod(Method):
         self.model, self.cfg, self.h = model, cfg, h
         self.loss = build_loss(self.loss_class, cfg, context)
         self.protocol = cfg["protocol"]
+        authors_init(model, cfg)
         self.alpha = self.default_alpha if h["alpha"] is None else h["alpha"]
-        self.nets = HDMLNets(context, h["gen_hidden"]).to(context.device)
+        self.nets = HDMLNets(context, h["gen_hidden"], glorot=self.protocol == "code").to(context.device)
         self.generator, self.classifier = self.nets.generator, self.nets.classifier
         self.parts = {"loss": self.loss, "nets": self.nets}
         self.opt = metric_optimizer(model, cfg, self.parts.values())

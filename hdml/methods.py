@@ -7,12 +7,13 @@ one optimiser, each in its own parameter groups, and its checkpoint state.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
 
-from hdml.model import EmbeddingNet
+from hdml.model import EmbeddingNet, glorot_
 from hdml.registry import LOSSES, Context, MetricLoss, Part, Section, get_loss, load_plugins
 from hdml.suggest import did_you_mean
 
@@ -91,9 +92,38 @@ def weight_penalty(model: EmbeddingNet, factor: float) -> torch.Tensor:
     return factor * sum((p * p).sum() for p in model.decayed_weights()) / 2
 
 
+class TFAdam(torch.optim.Adam):
+    """Adam as TensorFlow's `AdamOptimizer`, the authors' (protocol code): lr_t = lr sqrt(1 - b2^t) / (1 - b1^t),
+    update lr_t m / (sqrt(v) + eps), epsilon added before the bias correction. In PyTorch's form that is an
+    epsilon of eps / sqrt(1 - b2^t) (32 x 1e-8 at step 1, 1.3 x at step 1000), felt only where |gradient| is
+    below ~1e-6: bench/authors.py showed such softmax-layer weights moving 0.65 lr apart after one step."""
+
+    def __init__(self, params: Any, eps: float = 1e-8) -> None:
+        super().__init__(params, eps=eps)
+        self.defaults["tf_eps"] = eps  # in defaults: copies and pickles of an optimiser keep only its state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        for group in self.param_groups:
+            done = [float(self.state[p]["step"]) for p in group["params"] if p.grad is not None and self.state[p]]
+            t = max(done, default=0.0) + 1
+            group["eps"] = self.defaults["tf_eps"] / math.sqrt(1 - group["betas"][1] ** t)
+        return super().step(closure)
+
+
+def authors_init(model: EmbeddingNet, cfg: dict) -> None:
+    """`head_init: glorot`: the embedding layer (their fc1) starts as in the HDML authors' code, which trains
+    HDML and its baselines alike (`hdml.model.glorot_`). Called by the methods that code covers, so a method
+    with code of its own (DAML) keeps its init. The default stays PyTorch's: at the demo's toy scale (digits,
+    lr 1e-3) the larger start keeps the triplet losses from falling (hdml/fidelity.md, "initialisation")."""
+    if cfg["head_init"] == "glorot":
+        glorot_(model.head.fc)
+
+
 def metric_optimizer(model: EmbeddingNet, cfg: dict, parts: Iterable[Part] = ()) -> torch.optim.Optimizer:
     """Adam over backbone + head (protocol `paper` gives the head 10x the backbone's rate), then
-    each part's own groups, after the model's so that a run without parts is unchanged."""
+    each part's own groups, after the model's so that a run without parts is unchanged. Protocol code:
+    TensorFlow's form of Adam (`TFAdam`), the authors'."""
     lr = cfg["lr"]
     head_lr = lr * 10 if cfg["protocol"] == "paper" else lr
     groups = [
@@ -102,7 +132,7 @@ def metric_optimizer(model: EmbeddingNet, cfg: dict, parts: Iterable[Part] = ())
     ]
     for part in parts:
         groups += part.param_groups(cfg)
-    return torch.optim.Adam(groups)
+    return TFAdam(groups) if cfg["protocol"] == "code" else torch.optim.Adam(groups)
 
 
 class MilestoneLR(torch.optim.lr_scheduler.MultiStepLR):
@@ -168,6 +198,7 @@ class LossMethod(Method):
 
     def __init__(self, model: EmbeddingNet, loss: MetricLoss, cfg: dict) -> None:
         self.model, self.loss, self.cfg = model, loss, cfg
+        authors_init(model, cfg)
         self.sampler = loss.sampler
         self.parts = {"loss": loss}
         self.opt = metric_optimizer(model, cfg, [loss])

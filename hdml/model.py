@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hdml.backbones import build_backbone
@@ -15,12 +16,46 @@ from hdml.backbones import build_backbone
 TF_BATCHNORM = {"momentum": 0.01, "eps": 1e-3}
 
 
+class TFBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d as the authors' `tf.layers.batch_normalization(fused=True)` ran on their 2-D inputs:
+    TF_BATCHNORM's decay and epsilon, and a running variance that tracks the *biased* batch variance.
+
+    `fused=True` falls back to the plain layer below rank 4 (TF 1's normalization.py; tf_keras'
+    `BatchNormalization.build`: `fused = rank in (4, 5)`), whose moving variance follows `tf.nn.moments`,
+    sum of squares / n; PyTorch's tracks the unbiased one, n / (n - 1) larger (bench/authors.py measured the
+    difference: 0.01 var / (n - 1) per step). Normalisation in training uses the biased variance in both."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features, **TF_BATCHNORM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        with torch.no_grad():
+            var, mean = torch.var_mean(x.detach(), dim=[d for d in range(x.dim()) if d != 1], correction=0)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_(var.to(self.running_var.dtype), self.momentum)
+            self.num_batches_tracked.add_(1)
+        return out
+
+
+def glorot_(layer: nn.Linear) -> nn.Linear:
+    """The authors' initialisation of every fully connected layer (fc1, generator, softmax layer;
+    `lib/nn_Ops.py:18,38`): Glorot-uniform weights, U(+-sqrt(6 / (fan_in + fan_out))), zero biases.
+    PyTorch's default, U(+-1/sqrt(fan_in)) for both, is about half fc1's weight scale (1024 -> 512)."""
+    nn.init.xavier_uniform_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
 class EmbeddingHead(nn.Module):
     """BatchNorm1d(feature) then Linear(feature -> E); no L2 normalisation in training."""
 
     def __init__(self, feature_dim: int, embedding_dim: int) -> None:
         super().__init__()
-        self.bn = nn.BatchNorm1d(feature_dim, **TF_BATCHNORM)
+        self.bn = TFBatchNorm1d(feature_dim)
         self.fc = nn.Linear(feature_dim, embedding_dim)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:

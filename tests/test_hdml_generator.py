@@ -10,12 +10,13 @@ from sklearn.metrics import log_loss
 from torch import nn
 
 from hdml.generator import Generator, classifier, gen_loss, recon_loss, soft_loss
+from hdml.model import TFBatchNorm1d
 
 
 def test_generator_architecture() -> None:
     g = Generator(embedding_dim=8, feature_dim=1024)
     kinds = [type(m) for m in g.net]
-    assert kinds == [nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Linear]
+    assert kinds == [nn.Linear, nn.ReLU, TFBatchNorm1d, nn.Linear]
     assert (g.net[0].in_features, g.net[0].out_features) == (8, 512)
     assert g.net[2].num_features == 512
     assert (g.net[3].in_features, g.net[3].out_features) == (512, 1024)
