@@ -50,6 +50,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import authors_eval  # noqa: E402
+import authors_schedule  # noqa: E402
 import authors_shims  # noqa: E402
 from hdml.config import default_config, merge, validate  # noqa: E402
 from hdml.hdml_method import HDMLMethod  # noqa: E402
@@ -494,7 +496,7 @@ def hdml_rows(authors: Path, steps: int = 20, block: int = 8,
     return out
 
 
-SECTIONS: list[Callable[[Path], list[dict[str, Any]]]] = [hdml_rows]
+SECTIONS: list[Callable[[Path], list[dict[str, Any]]]] = [hdml_rows, authors_schedule.rows, authors_eval.rows]
 
 
 def table(rows: list[dict[str, Any]]) -> str:

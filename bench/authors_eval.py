@@ -37,7 +37,7 @@ from hdml.evaluate import load_embeddings  # noqa: E402 (after the path set-up a
 from hdml.metrics import evaluate, kmeans_sklearn, l2_normalise  # noqa: E402 (after the path set-up above)
 
 KS = [1, 2, 4, 8, 16, 32]  # FLAGS.py:53 `neighbours`
-AUTHORS_PYTHON = os.environ.get("HDML_AUTHORS_PYTHON", "/work/venv-authors/bin/python")
+AUTHORS_PYTHON = os.environ.get("HDML_AUTHORS_PYTHON", sys.executable)  # an interpreter with the [authors] extra
 # Run by the authors' Python: argv = shims folder, checkout, embeddings .npy, labels .npy, k, out .json, Ks
 THEIR_SIDE = """
 import functools, json, sys
