@@ -6,7 +6,7 @@ embeddings as the suite's `hdml metrics --kmeans sklearn`, NMI, F1 and Recall@K 
 
 PATH is a checkout of github.com/wzzheng/HDML at fa03ef0 outside this project (no licence). Their
 side runs in a Python with TensorFlow (`--authors-python`, default $HDML_AUTHORS_PYTHON or
-/work/venv-authors/bin/python; `pip install -e '.[authors]'` gives one), through
+this Python; `pip install -e '.[authors]'` gives it TensorFlow), through
 bench/authors_shims.py (their `import tensorflow as tf`, Python 2 prints) and `np.in1d` restored as
 `np.isin` where numpy (2.4) dropped it; the suite's side in
 this Python. Their `Evaluation` L2-normalises in the graph (`tf.nn.l2_normalize`), then clusters
