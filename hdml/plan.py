@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from hdml import reference
 from hdml.config import ConfigError, build_run_config, drop_foreign
 from hdml.datasets import dataset_names, get_dataset
 from hdml.methods import method_names
@@ -143,7 +144,13 @@ def plan_runs(config: dict) -> list[Run]:
         for method in entry["methods"]:
             base = method_overrides(config, dataset, method)
             runs += [Run(dataset, method, "default", s, base) for s in config["seeds"]]
+        first = entry["methods"][0]  # the network before metric learning (hdml.reference): the reference row
+        runs += [Run(dataset, first, reference.VARIANT, s, {**method_overrides(config, dataset, first),
+                                                            **reference.OVERRIDES}) for s in config["seeds"]]
     for variant, entry in (config.get("variants") or {}).items():
+        if variant == reference.VARIANT:
+            raise ConfigError(f"variants.{variant}: the name is reserved for the untrained reference runs "
+                              "(hdml/reference.py); name the variant otherwise")
         for dataset in entry["datasets"]:
             if dataset not in config["datasets"]:
                 raise ConfigError(f"variants.{variant}.datasets: {dataset!r} is not under datasets")
