@@ -224,17 +224,21 @@ def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, panels: list[tuple
     one panel per group of (metric, name) (paper Figures 6-7): each seed a point, the mean a line,
     the 95% CI an error bar from MIN_SEEDS seeds on; the metrics of a panel sit side by side
     around each value so that their bars do not cover each other. The default variant (long:
-    metric, seed, value) is a star at `default_x`, or, with no fixed value, a dashed line with its
-    bar at the right edge."""
+    metric, seed, value) at a fixed value `default_x` is a point of the line (a star), at no
+    fixed value (adaptive) a hollow diamond beyond a dotted divider, labelled, apart from the
+    swept values."""
     fig, axes = grid(len(panels), len(panels), 5.0, 3.4, title)
     xs = sorted(set(points.x) | ({default_x} if default_x is not None else set()))
     span = (xs[-1] - xs[0]) or 1.0
-    right = xs[-1] + 0.08 * span  # where an adaptive default's bar goes
+    right = xs[-1] + 0.22 * span  # where an adaptive default goes, past the divider
     for ax, (name, metrics) in zip(axes.flat, panels, strict=False):
         dodge = 0.012 * span
         for i, (metric, label) in enumerate(metrics):
             c, shift = colour(i), (i - (len(metrics) - 1) / 2) * dodge
             mine = points[points.metric == metric]
+            d = default[default.metric == metric]
+            if default_x is not None and len(d):  # the default is a point of the sweep: on the line
+                mine = pd.concat([mine, d.assign(x=default_x)])
             ax.plot(mine.x + shift, 100 * mine.value, color=c, **SEEDS_POINT)
             s = summary(mine, ["x"]).sort_values("x")
             ok = s.n.map(shown).to_numpy(dtype=bool)
@@ -243,18 +247,21 @@ def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, panels: list[tuple
                 ax.errorbar(s.x[ok] + shift, 100 * s["mean"][ok], yerr=100 * s.ci[ok], color=c, capsize=3,
                             linestyle="none")
             n = int(s.n.min())
-            d = default[default.metric == metric]
             if len(d):
                 k, m = len(d), 100 * d.value.mean()
                 ci = 100 * summary(d, ["metric"]).ci.iloc[0] if shown(k) else None
                 n = min(n, k)
                 x = (default_x if default_x is not None else right) + shift
-                ax.plot([x] * k, 100 * d.value, color=c, **SEEDS_POINT)
                 if default_x is None:
-                    ax.axhline(m, color=c, linestyle="--", linewidth=1)
-                ax.errorbar([x], [m], yerr=ci, marker="*" if default_x is not None else "_", ms=12, capsize=3,
-                            color=c, markeredgecolor="black" if default_x is not None else c, linestyle="none")
+                    ax.plot([x] * k, 100 * d.value, color=c, **SEEDS_POINT)
+                ax.errorbar([x], [m], yerr=ci, marker="*" if default_x is not None else "D", ms=12 if default_x
+                            is not None else 7, capsize=3, color=c, mfc=c if default_x is not None else "white",
+                            markeredgecolor="black" if default_x is not None else c, linestyle="none")
             ax.plot([], [], color=c, marker="o", ms=4, label=label + ("" if shown(n) else f" ({n} seeds: no interval)"))
+        if default_x is None and not default.empty:
+            divider = xs[-1] + 0.11 * span
+            ax.axvline(divider, color="0.5", linestyle=":", linewidth=1)
+            ax.set_xticks([*xs, right], [*(f"{v:g}" for v in xs), "adaptive\n(default)"])
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("%")
@@ -262,7 +269,7 @@ def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, panels: list[tuple
         handles, labels = ax.get_legend_handles_labels()
         if not default.empty:
             style = (dict(marker="*", ms=12, markeredgecolor="black", linestyle="none", color="grey")
-                     if default_x is not None else dict(linestyle="--", color="grey"))
+                     if default_x is not None else dict(marker="D", ms=7, mfc="white", linestyle="none", color="grey"))
             handles.append(Line2D([], [], **style))
             labels.append(default_label)
         handles += [Line2D([], [], color=BASE, **SEEDS_POINT),

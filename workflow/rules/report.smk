@@ -54,6 +54,7 @@ rule report:
         costs=rules.aggregate.output.costs,
         tsne=tsne_map(),
         losses=[f"{d}/losses.csv" for d in RUN_DIRS],
+        tuning=[f"{RESULTS}/tune/{d}/{m}/best.yaml" for d, m in tune_studies(config)],
     output:
         html=report(
             f"{REPORT}/report.html",
@@ -85,6 +86,7 @@ rule report:
     params:
         out=lambda w, output: Path(output.html).parent,
         tsne=lambda w, input: (f"--tsne {input.tsne}" if input.tsne else ""),
+        tuning=lambda w, input: (f"--tuning {input.tuning}" if input.tuning else ""),
     shell:
         "hdml report --metrics {input.metrics} --curves {input.curves} --runs {input.runs} --costs {input.costs}"
-        " {params.tsne} --losses {input.losses} --out {params.out} > {log} 2>&1"
+        " {params.tsne} --losses {input.losses} {params.tuning} --out {params.out} > {log} 2>&1"
