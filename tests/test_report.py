@@ -565,6 +565,6 @@ def test_dataset_sentence_is_worded_from_the_tests(tmp_path):
     seeds.to_csv(tmp_path / "metrics.csv", index=False)
     text = unescape(render(tmp_path / "metrics.csv", tmp_path / "report").read_text())
     assert ("HDML's difference from its base loss is inside the seeds' noise: 0 of 2 comparisons exclude 0 "
-            "(Holm-corrected for 2)") in text
-    assert "the trained methods' R@1: 2 of 2 comparisons exclude 0 (Holm-corrected for 2), 2 above it" in text
+            "(Holm-corrected over 2)") in text
+    assert "the trained methods' R@1: 2 of 2 comparisons exclude 0 (Holm-corrected over 2), 2 above it" in text
     assert 'id="demo-banner"' not in text  # CUB-200 is no demo dataset

@@ -145,3 +145,21 @@ def test_no_fair_runs_is_said(tmp_path):
     m, r = write_inputs(tmp_path, metrics.merge(runs[keep][["dataset", "method", "variant", "seed"]]), runs[keep])
     body = section_html(unescape(render(m, tmp_path / "report", runs_csv=r).read_text()))
     assert "No fair-evaluation runs in these results" in body and "fig-fair-gain" not in body
+
+
+def test_tuning_budget_is_read_from_the_studies(tmp_path):
+    """trials from each study's best.yaml, steps from its first trial's run config, never assumed."""
+    m, r = write_inputs(tmp_path, *fabricated())
+    studies = []
+    for method, steps in (("triplet", 100), ("hdml-triplet", 100), ("daml-triplet", 50)):
+        study = tmp_path / "tune" / "cub200" / method
+        (study / "trial0").mkdir(parents=True)
+        (study / "best.yaml").write_text(f"dataset: cub200\nmethod: {method}\nmetric: map@r\ntrials: 2\nset: {{}}\n")
+        (study / "trial0" / "config.yaml").write_text(f"steps: {steps}\n")
+        studies.append(study / "best.yaml")
+    body = section_html(unescape(render(m, tmp_path / "report", runs_csv=r, tuning=studies).read_text()))
+    # DAML ran no fair runs here: its study is not the fair runs' budget
+    assert "Tuning budget: 2 trials of 100 steps (Triplet on cub200, HDML (Triplet) on cub200)" in body
+    (studies[0].parent / "best.yaml").write_text("set: {}\n")
+    with pytest.raises(ValueError, match="best.yaml: needs dataset, method and trials"):
+        render(m, tmp_path / "report2", runs_csv=r, tuning=studies)

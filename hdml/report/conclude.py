@@ -55,7 +55,7 @@ def verdict(subject: str, tests: Sequence[Tested], better: str, worse: str, nois
         return (f"{subject}: differences of {diffs}, none tested (fewer than 3 paired seeds), so the "
                 f"report marks none.")
     found = up + down
-    where = f"{found} of {tested} comparisons exclude 0 (Holm-corrected for {m})"
+    where = f"{found} of {tested} comparisons exclude 0 (Holm-corrected over {m})"
     if found == 0:
         return f"{noise}: {where}; differences of {diffs}."
     parts = [f"{up} {better}" if up else "", f"{down} {worse}" if down else ""]
