@@ -187,3 +187,18 @@ def test_read_losses_keeps_the_terms_the_plugin_declares(tmp_path: Path) -> None
                   "j_syn": 0.3, "j_metric": 0.9, "adversarial": 1.0}).to_csv(run / "losses.csv", index=False)
     got = read_losses([run / "losses.csv"])
     assert set(got.metric) == {"j_m", "j_gen", "j_hard", "j_reg", "j_adv", "j_syn"}
+
+
+def test_a_small_objective_keeps_its_own_scale_beside_a_large_one() -> None:
+    """DAML's J_gen (~0.1) and HDML's (~100) in one loss figure: each panel is scaled to its own
+    row's curve, with no other method's line in it to flatten it."""
+    from hdml.report.figures import Series, curve_grid
+
+    losses = pd.DataFrame([{"dataset": "digits", "method": m, "variant": "default", "seed": seed, "step": step,
+                            "metric": "j_gen", "value": scale * (1 + 0.1 * step + 0.01 * seed)}
+                           for m, scale in (("daml-triplet", 0.1), ("hdml-triplet", 100.0)) for seed in (0, 1, 2)
+                           for step in (1, 2, 3)])
+    fig = curve_grid(losses, [Series("daml-triplet", "default", "DAML"), Series("hdml-triplet", "default", "HDML")],
+                     [("j_gen", "J_gen")], "t", percent=False)
+    daml, hdml = fig.axes[0].get_ylim(), fig.axes[1].get_ylim()
+    assert daml[1] < 1 and hdml[0] > 10  # neither axis spans the other's curve

@@ -142,7 +142,9 @@ def grid(n: int, ncols: int, width: float, height: float, title: str, **kw) -> t
 def curve_grid(curves: pd.DataFrame, series: list[Series], metrics: list[tuple[str, str]], title: str,
                percent: bool = True) -> plt.Figure:
     """Curves over training steps (long: method, variant, seed, step, metric, value): one row per
-    series, one column per (metric, name); y shared per column for metrics in %, not for losses."""
+    series, one column per (metric, name); y shared per column for metrics in %, not for losses.
+    Losses get no grey context from the other rows either: objectives of different methods (DAML's
+    J_gen beside HDML's) differ by orders of magnitude, and the other's line would set the scale."""
     fig, axes = grid(len(series) * len(metrics), len(metrics), 3.3, 1.75, title, sharex=True,
                      sharey="col" if percent else False)
     axes = axes.reshape(len(series), len(metrics))
@@ -152,7 +154,7 @@ def curve_grid(curves: pd.DataFrame, series: list[Series], metrics: list[tuple[s
         for j, (metric, name) in enumerate(metrics):
             ax = axes[i, j]
             of_metric = curves[curves.metric == metric]
-            for other in series:
+            for other in series if percent else []:
                 if other is not s and other is not base and len(o := pick(of_metric, other)):
                     mean_line(ax, o, "step", percent, color=CONTEXT, linewidth=0.8, zorder=1)
             if base is not None and len(b := pick(of_metric, base)):
@@ -168,7 +170,8 @@ def curve_grid(curves: pd.DataFrame, series: list[Series], metrics: list[tuple[s
                 ax.set_ylabel("%", fontsize=8)
             if i == len(series) - 1:
                 ax.set_xlabel("training step", fontsize=8)
-    legend(fig, context=len(series) > 1, base=any(s.base for s in series), paper=any(s.paper for s in series))
+    legend(fig, context=percent and len(series) > 1, base=any(s.base for s in series),
+           paper=any(s.paper for s in series))
     return fig
 
 
