@@ -597,7 +597,11 @@ def fidelity_section(rep: Report, data: Inputs | None = None, ledger: Path | Non
                               "it; documented difference: a deliberate departure, argued in the ledger; follows "
                               "paper: where paper and code disagree, the default takes the paper's value. Each "
                               "row of the ledger cites the authors' file and line and the test that pins it.")
-    table_section(rep, "fidelity", title, table)
+    write_text(rep.out_dir / "tables" / "fidelity.md", table.markdown())
+    counts = ", ".join(f"{len(elements)} {status}" for status, elements in groups.items())
+    rep.section("fidelity", title, rep.table(table) + "\n" + paragraph(
+        f"Of the ledger's {total} elements: {counts}; what differs from the authors' code is listed there, "
+        "each with its test."))
 
 
 def protocol_section(rep: Report, data: Inputs) -> None:
