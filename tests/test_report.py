@@ -443,17 +443,19 @@ def test_sweep_shows_seeds_and_no_interval_from_two():
     assert not bands(ax)
     seeds = [ln for ln in ax.lines if ln.get_linestyle() == "None" and ln.get_marker() == "o"]
     assert sorted(x for ln in seeds for x in ln.get_xdata()) == [0, 0, 30, 30, 90, 90, 90]  # every seed a point
-    star = ax.containers[-1]
-    assert star.has_yerr  # the default has 3 seeds: its interval is drawn
+    bar = ax.containers[-1]  # the default has 3 seeds: its interval is drawn, on the line
+    assert bar.has_yerr and list(bar.lines[0].get_xdata()) == [90]
+    stars = [ln for ln in ax.lines if ln.get_marker() == "*"]
+    assert len(stars) == 1 and list(stars[0].get_xdata()) == [90]
     assert "NMI (2 seeds: no interval)" in [t.get_text() for t in ax.get_legend().get_texts()]
     fig.canvas.draw()
     assert ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0  # legend below the data
     two = sweep_figure(points, default[default.seed < 2], [("Clustering", [("nmi", "NMI")])], "α", 90.0, "d", "t")
-    assert not two.axes[0].containers[-1].has_yerr
+    assert not two.axes[0].containers  # no value with 3 seeds: no interval anywhere
     three = pd.concat([points, points[points.seed == 1].assign(seed=2)])  # 3 seeds at each value: bars drawn
     bars = sweep_figure(three, default, [("Clustering", [("nmi", "NMI")])], "α", 90.0, "d", "t").axes[0].containers
     # the default (α = 90) is a point of the mean line, not only a star beside it
-    assert len(bars) == 2 and bars[0].has_yerr and list(bars[0].lines[0].get_xdata()) == [0, 30, 90]
+    assert len(bars) == 1 and bars[0].has_yerr and list(bars[0].lines[0].get_xdata()) == [0, 30, 90]
     mean_line = [ln for ln in ax.lines if ln.get_linestyle() == "-" and len(ln.get_xdata()) > 1]
     assert [list(ln.get_xdata()) for ln in mean_line] == [[0, 30, 90]]
 

@@ -255,11 +255,12 @@ def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, panels: list[tuple
                 ci = 100 * summary(d, ["metric"]).ci.iloc[0] if shown(k) else None
                 n = min(n, k)
                 x = (default_x if default_x is not None else right) + shift
-                if default_x is None:
+                if default_x is None:  # apart from the line: its own seeds and bar
                     ax.plot([x] * k, 100 * d.value, color=c, **SEEDS_POINT)
-                ax.errorbar([x], [m], yerr=ci, marker="*" if default_x is not None else "D", ms=12 if default_x
-                            is not None else 7, capsize=3, color=c, mfc=c if default_x is not None else "white",
-                            markeredgecolor="black" if default_x is not None else c, linestyle="none")
+                    ax.errorbar([x], [m], yerr=ci, marker="D", ms=7, capsize=3, color=c, mfc="white",
+                                markeredgecolor=c, linestyle="none")
+                else:  # on the line, whose bar it already has: the star marks which point is the default
+                    ax.plot([x], [m], marker="*", ms=12, color=c, markeredgecolor="black", linestyle="none")
             ax.plot([], [], color=c, marker="o", ms=4, label=label + ("" if shown(n) else f" ({n} seeds: no interval)"))
         if default_x is None and not default.empty:
             divider = xs[-1] + 0.11 * span

@@ -473,10 +473,12 @@ def sweep_section(rep: Report, data: Inputs, param: str) -> None:
     seeds = seeds.assign(x=configured_values(runs, param, seeds))
     parts = []
     if param == "alpha":
-        parts.append("<p>α = 0 applies no hardness synthesis; the star is the default variant at its α.</p>")
+        parts.append("<p>α = 0 applies no hardness synthesis; the star is the default variant at its α, a point of "
+                     "the line like the others. What α changes is the hardness λ0 the runs realise: the table of "
+                     "realised λ0 (from losses.csv) follows each figure.</p>")
     else:
-        parts.append("<p>The dashed line is the default, adaptive λ = 1 − exp(−α / J_avg), its seeds and "
-                     "interval at the right edge.</p>")
+        parts.append("<p>The hollow diamond past the dotted divider is the default, adaptive λ = 1 − exp(−α / J_avg): "
+                     "not a point of the sweep; the table of realised λ0 (from losses.csv) gives where it sits.</p>")
     for dataset in data.datasets:
         for method in swept[swept.dataset == dataset].method.unique():
             mine = (metrics.dataset == dataset) & (metrics.method == method) & ~metrics.metric.str.startswith(SELECTED)
