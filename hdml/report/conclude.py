@@ -56,10 +56,14 @@ def verdict(subject: str, tests: Sequence[Tested], better: str, worse: str, nois
                 f"report marks none.")
     found = up + down
     where = f"{found} of {tested} comparisons exclude 0 (Holm-corrected over {m})"
+    means = [t.mean for t in tests if math.isfinite(t.mean)]
+    sign = ("; every one of the {} differences is negative" if all(v < 0 for v in means) else
+            "; every one of the {} differences is positive" if all(v > 0 for v in means) else "")
+    sign = sign.format(len(means)) if len(means) > 1 else ""
     if found == 0:
-        return f"{noise}: {where}; differences of {diffs}."
+        return f"{noise}: {where}; differences of {diffs}{sign}."
     parts = [f"{up} {better}" if up else "", f"{down} {worse}" if down else ""]
-    return f"{subject}: {where}, {' and '.join(p for p in parts if p)}; differences of {diffs}."
+    return f"{subject}: {where}, {' and '.join(p for p in parts if p)}; differences of {diffs}{sign}."
 
 
 def paragraph(sentence: str) -> str:
