@@ -86,4 +86,5 @@ def test_sentence_counts_the_corrected_verdicts_and_the_signs():
     assert text.startswith(f"The paper's formulas: {sum(decided)} of 3 comparisons exclude 0 (Holm-corrected over 3)")
     assert "differences of −11.0 to −1.0 points; every one of the 3 differences is negative." in text
     noise = verdict("S", paired_tests([np.array([0.01, -0.02, 0.02])]), "b", "w", "Inside the noise")
-    assert noise == "Inside the noise: 0 of 1 comparisons exclude 0 (Holm-corrected over 1); differences of +0.3 points."
+    assert noise == ("Inside the noise: 0 of 1 comparisons exclude 0 (Holm-corrected over 1); "
+                     "differences of +0.3 points.")
