@@ -509,7 +509,7 @@ def sweep_section(rep: Report, data: Inputs, param: str) -> None:
                                                  f"{SWEEPS[param]}", ["setting"], [symbol],
                                                  "Last checkpoint, mean ± 95% CI over seeds, in %; rows by "
                                                  f"{symbol}, after the untrained reference.")))
-            if (realised := realised_lambda0(data.losses, dataset, method, points, default, label)) is not None:
+            if (realised := realised_lambda0(data.losses, dataset, method, points, default, label, x0)) is not None:
                 parts.append(rep.table(realised))
             variants = sorted(points.variant.unique())
             tests = variant_tests(data.metrics, dataset, method, variants, sorted(set(points.metric)))
@@ -522,17 +522,17 @@ def sweep_section(rep: Report, data: Inputs, param: str) -> None:
 
 
 def realised_lambda0(losses: pd.DataFrame | None, dataset: str, method: str, points: pd.DataFrame,
-                     default: pd.DataFrame, default_label: str) -> Table | None:
+                     default: pd.DataFrame, default_label: str, default_x: float | None) -> Table | None:
     """The hardness λ0 each setting's runs realised (losses.csv, as HDML logs it each step): per
     setting the mean over its seeds of each run's mean λ0 over training, ± the 95% CI over seeds.
     What a sweep of α really varies is this; None where the losses hold no λ0."""
     if losses is None:
         return None
     mine = losses[(losses.dataset == dataset) & (losses.method == method) & (losses.metric == "lambda0")]
-    settings = [(v, f"{x:g}") for v, x in points[["variant", "x"]].drop_duplicates().itertuples(index=False)]
-    settings += [("default", default_label)] if len(default) else []
+    settings = [(x, v, f"{x:g}") for v, x in points[["variant", "x"]].drop_duplicates().itertuples(index=False)]
+    settings += [(math.inf if default_x is None else default_x, "default", default_label)] if len(default) else []
     rows = []
-    for variant, setting in settings:
+    for _, variant, setting in sorted(settings, key=lambda s: s[0]):  # by value, the default at its own
         per_run = mine[mine.variant == variant].groupby("seed").value.mean()
         if len(per_run):
             rows.append([setting, str(len(per_run)), fmt_value(per_run.mean(), ci95(per_run.to_numpy()), len(per_run))])
