@@ -27,7 +27,7 @@ def test_difference_and_interval_match_welchs_t_test() -> None:
     hdml, daml = SEEDS["hdml-triplet"], SEEDS["daml-triplet"]
     ci = stats.ttest_ind(hdml, daml, equal_var=False).confidence_interval(0.95)
     diff, half = (ci.low + ci.high) / 2, (ci.high - ci.low) / 2
-    assert rows["Triplet"][:5] == ["digits", "Triplet", "nmi", "50.3", "56.3"]
+    assert rows["Triplet"][:5] == ["digits", "Triplet", "NMI", "50.3", "56.3"]
     assert rows["Triplet"][5] == f"{100 * diff:+.1f} ± {100 * half:.1f}"
     assert diff == pytest.approx(0.06) and 100 * half > 1  # not a degenerate interval
 
@@ -53,7 +53,7 @@ def test_section_and_table_written(tmp_path: Path) -> None:
     [(key, title, body)] = rep.sections
     assert key == "synthetic" and title == "Synthetic hard samples, side by side" and "Triplet" in body
     table = (tmp_path / "tables" / "synthetic.md").read_text()
-    assert "| digits | N-pair | nmi | 60.5 | 64.0 | +3.5 (n=2, 2) | not tested (fewer than 3 seeds) |" in table
+    assert "| digits | N-pair | NMI | 60.5 | 64.0 | +3.5 (n=2, 2) | not tested (fewer than 3 seeds) |" in table
     assert "excludes 0? (Holm, 1 comparisons)" in table
 
 

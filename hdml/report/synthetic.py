@@ -26,7 +26,7 @@ from hdml.report.conclude import paragraph
 from hdml.report.figures import Series, curve_grid, own_terms
 from hdml.report.names import display, families
 from hdml.report.stats import ALPHA, holm, holm_levels, shown
-from hdml.report.table import simple_table
+from hdml.report.table import metric_label, simple_table
 
 GENERATOR_TERMS = [("j_gen", "J_gen (generator)"), ("j_syn", "J_syn (metric on synthetics)")]
 TITLE = "Synthetic hard samples, side by side"
@@ -112,8 +112,8 @@ def synthetic_rows(summ: pd.DataFrame) -> list[list[str]]:
             verdict += f" (p = {pa:.3f}; ± {100 * wide:.1f} at {100 * (1 - level):.1f}%)"
         else:
             verdict = "not tested (fewer than 3 seeds)"
-        rows.append([dataset, display(base), metric, f"{100 * a['mean']:.1f}", f"{100 * b['mean']:.1f}", shown_diff,
-                     verdict])
+        rows.append([dataset, display(base), metric_label(metric), f"{100 * a['mean']:.1f}", f"{100 * b['mean']:.1f}",
+                     shown_diff, verdict])
     return rows
 
 
