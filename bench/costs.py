@@ -24,6 +24,7 @@ GRIDS = (  # (what, config files); the demo's row quotes its measured time
     ("paper grid", ["config/paper.yaml"]),
     ("paper + fair protocol", ["config/paper.yaml", "config/fair.yaml"]),
     ("fair-min: does HDML beat N-pair?", ["config/paper.yaml", "config/fair.yaml", "config/fair-min.yaml"]),
+    ("paper + Reality Check protocol", ["config/paper.yaml", "config/reality-check.yaml"]),
 )
 
 

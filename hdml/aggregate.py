@@ -1,6 +1,7 @@
 """Collect finished runs into long tables for the report.
 
 Outputs (all written atomically):
+The untrained reference runs (hdml.reference) are filed as method `untrained`, variant `default`.
 - `metrics.csv`: dataset,method,variant,seed,metric,value; last-checkpoint metrics as
   fractions, and the authors' test-selected ones (best test NMI over the curve) as
   `selected:<metric>`, so the two can never be confused; a run of fold models (hdml.ensemble)
@@ -22,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from hdml import reference
 from hdml.config import read_yaml
 from hdml.io import write_with
 from hdml.slug import check_slug
@@ -90,6 +92,14 @@ def read_long(path: Path, columns: list[str]) -> pd.DataFrame:
     return table
 
 
+def table_key(key: dict[str, Any]) -> dict[str, Any]:
+    """The key a run's rows are filed under: an untrained reference run (.../D/M/untrained/seedN)
+    as method `untrained`, variant `default` (hdml.reference), every other run as its directory says."""
+    if key["variant"] == reference.VARIANT:
+        return {**key, "method": reference.NAME, "variant": "default"}
+    return key
+
+
 def checked_metrics(values: Any, path: Path, section: str) -> dict[str, float]:
     """A {metric: fraction} section of evaluation.json, every value finite and in [0, 1]."""
     if not isinstance(values, dict) or not values:
@@ -106,7 +116,7 @@ def checked_metrics(values: Any, path: Path, section: str) -> dict[str, float]:
 
 def read_run(run_dir: Path) -> tuple[list[dict], pd.DataFrame, dict]:
     """Metric rows, long curve and settings row of one run directory."""
-    key = run_key(run_dir)
+    key = table_key(run_key(run_dir))
     path = run_dir / "evaluation.json"
     result = json.loads(path.read_text())
     if not isinstance(result, dict):
@@ -156,12 +166,13 @@ def read_benchmark(path: Path) -> dict[str, float]:
 
 
 def collect_costs(keys: list[dict], benchmarks: Path) -> pd.DataFrame:
+    """Each run's (`run_key`) benchmark records, filed under its `table_key`."""
     rows, missing = [], []
     for key in keys:
         for stage in STAGES:
             path = benchmarks / stage / key["dataset"] / key["method"] / key["variant"] / f"seed{key['seed']}.tsv"
             if path.exists():
-                rows.append({**key, "stage": stage, **read_benchmark(path)})
+                rows.append({**table_key(key), "stage": stage, **read_benchmark(path)})
             else:
                 missing.append(path)
     if missing:
@@ -192,6 +203,6 @@ def aggregate(run_dirs: list[Path], out_metrics: Path, out_curves: Path, out_run
     if benchmarks is not None:
         if out_costs is None:
             raise ValueError("a benchmark folder needs an output path for the costs table")
-        costs = collect_costs([{k: s[k] for k in KEYS} for s in settings], Path(benchmarks))
+        costs = collect_costs([run_key(Path(d)) for d in run_dirs], Path(benchmarks))
         write_with(out_costs, lambda p: costs.to_csv(p, index=False))
     return table

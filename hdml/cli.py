@@ -236,7 +236,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     print(render(Path(args.metrics), Path(args.out), curves_csv=args.curves, runs_csv=args.runs,
                  costs_csv=args.costs, tsne=[Path(t) for t in args.tsne],
-                 losses=[Path(p) for p in args.losses]))
+                 losses=[Path(p) for p in args.losses], tuning=[Path(p) for p in args.tuning]))
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -418,6 +418,8 @@ def parser() -> argparse.ArgumentParser:
                         "CUB-200 first, lowest seed is drawn")
     s.add_argument("--losses", nargs="*", default=[], metavar="CSV",
                    help="losses.csv of the runs (in their run directories), for the training-loss figures")
+    s.add_argument("--tuning", nargs="*", default=[], metavar="YAML",
+                   help="best.yaml of the tuning studies (hdml tune best), for the fair section's tuning budget")
     s.add_argument("--out", default="report", help="report folder (report.html, tables/, figures/)")
     s.set_defaults(func=cmd_report)
 

@@ -102,10 +102,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "head_init": ("pytorch", "glorot"),
     "selection": ("last", "val", "test"),
 }
-POSITIVE = {"steps", "batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps",
+POSITIVE = {"batch_size", "embedding_dim", "eval_batch_size", "images_per_class", "lr", "max_bad_steps",
             "keep_checkpoints"}
 DEVICE = r"auto|cpu|cuda(:\d+)?|mps"  # what torch.device takes for a training run (auto: cuda if there is one)
-NON_NEGATIVE = {"eval_every", "eval_every_late", "eval_late_from", "weight_decay", "num_workers", "lr_gamma",
+NON_NEGATIVE = {"steps", "eval_every", "eval_every_late", "eval_late_from", "weight_decay", "num_workers", "lr_gamma",
                 "checkpoint_every", "val_fold"}
 
 

@@ -40,6 +40,8 @@ def evaluation_points(cfg: dict[str, Any]) -> int:
 def _points(steps: int, every: int, late: int, late_from: int, protocol: str) -> int:
     cfg = {"steps": steps, "eval_every": every, "eval_every_late": late, "eval_late_from": late_from,
            "protocol": protocol}
+    if steps == 0:  # the reference run (hdml.reference): one evaluation, of the network at initialisation
+        return 1
     return sum(eval_due(step, cfg) for step in range(1, steps + 1))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from hdml import reference
 from hdml.config import ConfigError, build_run_config, drop_foreign
 from hdml.datasets import dataset_names, get_dataset
 from hdml.methods import method_names
@@ -188,6 +189,9 @@ def plan_runs(config: dict) -> list[Run]:
             base = method_overrides(config, dataset, method)
             runs += [Run(dataset, method, "default", s, base) for s in config["seeds"]]
     for variant, entry in (config.get("variants") or {}).items():
+        if variant == reference.VARIANT:
+            raise ConfigError(f"variants.{variant}: the name is reserved for the untrained reference runs "
+                              "(hdml/reference.py); name the variant otherwise")
         for dataset in entry["datasets"]:
             if dataset not in config["datasets"]:
                 raise ConfigError(f"variants.{variant}.datasets: {dataset!r} is not under datasets"
@@ -204,7 +208,22 @@ def plan_runs(config: dict) -> list[Run]:
                     runs.append(Run(dataset, method, variant, s, overrides, tuned, folds))
                     runs += [Run(dataset, method, fold_variant(variant, f), s, {**overrides, "val_fold": f}, tuned,
                                  part_of=variant) for f in range(folds)]
-    return runs
+    return runs + reference_runs(config, runs)
+
+
+def reference_runs(config: dict, runs: list[Run]) -> list[Run]:
+    """The network before metric learning (hdml.reference), the reference row, once per seed for each
+    dataset the grid (narrowed by `only`) trains on: as variant VARIANT of its first method planned
+    (which one is immaterial: it never steps)."""
+    out = []
+    for dataset, entry in config["datasets"].items():
+        planned = [r.method for r in runs if r.dataset == dataset]
+        if not planned:
+            continue
+        first = next((m for m in entry["methods"] if m in planned), planned[0])
+        out += [Run(dataset, first, reference.VARIANT, s, {**method_overrides(config, dataset, first),
+                                                           **reference.OVERRIDES}) for s in config["seeds"]]
+    return out
 
 
 def check_variant_methods(variant: str, entry: dict[str, Any]) -> None:

@@ -194,12 +194,35 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
             "data_wait": data_wait + loader.wait, "fingerprint": fingerprint, "chosen": chosen.state(),
         }, cfg["keep_checkpoints"])
 
+    def evaluate_at(step: int, logs: dict[str, float]) -> np.ndarray | None:
+        """One evaluation point of the curve (test metrics, validation score, the step's losses);
+        offered to the selection; returns the test embeddings (None without a test split)."""
+        row: dict[str, Any] = {"step": step}
+        z_now = None
+        if test:
+            z_now = embed_evaluation(model, images, cfg["eval_batch_size"], features)
+            row.update(evaluation(z_now).evaluate(cfg["eval_ks"], seed, cfg["eval_kmeans"]))
+        row.update({f"train_{k}": v for k, v in logs.items()})
+        if val_set is not None:  # at evaluation points only: never on a training step's path
+            row[f"val_{metric}"] = selection.score_val(
+                embed(model, val_set, transform, cfg["eval_batch_size"], features), val_set.labels, metric,
+                cfg["eval_ks"], seed, cfg["eval_kmeans"])
+        if cfg["selection"] != "last":
+            chosen.offer(step, row[f"val_{metric}" if val_set is not None else metric], row,
+                         z_now if test else np.empty(0))
+        curve.append(row)
+        progress.evaluated(step, row)
+        log.info("step %d: %s", step, {k: round(v, 4) for k, v in row.items() if k != "step"})
+        return z_now
+
     z = None  # the latest evaluation embeddings (embed_evaluation)
     started = time.perf_counter()
     loader = BatchLoader(train_set, sampler, transform, sample_gen, augment_gen, cfg["num_workers"])
     progress = Progress(out, steps=cfg["steps"], start=start, batch_size=cfg["batch_size"], header=header,
                         tensorboard=cfg["tensorboard"])
     with SignalFlag() as stop, loader, progress:
+        if cfg["steps"] == 0:  # the network before metric learning: the report's reference row
+            z = evaluate_at(0, {})
         for step in range(start, cfg["steps"] + 1):
             batch = next(loader)
             x = transform.normalise(batch.crops)
@@ -214,21 +237,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
                         f"{bad_streak} consecutive steps with a NaN/infinite loss (last at step {step}); "
                         f"no metrics written (max_bad_steps={cfg['max_bad_steps']})")
             if eval_due(step, cfg):
-                row: dict[str, Any] = {"step": step}
-                if test:
-                    z = embed_evaluation(model, images, cfg["eval_batch_size"], features)
-                    row.update(evaluation(z).evaluate(cfg["eval_ks"], seed, cfg["eval_kmeans"]))
-                row.update({f"train_{k}": v for k, v in logs.items()})
-                if val_set is not None:  # at evaluation points only: never on a training step's path
-                    row[f"val_{metric}"] = selection.score_val(
-                        embed(model, val_set, transform, cfg["eval_batch_size"], features), val_set.labels, metric,
-                        cfg["eval_ks"], seed, cfg["eval_kmeans"])
-                if cfg["selection"] != "last":
-                    chosen.offer(step, row[f"val_{metric}" if val_set is not None else metric], row,
-                                 z if test else np.empty(0))
-                curve.append(row)
-                progress.evaluated(step, row)
-                log.info("step %d: %s", step, {k: round(v, 4) for k, v in row.items() if k != "step"})
+                z = evaluate_at(step, logs)
             if stop.received is not None:
                 save(step, batch.rng)
                 raise Interrupted(f"signal {stop.received} at step {step}: checkpoint written, rerun to resume")

@@ -21,13 +21,14 @@ METRICS = ["nmi", "f1", "recall@1", "recall@2", "recall@4", "recall@8", "map@r",
 BASE = {"npair": 0.50, "hdml-npair": 0.55, "triplet": 0.40}
 SHIFT = {"default": 0.0, "no-softmax": -0.20, "no-recon": -0.02, "alpha=0": -0.04, "alpha=30": -0.01,
          "alpha=180": -0.03, "lambda0=0.2": -0.05, "lambda0=0.6": -0.08, "protocol=paper": +0.03,
-         "embedding=128": -0.06}
+         "embedding=128": -0.06, "untrained": -0.30}
 # cub200 runs: (method, variant) -> seeds
 CUB_RUNS = {("npair", "default"): [0, 1, 2], ("hdml-npair", "default"): [0, 1, 2], ("triplet", "default"): [0, 1, 2],
             ("hdml-npair", "no-softmax"): [0, 1], ("hdml-npair", "no-recon"): [0, 1],
             ("hdml-npair", "alpha=0"): [0, 1], ("hdml-npair", "alpha=30"): [0, 1], ("hdml-npair", "alpha=180"): [0, 1],
             ("hdml-npair", "lambda0=0.2"): [0, 1], ("hdml-npair", "lambda0=0.6"): [0, 1],
-            ("hdml-npair", "protocol=paper"): [0, 1], ("npair", "embedding=128"): [0]}
+            ("hdml-npair", "protocol=paper"): [0, 1], ("npair", "embedding=128"): [0],
+            ("npair", "untrained"): [0, 1, 2]}  # the reference (hdml.reference): filed as method untrained
 DIGITS_RUNS = {("npair", "default"): [0, 1], ("triplet", "default"): [0, 1]}
 
 
@@ -49,7 +50,8 @@ def write_run(run: Path, method: str, variant: str, seed: int, alpha: float | No
     lambda0 = float(variant.split("=")[1]) if variant.startswith("lambda0=") else None
     protocol = "paper" if variant == "protocol=paper" else "code"
     (run / "config.yaml").write_text(yaml.safe_dump({"dataset": run.parents[2].name, "method": method, "seed": seed,
-                                                     "steps": 100, "protocol": protocol,
+                                                     "steps": 0 if variant == "untrained" else 100,
+                                                     "protocol": protocol,
                                                      "hdml": {"alpha": alpha, "lambda0": lambda0}}))
 
 
@@ -79,7 +81,7 @@ def make_results(root: Path) -> list[Path]:
                 alpha = float(variant.split("=")[1]) if variant.startswith("alpha=") else None
                 write_run(run, method, variant, seed, alpha)
                 runs.append(run)
-                if variant == "default":
+                if variant in ("default", "untrained"):
                     # Train cost grows with the seed; evaluation fixed; RSS sampled or not (NA).
                     write_benchmark(root / "benchmarks/train" / dataset / method / variant / f"seed{seed}.tsv",
                                     [(100.0 * (seed + 1), str(1000 + 100 * seed))])
@@ -113,7 +115,9 @@ def test_metrics_table_long_rows_final_and_selected(aggregated):
     assert one["nmi"] == pytest.approx(0.52)
     assert one["recall@1"] == pytest.approx(0.50 + 0.02 + 0.002 + 0.10)
     assert one["selected:nmi"] == pytest.approx(0.57)
-    assert set(table.variant) == set(SHIFT)
+    assert set(table.variant) == set(SHIFT) - {"untrained"}
+    reference = table[(table.method == "untrained") & (table.metric == "nmi")]
+    assert set(reference.variant) == {"default"} and reference.value.tolist() == pytest.approx([0.20, 0.21, 0.22])
 
 
 def test_curves_runs_tables(aggregated):
@@ -130,14 +134,17 @@ def test_curves_runs_tables(aggregated):
     assert runs[runs.variant == "lambda0=0.6"].lambda0.tolist() == [0.6, 0.6]
     assert runs[runs.variant == "default"].alpha.isna().all()
     assert set(runs[runs.variant == "protocol=paper"].protocol) == {"paper"}
+    assert runs[runs.method == "untrained"].steps.tolist() == [0, 0, 0]
 
 
 def test_costs_from_benchmark_files(aggregated):
     costs = pd.read_csv(aggregated["costs"])
     assert list(costs.columns) == ["dataset", "method", "variant", "seed", "stage", "seconds", "max_rss_mb",
                                    "cpu_seconds"]
-    # Only default runs have benchmark files here: 3 methods x 3 seeds + 2 x 2, two stages each.
-    assert len(costs) == 2 * (9 + 4)
+    # Only default and reference runs have benchmark files here: 4 x 3 seeds + 2 x 2, two stages each.
+    assert len(costs) == 2 * (12 + 4)
+    reference = costs[(costs.method == "untrained") & (costs.stage == "train")]  # read from .../npair/untrained/
+    assert reference.variant.tolist() == ["default"] * 3 and sorted(reference.seconds) == [100.0, 200.0, 300.0]
     train = costs[(costs.stage == "train") & (costs.dataset == "cub200") & (costs.method == "npair")]
     assert sorted(train.seconds) == [100.0, 200.0, 300.0] and sorted(train.max_rss_mb) == [1000, 1100, 1200]
     assert costs[costs.stage == "evaluate"].max_rss_mb.isna().all()  # `NA`: not sampled, not zero

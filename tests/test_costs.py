@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from fakedata import REAL
+from hdml import reference
 from hdml.cli import main
 from hdml.config import ConfigError
 from hdml.costs import evaluation_points, load_costs, project, run_config
@@ -28,18 +29,20 @@ def test_image_counts_are_the_specs():
 
 
 def test_projection_of_a_small_grid_by_hand():
-    """One CUB run of 100 steps evaluated at 50 and 100: every figure from costs.yaml, added by hand."""
+    """One CUB run of 100 steps evaluated at 50 and 100, and its reference (the untrained network, evaluated
+    once at step 0): every figure from costs.yaml, added by hand."""
     config = {"data_root": "d", "results_dir": "r", "report_dir": "p", "seeds": [0],
               "datasets": {"cub200": {"methods": ["triplet"], "train": {"steps": 100, "eval_every": 50}}}}
     runs = validate_workflow_config(config)
     p = project(config, runs)
     c = load_costs()
     eval_point = 5924 / c["embed_images_per_second"]["googlenet"]["value"] + c["metrics_seconds"]["cub200"]["kmeans++"]
-    assert p.seconds == {"gpu": pytest.approx(100 * 0.021 + 2 * eval_point + c["job_seconds"]["value"])}
-    assert p.runs == 1 and p.steps == 100 and p.jobs == 1 + 1 + 2 + 3
+    job = c["job_seconds"]["value"]
+    assert p.seconds == {"gpu": pytest.approx(100 * 0.021 + 2 * eval_point + job + eval_point + job)}
+    assert p.runs == 2 and p.steps == 100 and p.jobs == 1 + 1 + 2 * 2 + 3
     assert p.disk["downloads"] == cub200.SIZE.archive and p.disk["extracted"] == cub200.SIZE.extracted
     assert p.disk["caches"] == (5864 + 5924) * 3 * 256 ** 2
-    assert p.disk["results"] == pytest.approx(24.7e6 + 5924 * 512 * 4 + 1e6)
+    assert p.disk["results"] == pytest.approx(2 * (24.7e6 + 5924 * 512 * 4 + 1e6))
     assert p.checkpoint_bytes == pytest.approx(2 * 84.6e6)  # keep_checkpoints: 2
 
 
@@ -75,8 +78,10 @@ def test_check_config_prints_gpu_hours_and_disk(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^projected compute: [\d.]+ GPU-hours", out, re.M)
     assert re.search(r"^projected disk: [\d.]+ GB", out, re.M)
-    assert out.splitlines()[0].startswith("189 runs, 0 tuning trials, 388 Snakemake jobs")
-    assert out.strip().endswith("189 runs OK")
+    config = read_workflow_configs([PAPER])
+    p = project(config, validate_workflow_config(config))
+    assert out.splitlines()[0].startswith(f"{p.runs} runs, 0 tuning trials, {p.jobs:,} Snakemake jobs")
+    assert out.strip().endswith(f"{p.runs} runs OK") and p.runs == 198  # 63 x 3 seeds + 3 x 3 references
 
 
 def test_status_gives_a_projected_eta_before_any_run_finished(tmp_path, capsys):
@@ -105,17 +110,22 @@ def test_an_overlay_narrows_the_paper_grid_to_one_dataset_and_four_methods(tmp_p
     config = read_workflow_configs([PAPER, str(overlay)])
     runs = validate_workflow_config(config)
     expected = [r for r in paper if r.dataset == "cars196" and r.method in methods]
-    assert [(r.path, r.overrides) for r in runs] == [(r.path, r.overrides) for r in expected]
+    trained = [r for r in runs if r.variant != reference.VARIANT]
+    assert [(r.path, r.overrides) for r in trained] == [(r.path, r.overrides) for r in expected]
     assert {r.variant for r in runs} > {"default", "alpha=0", "protocol=paper"}  # variants of those methods stay
     assert "tsne" not in config  # CUB's map is narrowed out with its run
-    assert len(runs) == 4 * 3 + 12 * 3 + 2 * 3  # main table; HDML (N-pair)'s 12 variants; protocol=paper
+    assert len(trained) == 4 * 3 + 12 * 3 + 2 * 3  # main table; HDML (N-pair)'s 12 variants; protocol=paper
+    # the reference row stays, on the first method the narrowed grid plans (it never steps)
+    assert [(r.dataset, r.method, r.seed) for r in runs if r.variant == reference.VARIANT] == [
+        ("cars196", "triplet", s) for s in (0, 1, 2)]
 
 
 def test_only_narrows_variants_and_tuning_studies():
     config = read_workflow_configs([PAPER, FAIR, FAIR_MIN])
     runs = validate_workflow_config(config)
     assert {(r.dataset, r.method, r.variant) for r in runs} == {
-        ("cars196", m, v) for m in ("npair", "hdml-npair") for v in ("default", "fair")}
+        ("cars196", m, v) for m in ("npair", "hdml-npair") for v in ("default", "fair")} | {
+        ("cars196", "npair", reference.VARIANT)}
     from hdml.plan import tune_studies
 
     assert list(tune_studies(config)) == [("cars196", "hdml-npair"), ("cars196", "npair")]

@@ -248,7 +248,8 @@ def test_a_malformed_progress_record_shows_the_run_unknown(tmp_path, capsys, rec
     (folder / "progress.json").write_text(record)
     assert main(["status", str(tmp_path / "c.yaml")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("1 runs: 1 unknown\n") and f"unknown     {RUN}  {folder / 'progress.json'}: " in out
+    assert out.startswith("2 runs: 1 pending, 1 unknown\n")  # the run and its reference (untrained)
+    assert f"unknown     {RUN}  {folder / 'progress.json'}: " in out
     assert main(["summary", str(tmp_path / "c.yaml")]) == 0
     assert "unknown: 1" in capsys.readouterr().out
 

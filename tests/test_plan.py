@@ -34,7 +34,7 @@ def test_variants_and_per_method_overrides():
         (lambda c: c["datasets"]["digits"]["methods"].append("magic"), "unknown method 'magic'"),
         (lambda c: c["datasets"].update(mnist={"methods": ["npair"]}), "datasets: unknown dataset 'mnist'"),
         (lambda c: c.pop("seeds"), "'seeds' is a required property"),
-        (lambda c: c["datasets"]["digits"]["train"].update(steps=-5), r"train.*steps: must be > 0"),
+        (lambda c: c["datasets"]["digits"]["train"].update(steps=-5), r"train.*steps: must be >= 0"),
         (lambda c: c["datasets"]["digits"]["train"].update(stepz=5), r"stepz: unknown key"),
         (lambda c: c.update(seeds=[-1]), r"seeds\.0"),
         (lambda c: c.update(variants={"x": {"datasets": ["digits"], "methods": ["npair"],
@@ -87,7 +87,12 @@ def test_paper_config_plans_the_papers_grid():
     table = [r for r in runs if r.variant == "default"]
     # 3 datasets x (the paper's 11 methods + Multi-Similarity and Proxy-Anchor) x 3 seeds
     assert {r.dataset for r in table} == {"cub200", "cars196", "sop"} and len(table) == 3 * 13 * 3
-    assert len(runs) == 189  # + 12 variants x 3 seeds on Cars196 (ablation, sweeps) + protocol=paper: 3 x 4 x 3
+    # + 12 variants x 3 seeds on Cars196 (ablation, sweeps) + protocol=paper: 3 x 4 x 3 + the untrained
+    # reference (hdml.reference): 3 datasets x 3 seeds of 0 steps
+    assert len(runs) == 189 + 9
+    reference = [r for r in runs if r.variant == "untrained"]
+    assert {(r.dataset, r.seed) for r in reference} == {(d, s) for d in ("cub200", "cars196", "sop") for s in range(3)}
+    assert all(r.overrides["steps"] == 0 and r.method == "contrastive" for r in reference)
     from hdml.report.inputs import paper_table
     from hdml.report.names import paper_row
 

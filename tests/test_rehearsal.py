@@ -124,16 +124,17 @@ def test_benchmarks_grid_block_is_counted_from_the_configs():
 
 
 def test_grid_counts_add_to_a_plan_of_its_own():
-    """A two-dataset config by hand: 2 datasets x 2 methods x 2 seeds + a variant of 1 run = 9 runs;
-    jobs: 2 prepare + 2 cache + 9 train + 9 evaluate + aggregate, report, all = 25; a `tsne` adds its job."""
+    """A two-dataset config by hand: 2 datasets x 2 methods x 2 seeds + a variant of 1 run + the
+    untrained reference (2 datasets x 2 seeds, 0 steps) = 13 runs; jobs: 2 prepare + 2 cache +
+    13 train + 13 evaluate + aggregate, report, all = 33; a `tsne` adds its job."""
     config = {"data_root": "d", "results_dir": "r", "report_dir": "p", "seeds": [0, 1],
               "datasets": {"cub200": {"methods": ["triplet", "npair"], "train": {"steps": 10}},
                            "sop": {"methods": ["triplet", "npair"]}},
               "variants": {"v": {"datasets": ["sop"], "methods": ["npair"], "seeds": [0], "set": {"steps": 3}}}}
     counts = rehearsal.grid_counts(config)
-    assert counts["runs"] == 9 and counts["runs_cub200"] == 4 and counts["runs_sop"] == 5
-    assert counts["jobs"] == 25 and counts["steps"] == 4 * 10 + 4 * 8000 + 3
-    assert rehearsal.grid_counts({**config, "tsne": {"dataset": "sop", "method": "npair"}})["jobs"] == 26
+    assert counts["runs"] == 13 and counts["runs_cub200"] == 6 and counts["runs_sop"] == 7
+    assert counts["jobs"] == 33 and counts["steps"] == 4 * 10 + 4 * 8000 + 3
+    assert rehearsal.grid_counts({**config, "tsne": {"dataset": "sop", "method": "npair"}})["jobs"] == 34
 
 
 @pytest.mark.slow

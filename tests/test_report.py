@@ -40,6 +40,7 @@ from hdml.tsne import read_map, tsne_map
 from test_aggregate import aggregate_all, make_results, write_embeddings
 from test_tsne import write_maps
 
+REFERENCE = "Network before metric learning (reference)"
 PAPER_ROWS = ["Contrastive", "DDML", "Lifted", "Angular", "Triplet", "Triplet hard", "DAML (Triplet)",
               "HDML (Triplet)", "N-pair", "DAML (N-pair)", "HDML (N-pair)"]
 FIGURES = {"curves_cub200", "curves_digits", "ablation_cub200-hdml-npair", "sweep-alpha_cub200-hdml-npair",
@@ -152,7 +153,9 @@ def test_summary_per_group(report):
 def test_table1_ours_paper_and_difference_in_their_cells(report):
     table = report["page"].tables["table-cub200"]
     cells = grid(table)
-    assert [r[0]["text"] for r in table["rows"]] == PAPER_ROWS  # the paper's rows, in its order
+    # the untrained network first (the reference every row is read against), then the paper's rows in its order
+    assert [r[0]["text"] for r in table["rows"]] == [REFERENCE, *PAPER_ROWS]
+    assert cells[REFERENCE]["NMI ours"]["text"] == "21.0 ± 2.5" and cells[REFERENCE]["NMI paper"]["text"] == "—"
     npair, hdml = cells["N-pair"], cells["HDML (N-pair)"]
     assert npair["seeds"]["text"] == "3"
     # N-pair NMI over seeds 0.50, 0.51, 0.52; the paper's 60.2
@@ -261,7 +264,7 @@ def test_latex_tables_shape(report, dataset, width):
     assert len(specs) == text.count(r"\end{tabular}") == 2  # last checkpoint, test-selected
     assert all(len(s.replace("|", "")) == width for s in specs)
     body = [ln for ln in text.splitlines() if ln.endswith(r"\\")]
-    assert len(body) == 2 * (len(PAPER_ROWS if dataset == "cub200" else ["Triplet", "N-pair"])
+    assert len(body) == 2 * (len([REFERENCE, *PAPER_ROWS] if dataset == "cub200" else ["Triplet", "N-pair"])
                              + (2 if dataset == "cub200" else 1))
     assert all(latex_columns(ln) == width for ln in body)
     assert text.count(r"\begin{table}") == text.count(r"\end{table}") == 2
@@ -275,17 +278,19 @@ def test_tex_escapes():
 def test_sweeps_ablation_protocol_costs(report):
     tables = report["page"].tables
     alpha = grid(tables["sweep-alpha-cub200-hdml-npair"])
-    assert list(alpha) == ["0", "30", "default (α = 90)", "180"]  # by value, the default at its alpha
+    assert list(alpha) == [REFERENCE, "0", "30", "default (α = 90)", "180"]  # by value, the default at its alpha
     assert alpha["30"]["NMI"]["text"] == "54.5 (n=2)"  # 0.54, 0.55
     assert alpha["default (α = 90)"]["NMI"]["text"] == "56.0 ± 2.5"
-    assert list(grid(tables["sweep-lambda0-cub200-hdml-npair"])) == ["0.2", "0.6", "default (adaptive)"]
+    assert list(grid(tables["sweep-lambda0-cub200-hdml-npair"])) == [REFERENCE, "0.2", "0.6", "default (adaptive)"]
     ablation = grid(tables["ablation-cub200-hdml-npair"])
-    assert list(ablation) == ["N-pair (baseline)", "HDML (N-pair)", "HDML (N-pair) w/o softmax loss",
+    assert list(ablation) == [REFERENCE, "N-pair (baseline)", "HDML (N-pair)", "HDML (N-pair) w/o softmax loss",
                               "HDML (N-pair) w/o reconstruction loss"]
     assert ablation["HDML (N-pair) w/o softmax loss"]["NMI"]["text"] == "35.5 (n=2)"
     protocol = [r for r in tables["protocol"]["rows"] if r[2]["text"] == "NMI"]
+    # paired by seed: seeds 0 and 1, d = +.03 each: 2 pairs, no interval, not tested
     assert [c["text"] for c in protocol[0]] == ["cub200", "HDML (N-pair)", "NMI", "56.0 ± 2.5 (n=3)",
-                                                "58.5 (n=2)", "+2.5", "62.6"]
+                                                "58.5 (n=2)", "+3.0 (n=2)", "not tested (fewer than 3 paired seeds)",
+                                                "62.6", "21.0 ± 2.5 (n=3)"]
     costs = [[c["text"] for c in r] for r in tables["costs"]["rows"]]
     assert ["cub200", "N-pair", "default", "train", "3", "0:03:20", "0:05:00", "1100", "1200"] in costs
     assert ["cub200", "N-pair", "default", "evaluate", "3", "0:00:10", "0:00:10", "—", "—"] in costs
@@ -438,16 +443,35 @@ def test_sweep_shows_seeds_and_no_interval_from_two():
     assert not bands(ax)
     seeds = [ln for ln in ax.lines if ln.get_linestyle() == "None" and ln.get_marker() == "o"]
     assert sorted(x for ln in seeds for x in ln.get_xdata()) == [0, 0, 30, 30, 90, 90, 90]  # every seed a point
-    star = ax.containers[-1]
-    assert star.has_yerr  # the default has 3 seeds: its interval is drawn
+    bar = ax.containers[-1]  # the default has 3 seeds: its interval is drawn, on the line
+    assert bar.has_yerr and list(bar.lines[0].get_xdata()) == [90]
+    stars = [ln for ln in ax.lines if ln.get_marker() == "*"]
+    assert len(stars) == 1 and list(stars[0].get_xdata()) == [90]
     assert "NMI (2 seeds: no interval)" in [t.get_text() for t in ax.get_legend().get_texts()]
     fig.canvas.draw()
     assert ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0  # legend below the data
     two = sweep_figure(points, default[default.seed < 2], [("Clustering", [("nmi", "NMI")])], "α", 90.0, "d", "t")
-    assert not two.axes[0].containers[-1].has_yerr
+    assert not two.axes[0].containers  # no value with 3 seeds: no interval anywhere
     three = pd.concat([points, points[points.seed == 1].assign(seed=2)])  # 3 seeds at each value: bars drawn
     bars = sweep_figure(three, default, [("Clustering", [("nmi", "NMI")])], "α", 90.0, "d", "t").axes[0].containers
-    assert len(bars) == 2 and bars[0].has_yerr and list(bars[0].lines[0].get_xdata()) == [0, 30]
+    # the default (α = 90) is a point of the mean line, not only a star beside it
+    assert len(bars) == 1 and bars[0].has_yerr and list(bars[0].lines[0].get_xdata()) == [0, 30, 90]
+    mean_line = [ln for ln in ax.lines if ln.get_linestyle() == "-" and len(ln.get_xdata()) > 1]
+    assert [list(ln.get_xdata()) for ln in mean_line] == [[0, 30, 90]]
+
+
+def test_adaptive_default_is_set_apart_from_the_swept_values():
+    points = pd.DataFrame([{"metric": "nmi", "x": x, "seed": s, "value": 0.5 + 0.01 * s}
+                           for x in (0.25, 0.75) for s in (0, 1, 2)])
+    default = pd.DataFrame([{"metric": "nmi", "seed": s, "value": 0.6 + 0.01 * s} for s in (0, 1, 2)])
+    ax = sweep_figure(points, default, [("Clustering", [("nmi", "NMI")])], "λ0", None, "default (adaptive)",
+                      "t").axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[-1] == "adaptive\n(default)" and labels[:-1] == ["0.25", "0.75"]
+    divider = [ln for ln in ax.lines if ln.get_linestyle() == ":"]
+    diamond = [c for c in ax.containers if c.lines[0].get_marker() == "D"]
+    assert len(divider) == 1 and len(diamond) == 1
+    assert 0.75 < divider[0].get_xdata()[0] < diamond[0].lines[0].get_xdata()[0]  # beyond the swept values
 
 
 def test_read_losses_smooths_j_m_and_names_bad_files(tmp_path):
@@ -509,3 +533,40 @@ def test_captions_say_what_the_html_shows(report):
     assert "method spec" not in html and "the fidelity ledger, hdml/fidelity.md" in html
     assert html.count("“Triplet hard” is the paper's name for its semi-hard triplet baseline") == 1
     assert "Learning curves on cub200, one row per method" in html
+
+
+def seeds_table(values: dict[str, list[float]], metrics: tuple[str, ...] = ("nmi", "recall@1")) -> pd.DataFrame:
+    return pd.DataFrame([("cub200", method, "default", seed, metric, v) for method, vs in values.items()
+                         for seed, v in enumerate(vs) for metric in metrics],
+                        columns=["dataset", "method", "variant", "seed", "metric", "value"])
+
+
+def our_marks(seeds: pd.DataFrame) -> dict[str, set[str]]:
+    summ = summary(seeds, ["dataset", "method", "variant", "metric"])
+    table = results_table(summ, paper_table(), "cub200", selected=False, seeds=seeds)
+    ours = [i for i, h in enumerate(table.flat_header()) if h.endswith("ours")]
+    return {row[0].text: {kind for i in ours for kind in ("best", "bold") if getattr(row[i], kind)}
+            for row in table.rows}
+
+
+def test_means_that_differ_inside_overlapping_intervals_are_not_marked():
+    """HDML (Triplet) above Triplet on the mean in every column, and the highest mean of all, but
+    the seeds disagree (paired differences +.08, −.04, +.02): neither bold nor red anywhere."""
+    noisy = {"triplet": [0.50, 0.56, 0.52], "hdml-triplet": [0.58, 0.52, 0.54], "npair": [0.40, 0.47, 0.41]}
+    assert all(not marks for marks in our_marks(seeds_table(noisy)).values())
+    # The same means with consistent seeds (+.02 on each seed, small spread): bold and red where the seeds agree.
+    clear = {"triplet": [0.50, 0.56, 0.52], "hdml-triplet": [0.52, 0.585, 0.541], "npair": [0.30, 0.37, 0.31]}
+    marks = our_marks(seeds_table(clear))
+    assert marks["HDML (Triplet)"] == {"bold", "best"}  # above its base, and above both others (Holm over 2)
+    assert not marks["Triplet"] and not marks["N-pair"]
+
+
+def test_dataset_sentence_is_worded_from_the_tests(tmp_path):
+    noisy = {"triplet": [0.50, 0.56, 0.52], "hdml-triplet": [0.58, 0.52, 0.54], "untrained": [0.30, 0.31, 0.33]}
+    seeds = seeds_table(noisy)
+    seeds.to_csv(tmp_path / "metrics.csv", index=False)
+    text = unescape(render(tmp_path / "metrics.csv", tmp_path / "report").read_text())
+    assert ("HDML's difference from its base loss is inside the seeds' noise: 0 of 2 comparisons exclude 0 "
+            "(Holm-corrected over 2)") in text
+    assert "the trained methods' R@1: 2 of 2 comparisons exclude 0 (Holm-corrected over 2), 2 above it" in text
+    assert 'id="demo-banner"' not in text  # CUB-200 is no demo dataset

@@ -2,7 +2,6 @@
 runs tables whose paired intervals are computed here by hand."""
 from __future__ import annotations
 
-import math
 from html import unescape
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from scipy import stats
 
 from hdml.aggregate import METRICS_COLUMNS, RUNS_COLUMNS
 from hdml.report import render
-from hdml.report.fair import base_loss, gains, paired_gain, per_seed, protocol_runs, ranks
+from hdml.report.fair import base_loss, gains, paired_gain, per_seed, protocol_runs
 
 # R@1 per seed. Paper protocol (default, last): HDML − triplet = .05, .04, .06.
 # Fair protocol (selection val, variant named "tuned"): HDML − triplet = −.01, .03, −.06.
@@ -85,8 +84,24 @@ def test_pairing_uses_common_seeds_only_and_two_pairs_give_no_verdict():
     assert paired_gain(pd.Series({0: 0.5}), pd.Series({1: 0.5})) is None
 
 
-def test_competition_ranking():
-    assert ranks({"a": 0.5, "b": 0.7, "c": 0.5, "d": math.nan}) == {"b": 1, "a": 2, "c": 2}
+def test_gain_verdicts_are_holm_corrected_over_the_table():
+    """Two gains (paper and fair evaluation): the smaller p-value is doubled (Holm, m = 2); a
+    third, noisy comparison (another metric) makes m = 3, and the verdict follows the corrected p."""
+    metrics, runs = fabricated()
+    found = {(r[3], r[4]): r[5] for r in gains(per_seed(metrics, protocol_runs(runs)[0]))}
+    paper, fair = found["recall@1", "paper"], found["recall@1", "fair"]
+    p_paper = stats.ttest_rel(PAPER["hdml-triplet"], PAPER["triplet"]).pvalue
+    assert paper.comparisons == fair.comparisons == 2
+    assert paper.test.p_holm == pytest.approx(2 * p_paper) and paper.excludes_zero() == (2 * p_paper < 0.05)
+    assert paper.raw_excludes_zero() is True and fair.excludes_zero() is False
+    # A third comparison, NMI of the paper-evaluated pair: d = .03, .01, .05.
+    nmi = {"triplet": [0.40, 0.42, 0.40], "hdml-triplet": [0.43, 0.43, 0.45]}
+    extra = pd.DataFrame([("cub200", m, "default", s, "nmi", v) for m, vs in nmi.items() for s, v in enumerate(vs)],
+                         columns=metrics.columns)
+    found = {(r[3], r[4]): r[5] for r in gains(per_seed(pd.concat([metrics, extra]), protocol_runs(runs)[0]))}
+    assert {g.comparisons for g in found.values()} == {3}
+    assert found["recall@1", "paper"].test.p_holm == pytest.approx(3 * p_paper)
+    assert found["recall@1", "paper"].excludes_zero() == (3 * p_paper < 0.05)
 
 
 def write_inputs(tmp_path: Path, metrics: pd.DataFrame, runs: pd.DataFrame) -> tuple[Path, Path]:
@@ -104,21 +119,20 @@ def test_html_section_tables_and_figure(tmp_path):
     m, r = write_inputs(tmp_path, *fabricated())
     page = unescape(render(m, tmp_path / "report", runs_csv=r).read_text())
     body = section_html(page)
-    assert "Paper protocol vs fair protocol" in body and "less the validation classes" in body
+    assert "Paper evaluation vs fair evaluation" in body and "less the validation classes" in body
     assert "selection val by map@r on the validation classes, 100 steps" in body
-    assert "paper protocol: selection last, 200 steps" in body
-    # Gain rows: paired mean ± interval in points and the verdict.
-    assert "+5.0 ± 2.5" in body and "yes: HDML better" in body
+    assert "paper evaluation: selection last, 200 steps" in body
+    assert "Tuning budget: not given to the report" in body
+    # Gain rows: paired mean ± raw interval in points, Holm over the 2 gains, and the verdict.
+    assert "+5.0 ± 2.5" in body and "yes: HDML better" in body and "excludes 0? (Holm, 2 comparisons)" in body
     assert "-1.3 ± 11.2" in body
-    # Ranks by R@1, a different order in each column. The paper (CUB-200-2011): N-pair 51.9 > HDML (Triplet)
-    # 43.6 > Triplet 35.9. Paper protocol: HDML 54 > N-pair 51 > Triplet 44.25 (seeds 0-2 and 7); fair:
-    # Triplet 42.3 > HDML 41 > N-pair 31.
+    assert "Under paper evaluation, HDML against its base loss: 1 of 1 comparisons exclude 0" in body
+    assert "Under fair evaluation, HDML's gain over its base loss is inside the seeds' noise" in body
+    # No ranks: a rank of means would claim an order the seeds do not support.
     table = (tmp_path / "report" / "tables" / "fair.md").read_text()
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in table.splitlines() if line.startswith("| ") and "Method" not in line}
-    assert rows["N-pair"][-3:] == ["1", "2", "3"]  # the paper's rank, paper protocol, fair
-    assert rows["Triplet"][-3:] == ["4", "3", "1"]  # the paper ranks DAML (Triplet) above Triplet
-    assert rows["HDML (Triplet)"][-3:] == ["2", "1", "2"]
+    assert "rank by" not in table and len(rows["Triplet"]) == 4  # seeds; R@1 paper, paper evaluation, fair
     assert rows["Triplet"][:4] == ["4 / 3", "35.9", "44.2 ± 15.8", "42.3 ± 3.8"]  # seeds; R@1 paper, ours x2
     for fmt in ("png", "svg"):
         assert (tmp_path / "report" / "figures" / f"fair-gain.{fmt}").stat().st_size > 1000
@@ -130,4 +144,22 @@ def test_no_fair_runs_is_said(tmp_path):
     keep = runs.selection != "val"
     m, r = write_inputs(tmp_path, metrics.merge(runs[keep][["dataset", "method", "variant", "seed"]]), runs[keep])
     body = section_html(unescape(render(m, tmp_path / "report", runs_csv=r).read_text()))
-    assert "No fair-protocol runs in these results" in body and "fig-fair-gain" not in body
+    assert "No fair-evaluation runs in these results" in body and "fig-fair-gain" not in body
+
+
+def test_tuning_budget_is_read_from_the_studies(tmp_path):
+    """trials from each study's best.yaml, steps from its first trial's run config, never assumed."""
+    m, r = write_inputs(tmp_path, *fabricated())
+    studies = []
+    for method, steps in (("triplet", 100), ("hdml-triplet", 100), ("daml-triplet", 50)):
+        study = tmp_path / "tune" / "cub200" / method
+        (study / "trial0").mkdir(parents=True)
+        (study / "best.yaml").write_text(f"dataset: cub200\nmethod: {method}\nmetric: map@r\ntrials: 2\nset: {{}}\n")
+        (study / "trial0" / "config.yaml").write_text(f"steps: {steps}\n")
+        studies.append(study / "best.yaml")
+    body = section_html(unescape(render(m, tmp_path / "report", runs_csv=r, tuning=studies).read_text()))
+    # DAML ran no fair runs here: its study is not the fair runs' budget
+    assert "Tuning budget: 2 trials of 100 steps (Triplet on cub200, HDML (Triplet) on cub200)" in body
+    (studies[0].parent / "best.yaml").write_text("set: {}\n")
+    with pytest.raises(ValueError, match="best.yaml: needs dataset, method and trials"):
+        render(m, tmp_path / "report2", runs_csv=r, tuning=studies)

@@ -54,8 +54,13 @@ def test_display_name_and_dataset_title_come_from_the_plugins(tmp_path, monkeypa
     page = render(tmp_path / "m.csv", tmp_path / "r").read_text()
     table = (tmp_path / "r/tables/digits2.md").read_text()
     assert "**Digits, second copy, last checkpoint**" in table
-    assert "| Deep DML (renamed) | 1 | 50.0 (n=1) † |" in table and "| N-pair | 1 | 40.0 (n=1) |" in table
+    # one seed each: no interval, so no best the seeds could support (no †)
+    assert "| Deep DML (renamed) | 1 | 50.0 (n=1) |" in table and "| N-pair | 1 | 40.0 (n=1) |" in table
     assert "<h2>Digits, second copy</h2>" in page and "DDML" not in table
+    # the banner follows the plug-in's `demo` flag (copied from digits), not the dataset's name
+    assert 'id="demo-banner"' in page and "Digits, second copy is a demo dataset" in page
+    monkeypatch.setitem(datasets.DATASETS, "digits2", replace(datasets.DATASETS["digits2"], demo=False))
+    assert 'id="demo-banner"' not in render(tmp_path / "m.csv", tmp_path / "r4").read_text()
 
 
 def test_a_method_without_display_name_shows_its_name(tmp_path):

@@ -73,3 +73,18 @@ def test_too_few_pairs_are_shown_not_tested():
     assert tests[0].excludes_zero() is None and math.isnan(tests[0].p) and tests[0].comparisons == 1
     assert tests[1].excludes_zero() is True  # alone in its family: its own 95% test
     assert paired_p(np.zeros(3)) == 1.0 and paired_p(np.full(3, 0.01)) == 0.0
+
+
+def test_sentence_counts_the_corrected_verdicts_and_the_signs():
+    from hdml.report.conclude import verdict
+
+    # two clear losses and one noisy one, Holm over 3: worded from the tests, not written ahead
+    tests = paired_tests([np.array([-0.10, -0.11, -0.12]), np.array([-0.06, -0.07, -0.065]),
+                          np.array([-0.01, 0.02, -0.04])])
+    decided = [t.excludes_zero() for t in tests]
+    text = verdict("The paper's formulas", tests, "better", "worse", "Noise")
+    assert text.startswith(f"The paper's formulas: {sum(decided)} of 3 comparisons exclude 0 (Holm-corrected over 3)")
+    assert "differences of −11.0 to −1.0 points; every one of the 3 differences is negative." in text
+    noise = verdict("S", paired_tests([np.array([0.01, -0.02, 0.02])]), "b", "w", "Inside the noise")
+    assert noise == ("Inside the noise: 0 of 1 comparisons exclude 0 (Holm-corrected over 1); "
+                     "differences of +0.3 points.")

@@ -27,7 +27,7 @@ def test_difference_and_interval_match_welchs_t_test() -> None:
     hdml, daml = SEEDS["hdml-triplet"], SEEDS["daml-triplet"]
     ci = stats.ttest_ind(hdml, daml, equal_var=False).confidence_interval(0.95)
     diff, half = (ci.low + ci.high) / 2, (ci.high - ci.low) / 2
-    assert rows["Triplet"][:5] == ["digits", "Triplet", "nmi", "50.3", "56.3"]
+    assert rows["Triplet"][:5] == ["digits", "Triplet", "NMI", "50.3", "56.3"]
     assert rows["Triplet"][5] == f"{100 * diff:+.1f} ± {100 * half:.1f}"
     assert diff == pytest.approx(0.06) and 100 * half > 1  # not a degenerate interval
 
@@ -53,7 +53,25 @@ def test_section_and_table_written(tmp_path: Path) -> None:
     [(key, title, body)] = rep.sections
     assert key == "synthetic" and title == "Synthetic hard samples, side by side" and "Triplet" in body
     table = (tmp_path / "tables" / "synthetic.md").read_text()
-    assert "| digits | N-pair | nmi | 60.5 | 64.0 | +3.5 (n=2, 2) |" in table
+    assert "| digits | N-pair | NMI | 60.5 | 64.0 | +3.5 (n=2, 2) | not tested (fewer than 3 seeds) |" in table
+    assert "excludes 0? (Holm, 1 comparisons)" in table
+
+
+def test_verdict_is_welchs_p_value_holm_corrected() -> None:
+    """Triplet: Welch's p of HDML − DAML is scipy's; alone in its family it is its own Holm p. A
+    second, noisy base loss makes two comparisons: p doubles, and the verdict follows it."""
+    hdml, daml = SEEDS["hdml-triplet"], SEEDS["daml-triplet"]
+    p = stats.ttest_ind(hdml, daml, equal_var=False).pvalue
+    rows = {r[1]: r for r in synthetic_rows(summ())}
+    assert rows["Triplet"][6].startswith(("yes: HDML better" if p < 0.05 else "no") + f" (p = {p:.3f};")
+    seeds = {**SEEDS, "daml-npair": [0.50, 0.70, 0.55], "hdml-npair": [0.52, 0.69, 0.60]}
+    long = pd.DataFrame([{"dataset": "digits", "method": m, "variant": "default", "metric": "nmi", "value": v}
+                         for m, values in seeds.items() for v in values])
+    rows = {r[1]: r for r in synthetic_rows(summary(long, ["dataset", "method", "variant", "metric"]))}
+    p2 = stats.ttest_ind(seeds["hdml-npair"], seeds["daml-npair"], equal_var=False).pvalue
+    holm_p = min(1, 2 * p) if p <= p2 else min(1, max(2 * p2, p))  # Holm with m = 2, by hand
+    assert f"p = {holm_p:.3f};" in rows["Triplet"][6]
+    assert rows["N-pair"][6].startswith("no (p = ")
 
 
 def test_no_pair_no_section(tmp_path: Path) -> None:
@@ -87,15 +105,18 @@ def test_protocol_section_shows_daml_beside_hdml(tmp_path: Path) -> None:
     from hdml.report.sections import protocol_section
 
     variants = {"default": 0.0, "protocol=paper": 0.02}
-    long = pd.DataFrame([{"dataset": "cub200", "method": m, "variant": v, "metric": "nmi", "value": x + shift}
+    long = pd.DataFrame([{"dataset": "cub200", "method": m, "variant": v, "seed": seed, "metric": "nmi",
+                          "value": x + shift}
                          for m in ("daml-npair", "hdml-npair") for v, shift in variants.items()
-                         for x in (0.50, 0.51, 0.52)])
+                         for seed, x in enumerate((0.50, 0.51, 0.52))])
     data = Inputs(metrics=long, summ=summary(long, ["dataset", "method", "variant", "metric"]), paper=paper_table(),
                   datasets=["cub200"])
     (tmp_path / "tables").mkdir()
     protocol_section(Report(tmp_path), data)
     table = (tmp_path / "tables" / "protocol.md").read_text()
-    assert "| cub200 | DAML (N-pair) | NMI | 51.0 ± 2.5 (n=3) | 53.0 ± 2.5 (n=3) | +2.0 | 61.3 |" in table
+    # paired by seed: +.02 on every seed, no spread: p = 0, a difference even after Holm over 2
+    assert ("| cub200 | DAML (N-pair) | NMI | 51.0 ± 2.5 (n=3) | 53.0 ± 2.5 (n=3) | **+2.0 ± 0.0** | "
+            "**yes: paper formulas better** | 61.3 | — |") in table
     assert "| cub200 | HDML (N-pair) | NMI |" in table
 
 
@@ -166,3 +187,18 @@ def test_read_losses_keeps_the_terms_the_plugin_declares(tmp_path: Path) -> None
                   "j_syn": 0.3, "j_metric": 0.9, "adversarial": 1.0}).to_csv(run / "losses.csv", index=False)
     got = read_losses([run / "losses.csv"])
     assert set(got.metric) == {"j_m", "j_gen", "j_hard", "j_reg", "j_adv", "j_syn"}
+
+
+def test_a_small_objective_keeps_its_own_scale_beside_a_large_one() -> None:
+    """DAML's J_gen (~0.1) and HDML's (~100) in one loss figure: each panel is scaled to its own
+    row's curve, with no other method's line in it to flatten it."""
+    from hdml.report.figures import Series, curve_grid
+
+    losses = pd.DataFrame([{"dataset": "digits", "method": m, "variant": "default", "seed": seed, "step": step,
+                            "metric": "j_gen", "value": scale * (1 + 0.1 * step + 0.01 * seed)}
+                           for m, scale in (("daml-triplet", 0.1), ("hdml-triplet", 100.0)) for seed in (0, 1, 2)
+                           for step in (1, 2, 3)])
+    fig = curve_grid(losses, [Series("daml-triplet", "default", "DAML"), Series("hdml-triplet", "default", "HDML")],
+                     [("j_gen", "J_gen")], "t", percent=False)
+    daml, hdml = fig.axes[0].get_ylim(), fig.axes[1].get_ylim()
+    assert daml[1] < 1 and hdml[0] > 10  # neither axis spans the other's curve

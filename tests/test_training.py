@@ -156,3 +156,22 @@ def test_float32_precision_on_a_gpu_follows_amp(amp, conv, matmul):
         torch.set_float32_matmul_precision(before[1])
         for b, value in zip(backends, saved, strict=True):
             b.fp32_precision = value
+
+
+def test_zero_steps_evaluates_the_network_at_initialisation(digits_root, tmp_path):
+    """`steps: 0` (the report's reference row): no step, one evaluation at step 0 of exactly the
+    weights the seed initialises, the same whatever method would have trained them."""
+    from hdml.evaluate import evaluate_run
+
+    a = train_run(root=digits_root, dataset="digits", method="triplet", seed=2, out=tmp_path / "a",
+                  overrides={**TINY, "steps": 0})
+    b = train_run(root=digits_root, dataset="digits", method="contrastive", seed=2, out=tmp_path / "b",
+                  overrides={**TINY, "steps": 0})
+    assert list(pd.read_csv(tmp_path / "a" / "curve.csv").step) == [0]
+    assert a["steps"] == 0 and a["metrics"] == b["metrics"]
+    import torch
+
+    weights = [torch.load(tmp_path / run / "model.pt") for run in ("a", "b")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert evaluate_run(tmp_path / "a")["test_selected"]["step"] == 0

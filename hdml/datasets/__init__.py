@@ -25,7 +25,9 @@ class DatasetSpec:
     one batch layout (`npair`, `triplet`, `m_per_class`, see `hdml.samplers`), because a
     batch that suits one layout can need more classes than a small dataset has in another.
     `files` describes, for `hdml prepare --help` and download hints, what to fetch by hand:
-    each entry (name, size, md5). `title` is the dataset's name in the report."""
+    each entry (name, size, md5). `title` is the dataset's name in the report. `demo`: a toy
+    task that checks the suite's machinery, whose numbers say nothing about the methods (the
+    report puts a banner on any report built from it)."""
 
     name: str
     prepare: Preparer
@@ -34,6 +36,7 @@ class DatasetSpec:
     layout_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: tuple[tuple[str, str, str], ...] = ()
     title: str = ""
+    demo: bool = False
 
     def defaults_for(self, method: str) -> dict[str, Any]:
         """The dataset's run-config defaults for one method (its batch layout's added)."""

@@ -46,6 +46,7 @@ register(
     DatasetSpec(
         name="digits",
         title="Digits (embedded demo)",
+        demo=True,
         prepare=prepare,
         channels=1,
         run_defaults={

@@ -34,11 +34,11 @@ __all__ = ["DASH", "SECTIONS", "Inputs", "Report", "check_variant_settings", "de
 
 def render(metrics_csv: Path, out_dir: Path, curves_csv: Path | None = None, runs_csv: Path | None = None,
            costs_csv: Path | None = None, tsne: list[Path] | None = None,
-           losses: list[Path] | None = None) -> Path:
+           losses: list[Path] | None = None, tuning: list[Path] | None = None) -> Path:
     """Write report.html, tables/ and figures/ under `out_dir`; returns the HTML path. `losses`:
     the runs' losses.csv (in their run directories), for the training-loss figures; `tsne`: maps
-    of `hdml tsne`, candidates for Figure 8."""
-    data = load_inputs(metrics_csv, curves_csv, runs_csv, costs_csv, tsne, losses)
+    of `hdml tsne`, candidates for Figure 8; `tuning`: the studies' best.yaml (tuning budget)."""
+    data = load_inputs(metrics_csv, curves_csv, runs_csv, costs_csv, tsne, losses, tuning)
     rep = Report(Path(out_dir))
     for sub in ("figures", "tables"):  # both exist even when empty: Snakemake directory() outputs
         (rep.out_dir / sub).mkdir(parents=True, exist_ok=True)

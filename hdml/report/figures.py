@@ -142,7 +142,9 @@ def grid(n: int, ncols: int, width: float, height: float, title: str, **kw) -> t
 def curve_grid(curves: pd.DataFrame, series: list[Series], metrics: list[tuple[str, str]], title: str,
                percent: bool = True) -> plt.Figure:
     """Curves over training steps (long: method, variant, seed, step, metric, value): one row per
-    series, one column per (metric, name); y shared per column for metrics in %, not for losses."""
+    series, one column per (metric, name); y shared per column for metrics in %, not for losses.
+    Losses get no grey context from the other rows either: objectives of different methods (DAML's
+    J_gen beside HDML's) differ by orders of magnitude, and the other's line would set the scale."""
     fig, axes = grid(len(series) * len(metrics), len(metrics), 3.3, 1.75, title, sharex=True,
                      sharey="col" if percent else False)
     axes = axes.reshape(len(series), len(metrics))
@@ -152,7 +154,7 @@ def curve_grid(curves: pd.DataFrame, series: list[Series], metrics: list[tuple[s
         for j, (metric, name) in enumerate(metrics):
             ax = axes[i, j]
             of_metric = curves[curves.metric == metric]
-            for other in series:
+            for other in series if percent else []:
                 if other is not s and other is not base and len(o := pick(of_metric, other)):
                     mean_line(ax, o, "step", percent, color=CONTEXT, linewidth=0.8, zorder=1)
             if base is not None and len(b := pick(of_metric, base)):
@@ -168,7 +170,8 @@ def curve_grid(curves: pd.DataFrame, series: list[Series], metrics: list[tuple[s
                 ax.set_ylabel("%", fontsize=8)
             if i == len(series) - 1:
                 ax.set_xlabel("training step", fontsize=8)
-    legend(fig, context=len(series) > 1, base=any(s.base for s in series), paper=any(s.paper for s in series))
+    legend(fig, context=percent and len(series) > 1, base=any(s.base for s in series),
+           paper=any(s.paper for s in series))
     return fig
 
 
@@ -224,17 +227,21 @@ def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, panels: list[tuple
     one panel per group of (metric, name) (paper Figures 6-7): each seed a point, the mean a line,
     the 95% CI an error bar from MIN_SEEDS seeds on; the metrics of a panel sit side by side
     around each value so that their bars do not cover each other. The default variant (long:
-    metric, seed, value) is a star at `default_x`, or, with no fixed value, a dashed line with its
-    bar at the right edge."""
+    metric, seed, value) at a fixed value `default_x` is a point of the line (a star), at no
+    fixed value (adaptive) a hollow diamond beyond a dotted divider, labelled, apart from the
+    swept values."""
     fig, axes = grid(len(panels), len(panels), 5.0, 3.4, title)
     xs = sorted(set(points.x) | ({default_x} if default_x is not None else set()))
     span = (xs[-1] - xs[0]) or 1.0
-    right = xs[-1] + 0.08 * span  # where an adaptive default's bar goes
+    right = xs[-1] + 0.22 * span  # where an adaptive default goes, past the divider
     for ax, (name, metrics) in zip(axes.flat, panels, strict=False):
         dodge = 0.012 * span
         for i, (metric, label) in enumerate(metrics):
             c, shift = colour(i), (i - (len(metrics) - 1) / 2) * dodge
             mine = points[points.metric == metric]
+            d = default[default.metric == metric]
+            if default_x is not None and len(d):  # the default is a point of the sweep: on the line
+                mine = pd.concat([mine, d.assign(x=default_x)])
             ax.plot(mine.x + shift, 100 * mine.value, color=c, **SEEDS_POINT)
             s = summary(mine, ["x"]).sort_values("x")
             ok = s.n.map(shown).to_numpy(dtype=bool)
@@ -243,18 +250,22 @@ def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, panels: list[tuple
                 ax.errorbar(s.x[ok] + shift, 100 * s["mean"][ok], yerr=100 * s.ci[ok], color=c, capsize=3,
                             linestyle="none")
             n = int(s.n.min())
-            d = default[default.metric == metric]
             if len(d):
                 k, m = len(d), 100 * d.value.mean()
                 ci = 100 * summary(d, ["metric"]).ci.iloc[0] if shown(k) else None
                 n = min(n, k)
                 x = (default_x if default_x is not None else right) + shift
-                ax.plot([x] * k, 100 * d.value, color=c, **SEEDS_POINT)
-                if default_x is None:
-                    ax.axhline(m, color=c, linestyle="--", linewidth=1)
-                ax.errorbar([x], [m], yerr=ci, marker="*" if default_x is not None else "_", ms=12, capsize=3,
-                            color=c, markeredgecolor="black" if default_x is not None else c, linestyle="none")
+                if default_x is None:  # apart from the line: its own seeds and bar
+                    ax.plot([x] * k, 100 * d.value, color=c, **SEEDS_POINT)
+                    ax.errorbar([x], [m], yerr=ci, marker="D", ms=7, capsize=3, color=c, mfc="white",
+                                markeredgecolor=c, linestyle="none")
+                else:  # on the line, whose bar it already has: the star marks which point is the default
+                    ax.plot([x], [m], marker="*", ms=12, color=c, markeredgecolor="black", linestyle="none")
             ax.plot([], [], color=c, marker="o", ms=4, label=label + ("" if shown(n) else f" ({n} seeds: no interval)"))
+        if default_x is None and not default.empty:
+            divider = xs[-1] + 0.11 * span
+            ax.axvline(divider, color="0.5", linestyle=":", linewidth=1)
+            ax.set_xticks([*xs, right], [*(f"{v:g}" for v in xs), "adaptive\n(default)"])
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("%")
@@ -262,7 +273,7 @@ def sweep_figure(points: pd.DataFrame, default: pd.DataFrame, panels: list[tuple
         handles, labels = ax.get_legend_handles_labels()
         if not default.empty:
             style = (dict(marker="*", ms=12, markeredgecolor="black", linestyle="none", color="grey")
-                     if default_x is not None else dict(linestyle="--", color="grey"))
+                     if default_x is not None else dict(marker="D", ms=7, mfc="white", linestyle="none", color="grey"))
             handles.append(Line2D([], [], **style))
             labels.append(default_label)
         handles += [Line2D([], [], color=BASE, **SEEDS_POINT),

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from hdml import reference
 from hdml.aggregate import COSTS_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, RUNS_COLUMNS, read_long, run_key
 from hdml.report.names import dataset_sort, loss_terms
 from hdml.report.stats import summary
@@ -77,6 +79,8 @@ def read_losses(paths: list[Path]) -> pd.DataFrame | None:
     frames = []
     for path in map(Path, paths):
         key = run_key(path.parent)
+        if key["variant"] == reference.VARIANT:  # the untrained reference never steps: no losses
+            continue
         table = pd.read_csv(path)
         column = "j_m" if "j_m" in table.columns else "loss"
         if not {"step", column} <= set(table.columns) or table.empty:
@@ -95,6 +99,21 @@ def read_losses(paths: list[Path]) -> pd.DataFrame | None:
     return out
 
 
+def read_tuning(paths: list[Path]) -> pd.DataFrame | None:
+    """Each study's budget from its best.yaml (`hdml tune best`: dataset, method, trials) and its
+    first trial's run config beside it (trial0/config.yaml: steps; NaN where it is gone)."""
+    rows = []
+    for path in map(Path, paths):
+        best = yaml.safe_load(path.read_text()) or {}
+        if not {"dataset", "method", "trials"} <= set(best):
+            raise ValueError(f"{path}: needs dataset, method and trials; not a best.yaml of `hdml tune best`")
+        trial = path.parent / "trial0" / "config.yaml"
+        steps = (yaml.safe_load(trial.read_text()) or {}).get("steps", math.nan) if trial.exists() else math.nan
+        rows.append({"dataset": best["dataset"], "method": best["method"], "trials": int(best["trials"]),
+                     "steps": steps})
+    return pd.DataFrame(rows, columns=["dataset", "method", "trials", "steps"]) if rows else None
+
+
 @dataclass(frozen=True)
 class Inputs:
     """Everything a section builder may draw on, read and checked once. `summ`: mean, CI and
@@ -109,11 +128,12 @@ class Inputs:
     costs: pd.DataFrame | None = None
     losses: pd.DataFrame | None = None
     tsne: tuple[TsneMap, ...] = ()
+    tuning: pd.DataFrame | None = None  # dataset, method, trials, steps: each tuning study's budget
 
 
 def load_inputs(metrics_csv: Path, curves_csv: Path | None = None, runs_csv: Path | None = None,
                 costs_csv: Path | None = None, tsne: list[Path] | None = None,
-                losses: list[Path] | None = None) -> Inputs:
+                losses: list[Path] | None = None, tuning: list[Path] | None = None) -> Inputs:
     metrics = read_metrics(Path(metrics_csv))
     for variant in metrics.variant.unique():  # a sweep variant names a number, with or without runs.csv
         if (key := variant.partition("=")[0]) in SWEEPS:
@@ -128,7 +148,8 @@ def load_inputs(metrics_csv: Path, curves_csv: Path | None = None, runs_csv: Pat
     return Inputs(metrics=metrics, summ=summary(metrics, ["dataset", "method", "variant", "metric"]),
                   paper=paper_table(), datasets=dataset_sort(metrics.dataset), curves=curves, runs=runs,
                   costs=read_table(Path(costs_csv), COSTS_COLUMNS) if costs_csv else None,
-                  losses=read_losses(losses or []), tsne=tuple(map(read_tsne, tsne or [])))
+                  losses=read_losses(losses or []), tsne=tuple(map(read_tsne, tsne or [])),
+                  tuning=read_tuning(tuning or []))
 
 
 def read_tsne(path: Path) -> TsneMap:

@@ -2,11 +2,13 @@
 method's `display_name` (its loss class or `Method` class; `paper_name` where the paper's row
 says otherwise), its `base` loss and `family`, a dataset's `DatasetSpec.title`, and HDML's
 default pulling factor `default_alpha`. A name without a plug-in (a folder from an older run)
-shows as it is. The paper's own facts stay here; no report module names a plug-in."""
+shows as it is; the untrained reference (hdml.reference) as its own name. The paper's own facts
+stay here; no report module names a plug-in."""
 from __future__ import annotations
 
 from typing import Any
 
+from hdml import reference
 from hdml.datasets import get_dataset
 from hdml.methods import METHODS
 from hdml.registry import LOSSES, load_plugins
@@ -23,6 +25,8 @@ def plugin(method: str) -> Any:
 
 
 def display(method: str) -> str:
+    if method == reference.NAME:
+        return reference.DISPLAY
     return getattr(plugin(method), "display_name", None) or method
 
 
@@ -47,6 +51,11 @@ def base_loss(method: str) -> str | None:
     return getattr(plugin(method), "base", None)
 
 
+def family(method: str) -> str | None:
+    """The method's family ("HDML", "DAML"), as its plug-in says; None for a plain loss."""
+    return getattr(plugin(method), "family", None)
+
+
 def families(family: str) -> dict[str, str]:
     """{base loss: method} of the registered methods of `family` ("HDML", "DAML"), in
     registration order."""
@@ -59,6 +68,14 @@ def dataset_title(dataset: str) -> str:
         return get_dataset(dataset).title or dataset
     except KeyError:
         return dataset
+
+
+def is_demo(dataset: str) -> bool:
+    """Whether the dataset's plug-in declares it a demo (a machinery check, no evidence)."""
+    try:
+        return get_dataset(dataset).demo
+    except KeyError:
+        return False
 
 
 def paper_alpha(method: str) -> float | None:

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from hdml.io import write_text, write_with
 from hdml.report.figures import encode
 from hdml.report.inputs import Inputs
+from hdml.report.names import dataset_title, is_demo
 from hdml.report.stats import MIN_SEEDS
 from hdml.report.table import Table
 from hdml.selection import selection_note
@@ -87,9 +88,11 @@ figure img {{ max-width: 100%; }}
 figcaption {{ font-size: 0.85em; color: #444; }}
 figcaption span.files {{ white-space: nowrap; }}
 nav li {{ margin: 0.1em 0; }}
+p.conclusion {{ background: #f4f7fb; border-left: 3px solid #5b7fb0; padding: 0.4em 0.6em; }}
+div.banner {{ background: #fff4d6; border: 2px solid #d9a400; padding: 0.6em 0.9em; font-size: 1.05em; }}
 </style></head><body>
 <h1>Hardness-Aware Deep Metric Learning (Zheng et al., CVPR 2019): reproduction report</h1>
-{intro}
+{banner}{intro}
 <nav><ul>{toc}</ul></nav>
 {body}
 </body></html>
@@ -102,7 +105,13 @@ def intro(data: Inputs) -> str:
     return (f"<p>{n_runs} runs over {len(data.datasets)} dataset(s): {esc(', '.join(data.datasets))}. "
             "Our numbers are from the <b>last checkpoint</b>: mean ± 95% confidence interval over seeds "
             f"(Student t, n − 1 degrees of freedom), in %, given from {MIN_SEEDS} seeds on: fewer seeds give the "
-            "mean marked (n=2) in tables, and each seed, with no band, in figures. The authors' code kept the "
+            "mean marked (n=2) in tables, and each seed, with no band, in figures. A difference is marked (bold, "
+            "red, “better”) only where its interval, paired by seed, excludes 0 after Holm's correction "
+            "for the number of comparisons the table makes; each section ends with what its numbers support. "
+            "Every table has the network before metric learning (the seed's initial weights, never trained) as "
+            "its reference row. “Protocol” names the formulas (<code>protocol: code</code> or "
+            "<code>paper</code>); “evaluation” which checkpoint is reported (paper evaluation: the last, "
+            "no validation; fair evaluation: chosen on validation classes). The authors' code kept the "
             "checkpoint with the best <i>test</i> NMI; that number is reported separately, labelled as "
             "test-selected and optimistic. “Triplet hard” is the paper's name for its semi-hard triplet "
             "baseline (method <code>semihard</code> here: FaceNet's semi-hard mining, the closest negative "
@@ -110,9 +119,21 @@ def intro(data: Inputs) -> str:
             + selection_note(data.runs))  # runs reporting another checkpoint than the last, labelled
 
 
+def banner(data: Inputs) -> str:
+    """A warning above everything when a dataset's plug-in declares it a demo: its numbers check
+    the machinery, they are no evidence about the methods."""
+    demos = [d for d in data.datasets if is_demo(d)]
+    if not demos:
+        return ""
+    names = ", ".join(dataset_title(d) for d in demos)
+    return (f'<div class="banner" id="demo-banner"><b>Machinery check, not evidence.</b> {html.escape(names)} '
+            "is a demo dataset: a toy task at toy scale that exercises every step of the suite. Its numbers say "
+            "nothing about whether a method works; read them as a test that the pipeline runs end to end.</div>\n")
+
+
 def write_page(rep: Report, data: Inputs) -> Path:
     """report.html from the sections built into `rep`; returns its path."""
     toc = "".join(f'<li><a href="#{href(k)}">{esc(t)}</a></li>' for k, t in rep.toc)
     out = rep.out_dir / "report.html"
-    write_text(out, PAGE.format(intro=intro(data), toc=toc, body="\n".join(rep.sections)))
+    write_text(out, PAGE.format(banner=banner(data), intro=intro(data), toc=toc, body="\n".join(rep.sections)))
     return out

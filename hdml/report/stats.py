@@ -124,8 +124,8 @@ def paired_p(diffs: np.ndarray) -> float:
     d = np.asarray(diffs, dtype=float)
     if not shown(len(d)):
         return math.nan
-    if np.ptp(d) == 0:
-        return 1.0 if d[0] == 0 else 0.0
+    if np.allclose(d, d[0], rtol=0, atol=1e-12):  # no spread (up to rounding): t is infinite or undefined
+        return 1.0 if abs(d[0]) <= 1e-12 else 0.0
     return float(stats.ttest_1samp(d, 0.0).pvalue)
 
 
@@ -141,3 +141,21 @@ def paired_tests(diffs: Sequence[np.ndarray], alpha: float = ALPHA) -> list[Pair
         out.append(PairedTest(float(d.mean()) if len(d) else math.nan, ci95(d), len(d), float(pi), float(pa),
                               float(lv), corrected, m, alpha))
     return out
+
+
+def paired_diffs(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """a − b over the seeds both {seed: value} series have, in seed order."""
+    seeds = sorted(set(a.index) & set(b.index))
+    return np.array([a[s] - b[s] for s in seeds], dtype=float)
+
+
+def supported_best(values: dict[str, pd.Series]) -> str | None:
+    """The row of highest mean among {row: {seed: value}}, when its paired difference with every
+    other row is positive and excludes 0 after Holm's correction over those comparisons; else None
+    (the seeds do not single out a best row)."""
+    rows = {k: v for k, v in values.items() if len(v)}
+    if len(rows) < 2:
+        return None
+    best = max(rows, key=lambda k: rows[k].mean())
+    tests = paired_tests([paired_diffs(rows[best], rows[k]) for k in rows if k != best])
+    return best if all(t.excludes_zero() and t.mean > 0 for t in tests) else None

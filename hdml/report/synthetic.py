@@ -22,15 +22,18 @@ import pandas as pd
 from scipy import stats
 
 from hdml.io import write_text
+from hdml.report.conclude import paragraph
 from hdml.report.figures import Series, curve_grid, own_terms
 from hdml.report.names import display, families
-from hdml.report.stats import shown
+from hdml.report.stats import ALPHA, holm, holm_levels, shown
+from hdml.report.table import metric_label, simple_table
 
 GENERATOR_TERMS = [("j_gen", "J_gen (generator)"), ("j_syn", "J_syn (metric on synthetics)")]
 TITLE = "Synthetic hard samples, side by side"
 NOTE = ("HDML − DAML on the same base loss, last checkpoint, in points: mean over seeds ± Welch 95% interval "
-        "(unpaired; from the per-method Student-t intervals). An interval that excludes 0 marks a difference "
-        "the seeds support. DAML: adversarial hard-negative generator (baselines/daml.py); HDML: hardness-aware "
+        "(unpaired; from the per-method Student-t intervals), uncorrected. The verdict is Holm-corrected over the "
+        "{m} tested differences: Holm's adjusted p-value and the Welch interval at the level Holm tests that "
+        "difference at. DAML: adversarial hard-negative generator (baselines/daml.py); HDML: hardness-aware "
         "interpolation and label-preserving generator (hdml/hdml_method.py).")
 
 
@@ -44,18 +47,38 @@ class Section(Protocol):
     def figure(self, name: str, fig: plt.Figure, caption: str) -> str: ...
 
 
-def welch_diff(a: pd.Series, b: pd.Series) -> tuple[float, float]:
-    """(b.mean − a.mean, 95% half-width) from two summary rows (mean, ci, n); NaN half-width
-    where either side has fewer than MIN_SEEDS seeds or no interval."""
+def welch(a: pd.Series, b: pd.Series) -> tuple[float, float, float]:
+    """(b.mean − a.mean, its standard error, Welch–Satterthwaite degrees of freedom) from two
+    summary rows (mean, ci, n); NaN error and df where either side has fewer than MIN_SEEDS seeds
+    or no interval."""
     diff = b["mean"] - a["mean"]
     if not (shown(a["n"]) and shown(b["n"]) and math.isfinite(a["ci"]) and math.isfinite(b["ci"])):
-        return diff, math.nan
+        return diff, math.nan, math.nan
     va = (a["ci"] / stats.t.ppf(0.975, a["n"] - 1)) ** 2
     vb = (b["ci"] / stats.t.ppf(0.975, b["n"] - 1)) ** 2
     if va + vb == 0:
-        return diff, 0.0
+        return diff, 0.0, math.inf
     df = (va + vb) ** 2 / (va**2 / (a["n"] - 1) + vb**2 / (b["n"] - 1))
-    return diff, float(stats.t.ppf(0.975, df) * math.sqrt(va + vb))
+    return diff, math.sqrt(va + vb), df
+
+
+def welch_diff(a: pd.Series, b: pd.Series, level: float = 0.95) -> tuple[float, float]:
+    """(b.mean − a.mean, half-width of its Welch interval at confidence `level`); NaN half-width
+    where `welch` has no standard error."""
+    diff, se, df = welch(a, b)
+    if not math.isfinite(se):
+        return diff, math.nan
+    return diff, (float(stats.t.ppf(0.5 + level / 2, df) * se) if se > 0 else 0.0)
+
+
+def welch_p(a: pd.Series, b: pd.Series) -> float:
+    """Two-sided p-value of Welch's test of the difference; NaN where `welch` has no error."""
+    diff, se, df = welch(a, b)
+    if not math.isfinite(se):
+        return math.nan
+    if se == 0:
+        return 1.0 if diff == 0 else 0.0
+    return float(2 * stats.t.sf(abs(diff) / se, df))
 
 
 def pairs() -> dict[str, tuple[str, str]]:
@@ -66,23 +89,37 @@ def pairs() -> dict[str, tuple[str, str]]:
 
 
 def synthetic_rows(summ: pd.DataFrame) -> list[list[str]]:
-    """Dataset, base loss, metric, DAML, HDML, difference: one row per metric both methods have."""
+    """Dataset, base loss, metric, DAML, HDML, difference (± the raw Welch 95% interval), and
+    whether it excludes 0 after Holm's correction over every row tested (its interval at the
+    level Holm tests it at): one row per metric both methods have."""
     last = summ[(summ.variant == "default") & ~summ.metric.str.startswith("selected:")]
-    rows = []
+    found = []
     for dataset in sorted(last.dataset.unique()):
         here = last[last.dataset == dataset].set_index(["method", "metric"])
         for base, (daml, hdml) in pairs().items():
             for metric in [m for m in last.metric.unique() if (daml, m) in here.index and (hdml, m) in here.index]:
-                a, b = here.loc[(daml, metric)], here.loc[(hdml, metric)]
-                diff, half = welch_diff(a, b)
-                shown_diff = (f"{100 * diff:+.1f} ± {100 * half:.1f}" if math.isfinite(half)
-                              else f"{100 * diff:+.1f} (n={int(a['n'])}, {int(b['n'])})")
-                means = [f"{100 * a['mean']:.1f}", f"{100 * b['mean']:.1f}"]
-                rows.append([dataset, display(base), metric, *means, shown_diff])
+                found.append((dataset, base, metric, here.loc[(daml, metric)], here.loc[(hdml, metric)]))
+    p = [welch_p(a, b) for *_, a, b in found]
+    adjusted, levels = holm(p), holm_levels(p)
+    rows = []
+    for (dataset, base, metric, a, b), pa, level in zip(found, adjusted, levels, strict=True):
+        diff, half = welch_diff(a, b)
+        shown_diff = (f"{100 * diff:+.1f} ± {100 * half:.1f}" if math.isfinite(half)
+                      else f"{100 * diff:+.1f} (n={int(a['n'])}, {int(b['n'])})")
+        if math.isfinite(pa):
+            wide = welch_diff(a, b, 1 - level)[1]
+            verdict = (("yes: HDML better" if diff > 0 else "yes: DAML better") if pa < ALPHA else "no")
+            verdict += f" (p = {pa:.3f}; ± {100 * wide:.1f} at {100 * (1 - level):.1f}%)"
+        else:
+            verdict = "not tested (fewer than 3 seeds)"
+        rows.append([dataset, display(base), metric_label(metric), f"{100 * a['mean']:.1f}", f"{100 * b['mean']:.1f}",
+                     shown_diff, verdict])
     return rows
 
 
-HEADER = ["Dataset", "Base loss", "Metric", "DAML", "HDML", "Δ (HDML − DAML)"]
+def header(m: int) -> list[str]:
+    return ["Dataset", "Base loss", "Metric", "DAML", "HDML", "Δ (HDML − DAML) ± raw 95%",
+            f"excludes 0? (Holm, {m} comparisons)"]
 
 
 def generator_figures(rep: Section, losses: pd.DataFrame | None) -> list[str]:
@@ -126,11 +163,25 @@ def synthetic_section(rep: Section, summ: pd.DataFrame, losses: pd.DataFrame | N
     rows = synthetic_rows(summ)
     if not rows:
         return
-    markdown = "\n".join(["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
-                          *("| " + " | ".join(r) + " |" for r in rows)]) + f"\n\n{NOTE}\n"
-    write_text(rep.out_dir / "tables" / "synthetic.md", markdown)
-    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
-    body = (f'<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>\n'
-            f'<p class="note">{html.escape(NOTE)}</p>')
-    rep.section("synthetic", TITLE, "\n".join([body, *generator_figures(rep, losses)]))
+    m = sum(1 for r in rows if not r[-1].startswith("not tested"))
+    table = simple_table("synthetic", "HDML − DAML on the same base loss", header(m), rows, stub=3,
+                         note=NOTE.format(m=m))
+    for row in table.rows:
+        row[-1].bold = row[5].bold = row[-1].text.startswith("yes")
+    write_text(rep.out_dir / "tables" / "synthetic.md", table.markdown())
+    text = table.caption("html")
+    body = f'<h3>{html.escape(table.title)}</h3>\n{table.html()}\n<p class="note">{html.escape(text)}</p>'
+    rep.section("synthetic", TITLE, "\n".join([body, paragraph(conclusion(rows)), *generator_figures(rep, losses)]))
+
+
+def conclusion(rows: list[list[str]]) -> str:
+    """What the table supports, counted from its verdicts."""
+    tested = [r for r in rows if not r[-1].startswith("not tested")]
+    better = {who: sum(r[-1].startswith(f"yes: {who}") for r in tested) for who in ("HDML", "DAML")}
+    if not tested:
+        return "No difference between HDML and DAML is tested: fewer than 3 seeds on a side."
+    if not any(better.values()):
+        return (f"HDML's and DAML's generators are inside the seeds' noise of each other: 0 of {len(tested)} "
+                "differences exclude 0 (Welch, Holm-corrected).")
+    return (f"{better['HDML'] + better['DAML']} of {len(tested)} differences exclude 0 (Welch, Holm-corrected): "
+            f"{better['HDML']} with HDML better, {better['DAML']} with DAML better.")

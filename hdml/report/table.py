@@ -70,14 +70,17 @@ class Table:
     rows: list[list[Cell]] = field(default_factory=list)
     note: str = ""
     marks: bool = False  # whether the note explains the paper's marks (best, bold)
+    tests: dict = field(default_factory=dict)  # the comparisons behind the marks (stats.PairedTest), by key
 
     def caption(self, fmt: str) -> str:
         """The note in words that fit the format: HTML shows the best cell in red, Markdown with †."""
         parts = [self.note.strip()] if self.note else []
         if self.marks:
             best = "Red" if fmt == "html" else "†"
-            parts.append(f"{best}: best of the column; bold: HDML beats the same loss without HDML "
-                         "(the paper's marks, applied to each column separately).")
+            parts.append(f"{best}: best of the column; bold: HDML (X) above X (the paper's marks). In our columns "
+                         "only where the seeds support them: the best row's paired (by seed) difference with every "
+                         "other row, and HDML's with its base loss, exclude 0 after Holm's correction; in the paper's "
+                         "columns, as the paper marks its published numbers.")
         if any(re.fullmatch(r"\S+ \(n=\d+\)", c.text) for row in self.rows for c in row):
             parts.append(f"(n=k): the mean of k < {MIN_SEEDS} seeds, too few for a 95% interval, "
                          "so none is given.")
@@ -190,8 +193,9 @@ def simple_table(key: str, title: str, header: list[str], rows: list[list[str]],
     return table
 
 
-def mark_column(cells: list[Cell], values: list[float], labels: list[str]) -> None:
-    """The paper's marks within one column: red for the best, bold where HDML (X) beats X."""
+def paper_marks(cells: list[Cell], values: list[float], labels: list[str]) -> None:
+    """The paper's marks on its published numbers, one column: red for the best, bold where HDML
+    (X) is above X. Our own columns are marked on evidence instead (sections.results_table)."""
     finite = [v for v in values if np.isfinite(v)]
     if len(finite) < 2:  # nothing to compare with
         return

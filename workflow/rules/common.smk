@@ -9,7 +9,15 @@ from snakemake.utils import validate
 
 from hdml.config import ConfigError, build_run_config
 from hdml.datasets import get_dataset
-from hdml.plan import fold_variant, schema_path, set_args, trial_overrides, tune_settings, validate_workflow_config
+from hdml.plan import (
+    fold_variant,
+    schema_path,
+    set_args,
+    trial_overrides,
+    tune_settings,
+    tune_studies,
+    validate_workflow_config,
+)
 
 # Jobs find the `hdml` installed beside the Python running Snakemake (`.venv/bin/snakemake`
 # works without activating the environment). With `--sdm conda` the rule environment comes first,

@@ -54,6 +54,7 @@ rule report:
         costs=rules.aggregate.output.costs,
         tsne=tsne_map(),
         losses=[f"{d}/losses.csv" for d in RUN_DIRS],
+        tuning=[f"{RESULTS}/tune/{d}/{m}/best.yaml" for d, m in tune_studies(config)],
     output:
         html=report(
             f"{REPORT}/report.html",
@@ -85,6 +86,7 @@ rule report:
     params:
         out=lambda w, output: Path(output.html).parent,
         tsne=lambda w, input: ("--tsne " + " ".join(map(shlex.quote, input.tsne)) if input.tsne else ""),
+        tuning=lambda w, input: ("--tuning " + " ".join(map(shlex.quote, input.tuning)) if input.tuning else ""),
     shell:
         "hdml report --metrics {input.metrics:q} --curves {input.curves:q} --runs {input.runs:q} --costs {input.costs:q}"
-        " {params.tsne} --losses {input.losses:q} --out {params.out:q} > {log:q} 2>&1"
+        " {params.tsne} --losses {input.losses:q} {params.tuning} --out {params.out:q} > {log:q} 2>&1"
