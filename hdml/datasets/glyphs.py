@@ -7,8 +7,8 @@ strokes), as often as any trained method, so that demo could not tell training f
 Here a class is one character drawn in up to 21 typefaces (DejaVu Sans, Sans Mono and Serif, STIX
 General, each regular, bold, oblique and bold oblique, and Computer Modern roman, bold, sans,
 italic and typewriter), each image at another size, stroke weight, rotation, position, contrast
-and noise: the network at initialisation retrieves the right character about 17% of the time,
-the trained methods 35-50% (README, "What the demo shows"); chance is 1 in 40.
+and noise: the network at initialisation retrieves the right character about 15% of the time,
+the trained methods 33-61% (README, "What the demo shows"); chance is 1 in 40.
 
 The characters are visually distinct: Latin capitals, the small letters whose capital has another
 shape, digits 2-9, and the Greek and Cyrillic letters unlike any of those (no l/I/1, o/O/0, c/C,
