@@ -1,6 +1,7 @@
 # hdml-repro: the whole reproduction as one DAG.
 #   prepare -> train (per dataset, method, variant, seed) -> evaluate -> aggregate -> report
-# Default config: the embedded digits demo. Paper grid: --configfile config/paper.yaml
+# Default config: the embedded glyphs demo (config/digits.yaml: the former digits demo).
+# Paper grid: --configfile config/paper.yaml
 from snakemake.utils import min_version
 
 min_version("9.0")

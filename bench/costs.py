@@ -20,7 +20,7 @@ from hdml.plan import read_workflow_configs, validate_workflow_config  # noqa: E
 
 START, END = "<!-- costs:start -->", "<!-- costs:end -->"
 GRIDS = (  # (what, config files); the demo's row quotes its measured time
-    ("demo (digits, CPU)", ["config/config.yaml"]),
+    ("demo (glyphs, CPU)", ["config/config.yaml"]),
     ("paper grid", ["config/paper.yaml"]),
     ("paper + fair protocol", ["config/paper.yaml", "config/fair.yaml"]),
     ("fair-min: does HDML beat N-pair?", ["config/paper.yaml", "config/fair.yaml", "config/fair-min.yaml"]),

@@ -48,9 +48,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         from hdml.config import build_run_config
         from hdml.datasets import get_dataset
 
-        # a bad --set is the one line to print: check it before the note on the workflow's settings
-        build_run_config(get_dataset(args.dataset).defaults_for(args.method), overrides, args.method)
-        note = unused_workflow_settings(DEMO_CONFIG, args.dataset, args.method, overrides)
+        try:  # a bad --set is the one line to print (and the run's failure): checked before the note
+            build_run_config(get_dataset(args.dataset).defaults_for(args.method), overrides, args.method)
+        except ConfigError as exc:
+            record_failure(Path(args.out), {"dataset": args.dataset, "method": args.method, "seed": args.seed}, exc)
+            raise
+        note = next(filter(None, (unused_workflow_settings(path, args.dataset, args.method, overrides)
+                                  for path in DEMO_CONFIGS)), None)
         if note:
             print(f"hdml train: note: {note}", file=sys.stderr)
     if args.tuned:  # the tuned settings win over the config's for the keys the search varied
@@ -68,7 +72,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(result["metrics"], indent=2))
 
 
-DEMO_CONFIG = Path("config/config.yaml")  # what `hdml train` run by hand beside the workflow is compared with
+# what `hdml train` run by hand beside the workflow is compared with: the demo's config, then the digits one
+DEMO_CONFIGS = (Path("config/config.yaml"), Path("config/digits.yaml"))
 
 
 def workflow_overrides(path: str | Path, dataset: str, method: str) -> dict:

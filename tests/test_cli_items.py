@@ -71,7 +71,7 @@ def trained(monkeypatch):
         return {"metrics": {}}
 
     monkeypatch.setattr(hdml.trainer, "train_run", fake_train_run)
-    monkeypatch.chdir(REPO)  # beside config/config.yaml, as a user of the checkout
+    monkeypatch.chdir(REPO)  # beside config/config.yaml and config/digits.yaml, as a user of the checkout
     return seen
 
 
@@ -79,8 +79,8 @@ def test_train_by_hand_names_the_workflow_settings_it_does_not_use(trained, tmp_
     assert main(["train", "--dataset", "digits", "--method", "npair", "--out", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err
     assert trained["overrides"] == {}
-    assert "note: config/config.yaml sets " in err and "lr=0.001" in err and "batch_size=10" in err
-    assert "Pass --config config/config.yaml" in err
+    assert "note: config/digits.yaml sets " in err and "lr=0.001" in err and "batch_size=10" in err
+    assert "Pass --config config/digits.yaml" in err
     main(["train", "--dataset", "digits", "--method", "npair", "--out", str(tmp_path / "r"), "--set", "lr=0.01"])
     err = capsys.readouterr().err
     assert "lr=" not in err and "steps=200" in err  # what --set gives is not listed
@@ -88,7 +88,7 @@ def test_train_by_hand_names_the_workflow_settings_it_does_not_use(trained, tmp_
 
 def test_train_config_option_takes_the_workflow_settings_under_set(trained, tmp_path, capsys):
     assert main(["train", "--dataset", "digits", "--method", "hdml-npair", "--out", str(tmp_path / "r"),
-                 "--config", "config/config.yaml", "--set", "steps=5"]) == 0
+                 "--config", "config/digits.yaml", "--set", "steps=5"]) == 0
     assert "note:" not in capsys.readouterr().err
     got = trained["overrides"]
     assert got["lr"] == 1e-3 and got["batch_size"] == 10 and got["steps"] == 5 and got["hdml"] == {"block": 8}
@@ -97,4 +97,4 @@ def test_train_config_option_takes_the_workflow_settings_under_set(trained, tmp_
 def test_train_config_without_the_dataset_is_an_error(trained, tmp_path, capsys):
     assert main(["train", "--dataset", "cub200", "--method", "npair", "--out", str(tmp_path / "r"),
                  "--config", "config/config.yaml"]) == 2
-    assert "config/config.yaml: no dataset 'cub200' under datasets (it has digits)" in capsys.readouterr().err
+    assert "config/config.yaml: no dataset 'cub200' under datasets (it has glyphs)" in capsys.readouterr().err

@@ -105,9 +105,9 @@ def test_a_folds_variant_plans_one_run_per_fold_and_seed():
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    (lambda c: c["variants"]["fair"].update(folds=3), r"folds: 3, but datasets.digits.prepare.val_folds makes 2"),
+    (lambda c: c["variants"]["fair"].update(folds=5), r"folds: 5, but datasets.glyphs.prepare.val_folds makes 4"),
     (lambda c: c["variants"]["fair"].update(set={}), "needs set: {selection: val}"),
-    (lambda c: c["tune"].update(folds=3), "tune.folds 3, but datasets.digits.prepare.val_folds makes 2 folds"),
+    (lambda c: c["tune"].update(folds=5), "tune.folds 5, but datasets.glyphs.prepare.val_folds makes 4 folds"),
 ])
 def test_bad_fold_settings_are_config_errors(edit, message):
     from hdml.config import ConfigError
@@ -191,7 +191,7 @@ def test_demo_dag_plans_fold_jobs_as_the_plan_counts(tmp_path, venv_env):
     out = done.stdout + done.stderr
     count = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
     assert count["tune_trial"] == 2 * 2 * 2 and count["tune_best"] == 2 and count["ensemble"] == 6
-    plain_runs = 75 - 6
+    plain_runs = 75 - 6 + 3  # + the untrained reference, one run per seed
     assert count["train"] == count["evaluate"] == plain_runs + 12
     assert count["total"] == rehearsal.grid_counts(config)["jobs"]
     assert "fold=1" in out and "variant=fair.fold1" in out
@@ -225,4 +225,4 @@ def test_fold_slice_runs_through_the_dag(tmp_path, venv_env):
     assert {"separated:map@r", "map@r"} <= set(metrics[metrics.variant == "rc"].metric)
     status = subprocess.run([sys.executable, "-m", "hdml.cli", "status", "config.yaml"], cwd=tmp_path,
                             capture_output=True, text=True, env=venv_env)
-    assert status.stdout.startswith("3 runs: 3 done\n"), status.stdout  # default + 2 fold models, not the seed folder
+    assert status.stdout.startswith("4 runs: 4 done\n"), status.stdout  # default, reference, 2 folds

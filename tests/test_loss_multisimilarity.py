@@ -206,10 +206,10 @@ def test_check_config_rejects_a_bad_multisimilarity_value(tmp_path, capsys):
     from hdml.cli import main
 
     cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/config.yaml").read_text())
-    assert "multisimilarity" in cfg["datasets"]["digits"]["methods"]
+    assert "multisimilarity" in cfg["datasets"]["glyphs"]["methods"]
     (tmp_path / "good.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["check-config", str(tmp_path / "good.yaml")]) == 0
-    cfg["datasets"]["digits"]["per_method"]["multisimilarity"] = {"multisimilarity.epsilon": -0.1}
+    cfg["datasets"]["glyphs"].setdefault("per_method", {})["multisimilarity"] = {"multisimilarity.epsilon": -0.1}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["check-config", str(tmp_path / "bad.yaml")]) == 2
     err = capsys.readouterr().err

@@ -73,14 +73,14 @@ def reduced_demo(steps: int = 12) -> dict:
     report shows), one seed, `steps` steps, no variants: every rule and the report's per-run
     sections, in about a minute."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    digits = config["datasets"]["digits"]
-    digits["methods"] = ["triplet", "hdml-npair"]
-    digits["per_method"] = {m: v for m, v in digits["per_method"].items() if m in digits["methods"]}
-    digits["train"] |= {"steps": steps, "eval_every": steps // 2, "eval_late_from": steps, "eval_every_late": 0,
-                        "checkpoint_every": 0, "lr_milestones": [], "hdml": {"block": 2}}
+    (name, demo), = config["datasets"].items()
+    demo["methods"] = ["triplet", "hdml-npair"]
+    demo["per_method"] = {m: v for m, v in demo.get("per_method", {}).items() if m in demo["methods"]}
+    demo["train"] |= {"steps": steps, "eval_every": steps // 2, "eval_late_from": steps, "eval_every_late": 0,
+                      "checkpoint_every": 0, "lr_milestones": [], "hdml": {"block": 2}}
     config["seeds"] = [0]
     config.pop("variants")
-    config["tsne"] = {"dataset": "digits", "method": "hdml-npair", "seed": 0}
+    config["tsne"] = {"dataset": name, "method": "hdml-npair", "seed": 0}
     return config
 
 

@@ -14,30 +14,37 @@ DEMO = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/config.y
 def test_demo_config_is_valid_and_plans_every_method_and_seed():
     runs = validate_workflow_config(DEMO)
     default = {(r.method, r.seed) for r in runs if r.variant == "default"}
-    assert default == {(m, s) for m in DEMO["datasets"]["digits"]["methods"] for s in DEMO["seeds"]}
+    assert default == {(m, s) for m in DEMO["datasets"]["glyphs"]["methods"] for s in DEMO["seeds"]}
+
+
+def test_the_former_digits_demo_stays_a_valid_config_of_every_method():
+    digits = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/digits.yaml").read_text())
+    runs = validate_workflow_config(digits)
+    assert {r.dataset for r in runs} == {"digits"} and {r.method for r in runs} == set(method_names())
+    assert set(digits["variants"]) == set(DEMO["variants"])  # the same rules and report sections
 
 
 def test_variants_and_per_method_overrides():
     cfg = copy.deepcopy(DEMO)
-    cfg["datasets"]["digits"]["per_method"] = {"npair": {"batch_size": 10}}
-    cfg["variants"] = {"alpha=0": {"datasets": ["digits"], "methods": ["npair"], "seeds": [5], "set": {"lr": 0.5}}}
+    cfg["datasets"]["glyphs"]["per_method"] = {"npair": {"batch_size": 10}}
+    cfg["variants"] = {"alpha=0": {"datasets": ["glyphs"], "methods": ["npair"], "seeds": [5], "set": {"lr": 0.5}}}
     runs = plan_runs(cfg)
     sweep = [r for r in runs if r.variant == "alpha=0"]
     assert [(r.method, r.seed) for r in sweep] == [("npair", 5)]
     assert sweep[0].overrides["batch_size"] == 10 and sweep[0].overrides["lr"] == 0.5
-    assert sweep[0].path == "digits/npair/alpha=0/seed5"
+    assert sweep[0].path == "glyphs/npair/alpha=0/seed5"
 
 
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda c: c["datasets"]["digits"]["methods"].append("magic"), "unknown method 'magic'"),
+        (lambda c: c["datasets"]["glyphs"]["methods"].append("magic"), "unknown method 'magic'"),
         (lambda c: c["datasets"].update(mnist={"methods": ["npair"]}), "datasets: unknown dataset 'mnist'"),
         (lambda c: c.pop("seeds"), "'seeds' is a required property"),
-        (lambda c: c["datasets"]["digits"]["train"].update(steps=-5), r"train.*steps: must be >= 0"),
-        (lambda c: c["datasets"]["digits"]["train"].update(stepz=5), r"stepz: unknown key"),
+        (lambda c: c["datasets"]["glyphs"]["train"].update(steps=-5), r"train.*steps: must be >= 0"),
+        (lambda c: c["datasets"]["glyphs"]["train"].update(stepz=5), r"stepz: unknown key"),
         (lambda c: c.update(seeds=[-1]), r"seeds\.0"),
-        (lambda c: c.update(variants={"x": {"datasets": ["digits"], "methods": ["npair"],
+        (lambda c: c.update(variants={"x": {"datasets": ["glyphs"], "methods": ["npair"],
                                              "set": {"hdml.lambda0": 2.0}}}), r"variants\.x\.set.*lambda0"),
     ],
 )
@@ -53,7 +60,7 @@ def test_variant_sets_a_plugin_section_only_for_the_methods_that_use_it():
     DAML runs drop the hdml section, as a dataset's shared `train` section is dropped; a section
     none of the variant's methods uses is still an error (it would rerun the default)."""
     cfg = copy.deepcopy(DEMO)
-    cfg["variants"] = {"p": {"datasets": ["digits"], "methods": ["hdml-npair", "daml-npair"],
+    cfg["variants"] = {"p": {"datasets": ["glyphs"], "methods": ["hdml-npair", "daml-npair"],
                              "set": {"protocol": "paper", "hdml.beta": 5.0}}}
     runs = {r.method: r for r in validate_workflow_config(cfg) if r.variant == "p"}
     assert runs["hdml-npair"].overrides["hdml.beta"] == 5.0 and runs["hdml-npair"].overrides["protocol"] == "paper"
@@ -113,8 +120,8 @@ def test_demo_config_exercises_every_report_section():
     variants = set(DEMO["variants"])
     assert {"no-softmax", "no-recon", "protocol=paper"} <= variants
     assert any(v.startswith("alpha=") for v in variants) and any(v.startswith("lambda0=") for v in variants)
-    assert set(DEMO["datasets"]["digits"]["methods"]) == set(method_names())  # every registered method
-    assert DEMO["tsne"]["dataset"] == "digits"
+    assert set(DEMO["datasets"]["glyphs"]["methods"]) == set(method_names())  # every registered method
+    assert DEMO["tsne"]["dataset"] == "glyphs"
 
 
 def test_dataset_names_come_from_the_registry_not_the_schema(monkeypatch):
@@ -124,13 +131,13 @@ def test_dataset_names_come_from_the_registry_not_the_schema(monkeypatch):
 
     assert "cub200" not in yaml.safe_dump(load_schema())
     cfg = copy.deepcopy(DEMO)
-    cfg["datasets"]["digits2"] = copy.deepcopy(cfg["datasets"]["digits"])
-    with pytest.raises(ConfigError, match="unknown dataset 'digits2' \\(did you mean 'digits'"):
+    cfg["datasets"]["glyphs2"] = copy.deepcopy(cfg["datasets"]["glyphs"])
+    with pytest.raises(ConfigError, match="unknown dataset 'glyphs2' \\(did you mean 'glyphs'"):
         validate_workflow_config(cfg)
     datasets.dataset_names()
-    monkeypatch.setitem(datasets.DATASETS, "digits2", datasets.DATASETS["digits"])
+    monkeypatch.setitem(datasets.DATASETS, "glyphs2", datasets.DATASETS["glyphs"])
     runs = validate_workflow_config(cfg)
-    assert {r.dataset for r in runs} == {"digits", "digits2"}
+    assert {r.dataset for r in runs} == {"glyphs", "glyphs2"}
 
 
 @pytest.mark.parametrize("dataset, expected", [

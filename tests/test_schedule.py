@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hdml import reference
 from hdml.config import build_run_config
 from hdml.datasets import get_dataset
 from hdml.methods import lr_schedule
@@ -19,9 +20,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def resolved(configfile: str) -> list[tuple[str, str, str, dict]]:
+    """The resolved run configs of a workflow config's runs that train (the untrained reference runs,
+    hdml.reference, never step: no schedule to resolve)."""
     runs = validate_workflow_config(read_workflow_configs([str(REPO / configfile)]))
     return [(r.dataset, r.method, r.variant,
-             build_run_config(get_dataset(r.dataset).defaults_for(r.method), r.overrides, r.method)) for r in runs]
+             build_run_config(get_dataset(r.dataset).defaults_for(r.method), r.overrides, r.method)) for r in runs
+            if r.variant != reference.VARIANT]
 
 
 def rates(cfg: dict) -> list[float]:
@@ -73,12 +77,16 @@ def test_resolution_is_idempotent_and_keeps_non_gated_runs_nominal():
     assert (late_only["steps"], late_only["lr_milestones"]) == (8500, [])  # 500-step cadence throughout
 
 
-def test_demo_halves_at_its_evaluation_steps_and_keeps_its_200_steps():
-    for _, method, variant, cfg in resolved("config/config.yaml"):
+@pytest.mark.parametrize(("configfile", "steps", "milestones", "evaluations"), [
+    ("config/config.yaml", 150, [120, 135], [30, 60, 90, 120, 135, 150]),
+    ("config/digits.yaml", 200, [160, 176], [40, 80, 120, 160, *range(168, 201, 8)]),
+])
+def test_demos_halve_at_their_evaluation_steps_and_keep_their_steps(configfile, steps, milestones, evaluations):
+    for _, method, variant, cfg in resolved(configfile):
         if cfg["protocol"] == "code" and cfg["eval_every"]:
-            assert (cfg["steps"], cfg["lr_milestones"]) == (200, [160, 176]), (method, variant)
-    demo = next(cfg for _, m, v, cfg in resolved("config/config.yaml") if (m, v) == ("hdml-npair", "default"))
-    assert eval_steps(demo) == [40, 80, 120, 160, *range(168, 201, 8)]
+            assert (cfg["steps"], cfg["lr_milestones"]) == (steps, milestones), (method, variant)
+    demo = next(cfg for _, m, v, cfg in resolved(configfile) if (m, v) == ("hdml-npair", "default"))
+    assert eval_steps(demo) == evaluations
 
 
 def test_configs_the_gating_leaves_alone_keep_their_checkpoint_fingerprint(monkeypatch):

@@ -107,7 +107,7 @@ def workflow(**extra):
 
 def test_workflow_tuning_is_checked_before_any_job(scratch_losses):
     runs = validate_workflow_config(workflow())
-    assert [(r.variant, r.tuned) for r in runs] == [("default", False), ("untrained", False), ("tuned", True)]
+    assert [(r.variant, r.tuned) for r in runs] == [("default", False), ("tuned", True), ("untrained", False)]
     no_tune = workflow()
     del no_tune["tune"]
     with pytest.raises(ConfigError, match=r"variants.tuned: tuned: true needs a `tune` section"):

@@ -64,11 +64,11 @@ def test_top_level_typo_in_a_workflow_config_is_one_line_with_a_did_you_mean():
 
 def test_nested_typo_and_unknown_workflow_method_get_a_did_you_mean():
     cfg = copy.deepcopy(DEMO)
-    cfg["datasets"]["digits"]["per_metod"] = {}
-    with pytest.raises(ConfigError, match=r"datasets\.digits: unknown key 'per_metod' \(did you mean 'per_method'"):
+    cfg["datasets"]["glyphs"]["per_metod"] = {}
+    with pytest.raises(ConfigError, match=r"datasets\.glyphs: unknown key 'per_metod' \(did you mean 'per_method'"):
         validate_workflow_config(cfg)
     cfg = copy.deepcopy(DEMO)
-    cfg["datasets"]["digits"]["methods"].append("lifted-structure")
+    cfg["datasets"]["glyphs"]["methods"].append("lifted-structure")
     with pytest.raises(ConfigError, match=r"unknown method 'lifted-structure' \(did you mean 'lifted'"):
         validate_workflow_config(cfg)
 
@@ -107,7 +107,7 @@ def test_prepare_help_lists_datasets_and_their_files():
 
 def test_train_help_lists_datasets_methods_and_the_key_listing():
     text = _help("train")
-    assert "datasets: cars196, cub200, digits, sop" in text
+    assert "datasets: cars196, cub200, digits, glyphs, sop" in text
     assert f"methods:  {', '.join(ALL_METHODS)}" in text
     assert "hdml config --list" in text
 

@@ -128,7 +128,8 @@ def banner(data: Inputs) -> str:
     names = ", ".join(dataset_title(d) for d in demos)
     return (f'<div class="banner" id="demo-banner"><b>Machinery check, not evidence.</b> {html.escape(names)} '
             "is a demo dataset: a toy task at toy scale that exercises every step of the suite. Its numbers say "
-            "nothing about whether a method works; read them as a test that the pipeline runs end to end.</div>\n")
+            "nothing about how the methods compare on the paper's datasets; read them as a test that the pipeline "
+            "runs end to end.</div>\n")
 
 
 def write_page(rep: Report, data: Inputs) -> Path:
