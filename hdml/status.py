@@ -154,6 +154,7 @@ def summary(statuses: list[RunStatus], metrics_csv: Path, report: Path, metric: 
     `metric` over seeds of the main table and the next, by display name with their 95% intervals
     (and whether those overlap: the highest mean is not a winner then), and the runs that did not
     finish."""
+    from hdml import reference
     from hdml.aggregate import METRICS_COLUMNS, read_long
     from hdml.report.names import display
     from hdml.report.stats import ci95
@@ -170,6 +171,10 @@ def summary(statuses: list[RunStatus], metrics_csv: Path, report: Path, metric: 
         for dataset, rows in main.groupby("dataset"):
             means = (rows.groupby("method")["value"].agg(["mean", "count", ci95])
                      .sort_values("mean", ascending=False))
+            untrained = means.loc[reference.NAME] if reference.NAME in means.index else None
+            means = means.drop(index=reference.NAME, errors="ignore")  # the reference row is no method
+            if means.empty:
+                continue
             ranked = [(display(m), r["mean"], r["ci95"], int(r["count"])) for m, r in means.iterrows()]
             name, mean, ci, n = ranked[0]
             line = f"{dataset}: highest mean {metric} {fmt_mean_ci(mean, ci, n)} by {name} ({n} seeds"
@@ -178,6 +183,9 @@ def summary(statuses: list[RunStatus], metrics_csv: Path, report: Path, metric: 
                 line += f"; next {name2} {fmt_mean_ci(mean2, ci2, n2)}"
                 if not mean - ci > mean2 + ci2:  # NaN (too few seeds) counts as overlapping
                     line += "; the 95% intervals overlap"
+            if untrained is not None:
+                line += (f"; the untrained network "
+                         f"{fmt_mean_ci(untrained['mean'], untrained['ci95'], int(untrained['count']))}")
             lines.append(line + ")")
     failed = [s for s in statuses if s.state in ("failed", "interrupted")]
     lines.append(f"failures: {len(failed)}" + "".join(f"\n  {s.run.path}: {s.detail}" for s in failed))

@@ -204,6 +204,17 @@ def test_summary_names_the_report_the_best_methods_and_the_failures(results, tmp
                                                                        "digits/triplet/default/seed1"]
 
 
+def test_summary_never_names_the_untrained_reference_as_the_best_method(tmp_path):
+    """The reference row (hdml.reference) scores what no training does: quoted beside, never ranked."""
+    rows = [("digits", m, "default", s, "recall@1", v) for m, vals in
+            (("untrained", (0.96, 0.95)), ("npair", (0.8, 0.9)), ("triplet", (0.7, 0.75))) for s, v in enumerate(vals)]
+    frame = pd.DataFrame(rows, columns=["dataset", "method", "variant", "seed", "metric", "value"])
+    frame.to_csv(tmp_path / "metrics.csv", index=False)
+    line = summary([], tmp_path / "metrics.csv", tmp_path / "report.html").splitlines()[1]
+    assert line.startswith("digits: highest mean recall@1 85.0") and "by N-pair" in line and "next Triplet" in line
+    assert "; the untrained network 95.5" in line
+
+
 def test_summary_gives_display_names_and_intervals_and_says_when_they_overlap(tmp_path):
     """Proxy-Anchor by its plug-in's name, mean ± the Student-t 95% half-width (scipy, by hand here)."""
     from scipy import stats
