@@ -83,7 +83,9 @@ def ensemble_run(parts: list[str | Path], out: str | Path) -> dict[str, Any]:
     record = {"metrics": concatenated, "metrics_source": f"concatenated: {len(parts)} fold models, "
                                                          f"{joined.query.shape[1]} dimensions",
               "separated": separated, "folds": [e["metrics"] for e in evaluations],
-              "test_selected": mean_metrics([e["test_selected"] for e in evaluations]),
+              # each fold model picks its own test-selected step: their mean is no step (runs.csv wants one)
+              "test_selected": mean_metrics([{k: v for k, v in e["test_selected"].items() if k != "step"}
+                                             for e in evaluations]),
               "selection": selection, "parts": [str(p) for p in parts]}
     out.mkdir(parents=True, exist_ok=True)
     write_with(out / "embeddings.npz", joined.save)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hdml.aggregate import aggregate
+from hdml.aggregate import RUNS_COLUMNS, aggregate, read_long
 from hdml.ensemble import concatenate, ensemble_run, mean_metrics
 from hdml.evaluate import Embeddings
 from hdml.metrics import evaluate
@@ -32,7 +32,7 @@ def fold_models(tmp_path, folds=4, dim=128, n=60, classes=6, seed=0):
         Embeddings(z.astype(np.float32), labels).save(d / "embeddings.npz")
         metrics = evaluate(z.astype(np.float32), labels, [1, 2], seed=0, kmeans_algorithm="kmeans++")
         (d / "evaluation.json").write_text(json.dumps({
-            "metrics": metrics, "test_selected": {**metrics, "step": 10.0},
+            "metrics": metrics, "test_selected": {**metrics, "step": 10.0 + 5 * f},  # each fold its own step
             "selection": {"mode": "val", "metric": "map@r", "step": 10 * (f + 1), "score": 0.5, "val_classes": [f]}}))
         (d / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "eval_ks": [1, 2], "val_fold": f, "steps": 20,
                                                        "selection": "val", "protocol": "code"}))
@@ -91,6 +91,9 @@ def test_aggregate_reads_a_fold_model_seed_as_one_run_with_separated_rows(tmp_pa
     assert value["separated:recall@1"] == record["separated"]["recall@1"]
     runs = pd.read_csv(tmp_path / "runs.csv")
     assert runs.selection.tolist() == ["val"] and set(table.variant) == {"fair"}
+    # the fold models' test-selected steps (10 and 15) have no mean step: the report's reader takes the row
+    assert "step" not in record["test_selected"] and runs.selected_step.isna().all()
+    read_long(tmp_path / "runs.csv", RUNS_COLUMNS)
 
 
 def test_a_folds_variant_plans_one_run_per_fold_and_seed():
