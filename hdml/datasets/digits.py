@@ -5,16 +5,12 @@ files so the demo exercises the same split.csv -> image path as the real dataset
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from PIL import Image
 
 from hdml.datasets import DatasetSpec, register
-from hdml.io import write_with
+from hdml.datasets.embedded import write_dataset
 
 
 def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None,
@@ -24,22 +20,9 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    target = Path(root) / "digits"
-    target.mkdir(parents=True, exist_ok=True)
     pixels = np.clip(np.rint(digits.images * 255 / 16), 0, 255).astype(np.uint8)
-    tmp = Path(tempfile.mkdtemp(prefix=".images.", dir=target))
-    paths = []
-    for i, img in enumerate(pixels):
-        rel = f"images/{i:04d}.png"
-        Image.fromarray(img, mode="L").save(tmp / Path(rel).name)
-        paths.append(rel)
-    shutil.rmtree(target / "images", ignore_errors=True)
-    tmp.rename(target / "images")
     labels = digits.target.astype(int)
-    split = pd.DataFrame({"path": paths, "label": labels, "split": np.where(labels < 5, "train", "test")})
-    out = target / "split.csv"
-    write_with(out, lambda p: split.to_csv(p, index=False))
-    return out
+    return write_dataset(Path(root) / "digits", pixels, labels, labels >= 5)
 
 
 register(

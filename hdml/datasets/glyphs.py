@@ -21,17 +21,14 @@ legible, at 2.25 times the pixels (and about the cost per run, with the demo's f
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from functools import cache
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from hdml.datasets import DatasetSpec, register
-from hdml.io import write_with
+from hdml.datasets.embedded import write_dataset
 
 NAME = "glyphs"
 SEED = 20190616  # CVPR 2019's first day: any fixed number would do
@@ -136,21 +133,7 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
     if urls or md5 or archive:
         raise ValueError("glyphs is drawn from matplotlib's fonts: --url, --md5 and --archive do not apply")
     pixels, labels = images()
-    target = Path(root) / NAME
-    target.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".images.", dir=target))
-    paths = []
-    for i, img in enumerate(pixels):
-        rel = f"images/{i:04d}.png"
-        Image.fromarray(img, mode="L").save(tmp / Path(rel).name)
-        paths.append(rel)
-    shutil.rmtree(target / "images", ignore_errors=True)
-    tmp.rename(target / "images")
-    split = pd.DataFrame({"path": paths, "label": labels,
-                          "split": np.where(class_split()[labels], "test", "train")})
-    out = target / "split.csv"
-    write_with(out, lambda p: split.to_csv(p, index=False))
-    return out
+    return write_dataset(Path(root) / NAME, pixels, labels, class_split()[labels])
 
 
 register(
