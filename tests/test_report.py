@@ -570,3 +570,14 @@ def test_dataset_sentence_is_worded_from_the_tests(tmp_path):
             "(Holm-corrected over 2)") in text
     assert "the trained methods' R@1: 2 of 2 comparisons exclude 0 (Holm-corrected over 2), 2 above it" in text
     assert 'id="demo-banner"' not in text  # CUB-200 is no demo dataset
+
+
+def test_every_section_with_results_states_what_its_numbers_support(report):
+    """Each section that shows results closes with its generated sentence, the t-SNE map and the
+    untested variants included (they say what they cannot support)."""
+    sections = re.findall(r'<section id="([^"]+)">(.*?)</section>', report["html"], flags=re.S)
+    shown = [key for key, body in sections if "<table" in body or "<img" in body]
+    assert {"tsne", "variants"} <= set(shown)
+    assert [key for key, body in sections if key in shown and "What the numbers support." not in body] == []
+    tsne = dict(sections)["tsne"]
+    assert "supports no comparison between methods" in tsne and "What the numbers support." in tsne

@@ -565,7 +565,11 @@ def tsne_section(rep: Report, data: Inputs) -> None:
         rep.section("tsne", title, note("No t-SNE map of test embeddings (hdml tsne) given to the report."))
         return
     fig, caption = tsne_figure(chosen)
-    rep.section("tsne", title, rep.figure(f"tsne_{chosen.key['dataset']}", fig, caption))
+    classes = len(np.unique(chosen.labels))
+    rep.section("tsne", title, rep.figure(f"tsne_{chosen.key['dataset']}", fig, caption) + paragraph(
+        f"A picture of one run ({display(chosen.key['method'])}, seed {chosen.key.get('seed', DASH)}): "
+        f"{len(chosen.xy)} of its {chosen.n_test} test embeddings, {classes} classes; it shows which classes "
+        "the embedding keeps apart, and supports no comparison between methods."))
 
 
 def with_n(r) -> str:
@@ -696,7 +700,11 @@ def other_variants_section(rep: Report, data: Inputs) -> None:
     rest = rest.assign(method=rest.method.map(display))
     table = summary_table(rest, "variants", "Other variants, last checkpoint", ["dataset", "method", "variant"],
                           ["Dataset", "Method", "Variant"], "Mean ± 95% CI over seeds, in %.")
-    table_section(rep, "variants", "Other variants", table)
+    write_text(rep.out_dir / "tables" / "variants.md", table.markdown())
+    count = rest.groupby(["dataset", "method", "variant"]).ngroups
+    rep.section("variants", "Other variants", rep.table(table) + paragraph(
+        f"{count} variant{'s' if count != 1 else ''} outside the sections above, each with its seeds' interval "
+        "and no test against the default: these rows claim no difference."))
 
 
 def hms(seconds: float) -> str:
