@@ -21,6 +21,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from hdml import reference
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # slurm_cluster, in any import mode
 from slurm_cluster import ClusterError, SlurmCluster, missing_requirements  # noqa: E402
 
@@ -110,7 +112,9 @@ def test_demo_workflow_through_slurm_profile(cluster, tmp_path):
 
     # Results: every configured method and seed, through to the report.
     metrics = pd.read_csv(tmp_path / "results/metrics.csv")
-    assert set(zip(metrics.method, metrics.seed, strict=True)) == {(m, s) for m in METHODS for s in SEEDS}
+    # every configured method and seed, and the untrained reference of each seed (hdml.reference)
+    assert set(zip(metrics.method, metrics.seed, strict=True)) == {
+        (m, s) for m in [*METHODS, reference.NAME] for s in SEEDS}
     assert metrics.value.between(0, 1).all()
     html = (tmp_path / "report/report.html").read_text()
     table = (tmp_path / "report/tables/digits.md").read_text()
@@ -119,7 +123,7 @@ def test_demo_workflow_through_slurm_profile(cluster, tmp_path):
 
     # Snakemake's side: one kept SLURM log per job of every rule but the local ones.
     stats = job_stats(output)
-    assert stats["train"] == stats["evaluate"] == len(METHODS) * len(SEEDS)
+    assert stats["train"] == stats["evaluate"] == (len(METHODS) + 1) * len(SEEDS)
     assert stats["prepare"] == 1 and "localrule prepare" in output
     log_dir = tmp_path / ".snakemake/slurm_logs"  # rule_<rule>/[<wildcards>/]<jobid>.log
     logs = sorted(log_dir.glob("rule_*/**/*.log"))

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from hdml import reference
+
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ["contrastive", "ddml", "triplet", "semihard", "npair", "lifted", "angular", "hdml-triplet", "hdml-npair"]
 NPAIR_BATCH = {"batch_size": 10}
@@ -49,17 +51,19 @@ def test_demo_dag_end_to_end_then_nothing_to_do(tmp_path, venv_env):
     assert done.returncode == 0, done.stderr[-3000:]
     # the end-of-workflow summary; the progress of each run in its log
     assert f"report: {(tmp_path / 'report/report.html').resolve()}" in done.stdout
-    assert "digits: best recall@1 " in done.stdout and "failures: 0" in done.stdout
+    assert "digits: highest mean recall@1 " in done.stdout and "failures: 0" in done.stdout
     log = (tmp_path / "results/logs/train/digits/npair/default/seed0.log").read_text()
     assert "step 16/16 | loss " in log and "ETA" in log
     status = subprocess.run([sys.executable, "-m", "hdml.cli", "status", "config.yaml"], cwd=tmp_path,
                             capture_output=True, text=True, env=venv_env)
-    assert status.stdout.startswith(f"{len(METHODS) * 2 + 3} runs: {len(METHODS) * 2 + 3} done\n"), status.stdout
+    runs = len(METHODS) * 2 + 3 + 2  # + the untrained reference of seeds 0 and 1 (hdml.reference)
+    assert status.stdout.startswith(f"{runs} runs: {runs} done\n"), status.stdout
     metrics = pd.read_csv(tmp_path / "results/metrics.csv")
     assert list(metrics.columns) == ["dataset", "method", "variant", "seed", "metric", "value"]
     plain = metrics[~metrics.metric.str.startswith("selected:")]
     default = plain[plain.variant == "default"]
-    assert set(zip(default.method, default.seed, strict=True)) == {(m, s) for m in METHODS for s in (0, 1)}
+    assert set(zip(default.method, default.seed, strict=True)) == {
+        (m, s) for m in [*METHODS, reference.NAME] for s in (0, 1)}
     assert set(plain.variant) == {"default", *TINY["variants"]}
     assert plain.value.between(0, 1).all()
     assert {"nmi", "f1", "recall@1", "recall@8", "map@r"} <= set(plain.metric)
