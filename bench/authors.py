@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import authors_eval  # noqa: E402
 import authors_schedule  # noqa: E402
 import authors_shims  # noqa: E402
+from authors_rows import table  # noqa: E402
 from hdml.config import default_config, merge, validate  # noqa: E402
 from hdml.hdml_method import HDMLMethod  # noqa: E402
 from hdml.methods import build_method  # noqa: E402
@@ -497,14 +498,6 @@ def hdml_rows(authors: Path, steps: int = 20, block: int = 8,
 
 
 SECTIONS: list[Callable[[Path], list[dict[str, Any]]]] = [hdml_rows, authors_schedule.rows, authors_eval.rows]
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    width = max(len(r["term"]) for r in rows)
-    lines = [f"{'term':<{width}} | max |suite - authors| | tolerance | pass", "-" * (width + 45)]
-    lines += [f"{r['term']:<{width}} | {r['max_abs_diff']:>20.3e} | {r['tolerance']:>9.2e} | "
-              f"{'yes' if r['passed'] else 'NO'}" + (f"  ({r['note']})" if r.get("note") else "") for r in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

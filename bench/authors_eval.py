@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO)]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
+from authors_rows import print_table, row  # noqa: E402 (after the path set-up above)
 from hdml.evaluate import load_embeddings  # noqa: E402 (after the path set-up above)
 from hdml.metrics import evaluate, kmeans_sklearn, l2_normalise  # noqa: E402 (after the path set-up above)
 
@@ -114,10 +115,6 @@ def rows(authors: Path, embeddings: Path | None = None, python: str = AUTHORS_PY
     return out
 
 
-def row(term: str, diff: float, tolerance: float, note: str) -> dict[str, Any]:
-    return {"term": term, "max_abs_diff": float(diff), "tolerance": tolerance, "passed": diff <= tolerance,
-            "note": note}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -129,12 +126,7 @@ def main() -> None:
     if args.authors is None:
         parser.error("no checkout: pass --authors PATH or set HDML_AUTHORS_PATH")
     table = rows(args.authors, args.embeddings, args.authors_python)
-    width = max(len(r["term"]) for r in table)
-    print(f"{'term':<{width}}  {'max |diff|':>10}  {'tol':>6}  pass  note")
-    for r in table:
-        mark = "yes" if r["passed"] else "NO"
-        print(f"{r['term']:<{width}}  {r['max_abs_diff']:>10.3g}  {r['tolerance']:>6g}  {mark:<4}  {r['note']}")
-    sys.exit(0 if all(r["passed"] for r in table) else 1)
+    sys.exit(print_table(table))
 
 
 if __name__ == "__main__":

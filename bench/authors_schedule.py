@@ -37,8 +37,9 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO)]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
+from authors_rows import print_table, row  # noqa: E402 (after the path set-up above)
 from hdml.config import build_run_config  # noqa: E402 (after the path set-up above)
 from hdml.datasets import get_dataset  # noqa: E402 (after the path set-up above)
 from hdml.evaluate import Embeddings, evaluate_run  # noqa: E402 (after the path set-up above)
@@ -197,25 +198,21 @@ def rows(authors: Path) -> list[dict[str, Any]]:
                          if len(theirs["rates"]) == len(ours["rates"]) else math.inf)
             ts = theirs["rates"]
             halved = [s for s in range(1, min(n, len(ts))) if ts[s] != ts[s - 1]]
-            out.append(row(f"lr at every step, {where}", rate_diff,
+            out.append(row(f"lr at every step, {where}", rate_diff, 0.0,
                            f"{len(theirs['rates'])} / {len(ours['rates'])} steps; authors halve after "
                            f"{halved or 'no step'}, suite's lr_milestones {cfg['lr_milestones']}"))
             missing = sorted(set(theirs["evaluated"]) ^ set(ours["evaluated"]))
-            out.append(row(f"evaluation steps, {where}", len(missing),
+            out.append(row(f"evaluation steps, {where}", len(missing), 0.0,
                            f"{len(theirs['evaluated'])} / {len(ours['evaluated'])} evaluations, last "
                            f"{theirs['evaluated'][-1]} / {ours['evaluated'][-1]}; differing: {missing[:5] or 'none'}"))
-            out.append(row(f"stop step, {where}", abs(theirs["stop"] - ours["stop"]),
+            out.append(row(f"stop step, {where}", abs(theirs["stop"] - ours["stop"]), 0.0,
                            f"authors {theirs['stop']} (os._exit{theirs['exit_args']!r}), suite steps {ours['stop']}"))
             kept = {name: (t["kept"], o["kept"], o["test_selected"]) for name, (t, o) in results.items()}
             diff = max(max(abs(t - o), abs(t - s)) for t, o, s in kept.values())
-            out.append(row(f"kept checkpoint, {where}", diff, "; ".join(
+            out.append(row(f"kept checkpoint, {where}", diff, 0.0, "; ".join(
                 f"{name}: authors {t}, selection test {o}, hdml evaluate {s}" for name, (t, o, s) in kept.items())))
     return out
 
-
-def row(term: str, diff: float, note: str, tolerance: float = 0.0) -> dict[str, Any]:
-    return {"term": term, "max_abs_diff": float(diff), "tolerance": tolerance, "passed": diff <= tolerance,
-            "note": note}
 
 
 def main() -> None:
@@ -226,12 +223,7 @@ def main() -> None:
     if args.authors is None:
         parser.error("no checkout: pass --authors PATH or set HDML_AUTHORS_PATH")
     table = rows(args.authors)
-    width = max(len(r["term"]) for r in table)
-    print(f"{'term':<{width}}  {'max |diff|':>10}  {'tol':>4}  pass  note")
-    for r in table:
-        mark = "yes" if r["passed"] else "NO"
-        print(f"{r['term']:<{width}}  {r['max_abs_diff']:>10.3g}  {r['tolerance']:>4g}  {mark:<4}  {r['note']}")
-    sys.exit(0 if all(r["passed"] for r in table) else 1)
+    sys.exit(print_table(table))
 
 
 if __name__ == "__main__":
