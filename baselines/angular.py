@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from baselines.common import check_non_negative, check_npair_layout
 from baselines.npair import npair_loss
-from hdml.registry import MetricLoss, Range, register_loss
+from hdml.core.registry import MetricLoss, Range, register_loss
 
 
 def angular_npair_term(anchors: torch.Tensor, positives: torch.Tensor, alpha_deg: float) -> torch.Tensor:
@@ -50,7 +50,7 @@ class AngularLoss(MetricLoss):
     display_name = "Angular"
     sampler = "npair"
     defaults = {"alpha": 45.0, "lambda": 2.0, "l2_reg": 3e-3, "normalize": True}
-    # search ranges of the tuning mode (hdml.tune): Wang et al. report 36-55 degrees as good
+    # search ranges of the tuning mode (hdml.workflow.tune): Wang et al. report 36-55 degrees as good
     ranges = {"alpha": Range(30.0, 55.0), "lambda": Range(0.5, 4.0, log=True), "l2_reg": Range(1e-4, 1e-1, log=True)}
 
     def __init__(self, **hparams: object) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from baselines.common import check_m_per_class, check_non_negative, pairwise_dists, pairwise_sq_dists
-from hdml.registry import MetricLoss, Range, register_loss
+from hdml.core.registry import MetricLoss, Range, register_loss
 
 
 @register_loss
@@ -28,7 +28,7 @@ class ContrastiveLoss(MetricLoss):
     sampler = "m_per_class"
     defaults = {"margin": 1.0, "reduction": "mean"}
     choices = {"reduction": ("mean", "sum")}
-    # search ranges of the tuning mode (hdml.tune), bracketing the default on a log scale
+    # search ranges of the tuning mode (hdml.workflow.tune), bracketing the default on a log scale
     ranges = {"margin": Range(0.1, 4.0, log=True)}
 
     def __init__(self, **hparams: object) -> None:

@@ -16,7 +16,7 @@ while the metric (backbone + head) trains on real and synthetic tuples. One step
   J_gen(n~)                                          -> generator only
   J_metric = J_m(a, p, n) + weight penalty + lambda J_m(a, p, n~)   -> backbone + head (protocol paper)
 Each loss's gradient is taken with torch.autograd.grad over its own parameters only, as HDML
-does (hdml/hdml_method.py); J_metric's gradient flows through G into z, G itself is not moved by it.
+does (baselines/hdml.py); J_metric's gradient flows through G into z, G itself is not moved by it.
 For the first `daml.warmup` fraction of the run the metric trains on real tuples alone and G
 is not updated: the paper's procedure as third-party summaries state it (pre-train the metric,
 then train both jointly) [unverified: the paper's text could not be reached], its length
@@ -67,10 +67,10 @@ from torch import nn
 
 from baselines.npair import NPairLoss
 from baselines.triplet import TripletLoss, split_triplets
-from hdml.config import ConfigError
-from hdml.methods import Method, build_loss, lr_schedule, metric_optimizer, register_method, weight_penalty
-from hdml.model import EmbeddingNet
-from hdml.registry import Context, Part, Range, Section
+from hdml.core.config import ConfigError
+from hdml.core.registry import Context, Part, Range, Section
+from hdml.methods.base import Method, build_loss, lr_schedule, metric_optimizer, register_method, weight_penalty
+from hdml.model.embedding import EmbeddingNet
 
 DAML_DEFAULTS: dict[str, Any] = {
     "lambda": 1.0,  # weight of J_m on synthetic tuples (protocol paper) [unverified: no source reached]
@@ -100,7 +100,7 @@ def check_hparams(h: dict[str, Any]) -> None:
             raise ConfigError(f"daml.{key}: must be {what}, got {h[key]!r}")
 
 
-# search ranges of the tuning mode (hdml.tune): the loss weights and the generator's rate factor
+# search ranges of the tuning mode (hdml.workflow.tune): the loss weights and the generator's rate factor
 DAML_RANGES = {"lambda": Range(0.1, 10.0, log=True), "lambda2": Range(0.1, 10.0, log=True),
                "margin": Range(0.1, 4.0, log=True), "gen_lr_mult": Range(0.01, 1.0, log=True)}
 DAML_SECTION = Section(DAML_DEFAULTS, hints={"warmup": "in [0, 1)", "gen_lr_mult": "> 0"}, check=check_hparams,

@@ -20,7 +20,7 @@ regulariser weight lambda and the learning rate mu set empirically to 3, 2, 1e-2
 recalled by the author of this module; the paper's text could not be reached through this
 project's search tools, so hdml/fidelity.md (DDML section) marks them unverified until checked against
 the PDF. The paper's regulariser lambda/2 sum_m (||W_m||_F^2 + ||b_m||_2^2) is not part of this
-loss: it is the suite's `weight_decay`, which hdml.methods.weight_penalty adds to every
+loss: it is the suite's `weight_decay`, which hdml.methods.base.weight_penalty adds to every
 baseline's objective in the same form, weight_decay/2 * sum (||W||^2 + ||b||^2) (lambda =
 weight_decay; BatchNorm excluded), set per dataset like every other method's so that the
 comparison holds the protocol fixed. `mean` rescales the paper's sum by a constant (a
@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from baselines.common import check_m_per_class, pairwise_sq_dists
-from hdml.registry import MetricLoss, Range, register_loss
+from hdml.core.registry import MetricLoss, Range, register_loss
 
 
 def generalised_logistic(c: torch.Tensor, beta: float) -> torch.Tensor:
@@ -52,7 +52,7 @@ class DDMLLoss(MetricLoss):
     sampler = "m_per_class"
     defaults = {"tau": 3.0, "beta": 2.0, "reduction": "mean"}
     choices = {"reduction": ("mean", "sum")}
-    # search ranges of the tuning mode (hdml.tune): tau > 1, beta > 0
+    # search ranges of the tuning mode (hdml.workflow.tune): tau > 1, beta > 0
     ranges = {"tau": Range(1.5, 6.0), "beta": Range(0.5, 8.0, log=True)}
 
     def __init__(self, **hparams: object) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from baselines.common import check_m_per_class, check_non_negative, pairwise_dists
-from hdml.registry import MetricLoss, Range, register_loss
+from hdml.core.registry import MetricLoss, Range, register_loss
 
 
 @register_loss
@@ -26,7 +26,7 @@ class LiftedLoss(MetricLoss):
     display_name = "Lifted"
     sampler = "m_per_class"
     defaults = {"margin": 1.0}
-    # search ranges of the tuning mode (hdml.tune)
+    # search ranges of the tuning mode (hdml.workflow.tune)
     ranges = {"margin": Range(0.1, 4.0, log=True)}
 
     def __init__(self, **hparams: object) -> None:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.common import check_m_per_class
-from hdml.registry import MetricLoss, Range, register_loss
+from hdml.core.registry import MetricLoss, Range, register_loss
 
 
 def log1p_sum_exp(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,7 @@ class MultiSimilarityLoss(MetricLoss):
     display_name = "Multi-Similarity"
     sampler = "m_per_class"
     defaults = {"alpha": 2.0, "beta": 50.0, "lambda": 0.5, "epsilon": 0.1}
-    # search ranges of the tuning mode (hdml.tune), as the reality check searched them: alpha, beta
+    # search ranges of the tuning mode (hdml.workflow.tune), as the reality check searched them: alpha, beta
     # on decades, the similarity offset lambda over cosine values, the mining margin epsilon
     ranges = {"alpha": Range(0.5, 10.0, log=True), "beta": Range(10.0, 100.0, log=True),
               "lambda": Range(0.0, 1.0), "epsilon": Range(0.01, 0.5, log=True)}

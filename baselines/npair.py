@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.common import check_non_negative, check_npair_layout
-from hdml.registry import MetricLoss, Range, register_loss
+from hdml.core.registry import MetricLoss, Range, register_loss
 
 
 def npair_loss(anchors: torch.Tensor, positives: torch.Tensor, l2_reg: float) -> torch.Tensor:
@@ -44,7 +44,7 @@ class NPairLoss(MetricLoss):
     display_name = "N-pair"
     sampler = "npair"
     defaults = {"l2_reg": 3e-3}
-    # search ranges of the tuning mode (hdml.tune): the embedding-norm penalty, decades around 3e-3
+    # search ranges of the tuning mode (hdml.workflow.tune): the embedding-norm penalty, decades around 3e-3
     ranges = {"l2_reg": Range(1e-4, 1e-1, log=True)}
 
     def __init__(self, **hparams: object) -> None:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.common import check_batch, check_non_negative
-from hdml.registry import Context, MetricLoss, Range, register_loss
+from hdml.core.registry import Context, MetricLoss, Range, register_loss
 
 
 def log1p_sum_exp(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ class ProxyAnchorLoss(MetricLoss):
     sampler = "m_per_class"
     defaults = {"alpha": 32.0, "margin": 0.1, "lr_mult": 100.0}
     hints = {"alpha": ">= 0", "margin": ">= 0", "lr_mult": "> 0"}
-    # search ranges of the tuning mode (hdml.tune): scale alpha, margin, and the proxies' rate factor
+    # search ranges of the tuning mode (hdml.workflow.tune): scale alpha, margin, and the proxies' rate factor
     ranges = {"alpha": Range(8.0, 64.0, log=True), "margin": Range(0.0, 0.4), "lr_mult": Range(10.0, 1000.0, log=True)}
 
     def __init__(self, *, context: Context | None = None, **hparams: Any) -> None:

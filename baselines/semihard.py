@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.common import check_m_per_class, check_non_negative, pairwise_sq_dists
-from hdml.registry import MetricLoss, Range, register_loss
+from hdml.core.registry import MetricLoss, Range, register_loss
 
 
 @register_loss
@@ -32,7 +32,7 @@ class SemiHardTripletLoss(MetricLoss):
     sampler = "m_per_class"
     defaults = {"margin": 0.2, "normalize": True, "reduction": "sum", "fallback": "easiest"}
     choices = {"reduction": ("sum", "mean"), "fallback": ("easiest", "skip")}
-    # search ranges of the tuning mode (hdml.tune): margins of normalised embeddings (FaceNet: 0.2)
+    # search ranges of the tuning mode (hdml.workflow.tune): margins of normalised embeddings (FaceNet: 0.2)
     ranges = {"margin": Range(0.01, 1.0, log=True)}
 
     def __init__(self, **hparams: object) -> None:

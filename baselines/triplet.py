@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from baselines.common import check_non_negative, check_triplet_layout
-from hdml.registry import MetricLoss, Range, register_loss
+from hdml.core.registry import MetricLoss, Range, register_loss
 
 
 def split_triplets(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -29,7 +29,7 @@ class TripletLoss(MetricLoss):
     sampler = "triplet"
     defaults = {"margin": 1.0, "reduction": "sum"}
     choices = {"reduction": ("sum", "mean")}
-    # search ranges of the tuning mode (hdml.tune): the margin of squared distances, around 1
+    # search ranges of the tuning mode (hdml.workflow.tune): the margin of squared distances, around 1
     ranges = {"margin": Range(0.05, 4.0, log=True)}
 
     def __init__(self, **hparams: object) -> None:

@@ -9,8 +9,9 @@ For each variant (N-pair: `main_npair.py`, triplet: `main_triplet.py`) the harne
 1. runs their `main()` up to the session, as it is, with one stand-in: their `GoogleNet_Model` becomes a
    linear layer (32 -> 1024) in the same `Classifier` scope, so the "backbone" is trained and weight-decayed
    as GoogLeNet's variables were; the suite gets the same layer (`nn.Linear`) as its backbone;
-2. builds the suite's method (`hdml.methods.build_method`: `hdml/hdml_method.py`, `hdml/augmentor.py`,
-   `hdml/generator.py`, `baselines/npair.py` / `baselines/triplet.py`, the optimiser of `hdml/methods.py`)
+2. builds the suite's method (`hdml.methods.base.build_method`: `baselines/hdml.py`, `baselines/hdml_augmentor.py`,
+   `baselines/hdml_generator.py`, `baselines/npair.py` / `baselines/triplet.py`,
+   the optimiser of `hdml/methods/base.py`)
    with the authors' flag values, and copies the suite's initial weights into their variables;
 3. replays their training loop (`main_npair.py:162-205`: the three Adam steps, their `data_collector`s
    feeding J_avg and J_gen_avg) beside `method.step` on identical batches, in two copies of their graph:
@@ -54,10 +55,10 @@ import authors_eval  # noqa: E402
 import authors_schedule  # noqa: E402
 import authors_shims  # noqa: E402
 from authors_rows import table  # noqa: E402
-from hdml.config import default_config, merge, validate  # noqa: E402
-from hdml.hdml_method import HDMLMethod  # noqa: E402
-from hdml.methods import build_method  # noqa: E402
-from hdml.model import EmbeddingNet  # noqa: E402
+from baselines.hdml import HDMLMethod  # noqa: E402
+from hdml.core.config import default_config, merge, validate  # noqa: E402
+from hdml.methods.base import build_method  # noqa: E402
+from hdml.model.embedding import EmbeddingNet  # noqa: E402
 
 TERM_RTOL = 1e-5  # float32 terms on identical inputs, relative to the term's scale
 PARAM_ATOL = 1e-4  # parameters and BatchNorm statistics after each step from the same state

@@ -38,10 +38,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from baselines.daml import DAMLMethod  # noqa: E402
-from hdml import metrics  # noqa: E402
-from hdml.config import default_config, merge, validate  # noqa: E402
-from hdml.methods import build_method  # noqa: E402
-from hdml.model import EmbeddingNet  # noqa: E402
+from hdml.core.config import default_config, merge, validate  # noqa: E402
+from hdml.eval import metrics  # noqa: E402
+from hdml.methods.base import build_method  # noqa: E402
+from hdml.model.embedding import EmbeddingNet  # noqa: E402
 
 TRIPLETS, DIM, RELATIVE = 40, 512, 1e-5
 FLOAT64, RELATIVE64 = {"nmi", "f1"}, 1e-12  # computed in float64 on both sides

@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from authors_rows import print_table, row  # noqa: E402 (after the path set-up above)
-from hdml.evaluate import load_embeddings  # noqa: E402 (after the path set-up above)
-from hdml.metrics import evaluate, kmeans_sklearn, l2_normalise  # noqa: E402 (after the path set-up above)
+from hdml.eval.evaluate import load_embeddings  # noqa: E402 (after the path set-up above)
+from hdml.eval.metrics import evaluate, kmeans_sklearn, l2_normalise  # noqa: E402 (after the path set-up above)
 
 KS = [1, 2, 4, 8, 16, 32]  # FLAGS.py:53 `neighbours`
 AUTHORS_PYTHON = os.environ.get("HDML_AUTHORS_PYTHON", sys.executable)  # an interpreter with the [authors] extra
@@ -98,7 +98,7 @@ def rows(authors: Path, embeddings: Path | None = None, python: str = AUTHORS_PY
     ours = evaluate(z, labels, KS, device="cpu", kmeans_algorithm="sklearn")
     y_them, y_ours = np.asarray(them["normalised"], dtype=np.float32), l2_normalise(z)
     partition_them = kmeans_sklearn(y_them, k)  # the partition their NMI was computed from
-    out = [row("L2-normalised embeddings (tf.nn.l2_normalize vs hdml.metrics.l2_normalise)",
+    out = [row("L2-normalised embeddings (tf.nn.l2_normalize vs hdml.eval.metrics.l2_normalise)",
                float(np.abs(y_them - y_ours).max()), 1e-6, "float32 rounding; the clusterings below start from each"),
            row("k-means partition (points assigned differently)",
                float((partition_them != kmeans_sklearn(y_ours, k)).sum()), 0.0,

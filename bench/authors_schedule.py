@@ -13,10 +13,10 @@ halving, the cadence switch, the stop and the best-NMI save) and executed as the
 training step and the evaluation replaced by stubs: the evaluation returns a test NMI that is a
 function of the step alone (three patterns: seeded with ties, rising, flat), the saver records
 the step it saves at, `os._exit` ends the loop. The flags are their per-dataset values
-(`FLAGS_BY_DATASET`). The suite side runs its own code: `hdml.methods.lr_schedule` for the rate,
-`hdml.schedule.eval_due` for the evaluations, `hdml.selection.Best` (`selection: test`) and
-`hdml.evaluate.evaluate_run` (the test-selected number of a `selection: last` run) for the kept
-checkpoint, on the config `hdml.plan` resolves from config/paper.yaml.
+(`FLAGS_BY_DATASET`). The suite side runs its own code: `hdml.methods.base.lr_schedule` for the rate,
+`hdml.core.schedule.eval_due` for the evaluations, `hdml.eval.selection.Best` (`selection: test`) and
+`hdml.eval.evaluate.evaluate_run` (the test-selected number of a `selection: last` run) for the kept
+checkpoint, on the config `hdml.workflow.plan` resolves from config/paper.yaml.
 """
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from authors_rows import print_table, row  # noqa: E402 (after the path set-up above)
-from hdml.config import build_run_config  # noqa: E402 (after the path set-up above)
-from hdml.datasets import get_dataset  # noqa: E402 (after the path set-up above)
-from hdml.evaluate import Embeddings, evaluate_run  # noqa: E402 (after the path set-up above)
-from hdml.methods import lr_schedule  # noqa: E402 (after the path set-up above)
-from hdml.plan import Run, read_workflow_configs, validate_workflow_config  # noqa: E402 (after the path set-up)
-from hdml.schedule import eval_due  # noqa: E402 (after the path set-up above)
-from hdml.selection import Best  # noqa: E402 (after the path set-up above)
+from hdml.core.config import build_run_config  # noqa: E402 (after the path set-up above)
+from hdml.core.schedule import eval_due  # noqa: E402 (after the path set-up above)
+from hdml.data.datasets import get_dataset  # noqa: E402 (after the path set-up above)
+from hdml.eval.evaluate import Embeddings, evaluate_run  # noqa: E402 (after the path set-up above)
+from hdml.eval.selection import Best  # noqa: E402 (after the path set-up above)
+from hdml.methods.base import lr_schedule  # noqa: E402 (after the path set-up above)
+from hdml.workflow.plan import Run, read_workflow_configs, validate_workflow_config  # noqa: E402 (after the path set-up)
 
 PAPER = REPO / "config" / "paper.yaml"
 MAINS = {"main_npair.py": "hdml-npair", "main_triplet.py": "hdml-triplet"}

@@ -1,5 +1,5 @@
-"""The README's cost table, from the one source of cost figures (hdml/data/costs.yaml, through
-hdml.costs): the demo's measured time, each shipped grid's runs, jobs, projected GPU-hours and disk.
+"""The README's cost table, from the one source of cost figures (hdml/resources/costs.yaml, through
+hdml.workflow.costs): the demo's measured time, each shipped grid's runs, jobs, projected GPU-hours and disk.
 
     python bench/costs.py            # print the table
     python bench/costs.py --write    # rewrite the README's costs block (tests/test_costs.py checks it)
@@ -14,9 +14,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hdml.costs import load_costs, project  # noqa: E402 (after the path set-up above)
-from hdml.io import write_text  # noqa: E402 (after the path set-up above)
-from hdml.plan import read_workflow_configs, validate_workflow_config  # noqa: E402 (after the path set-up)
+from hdml.core.io import write_text  # noqa: E402 (after the path set-up above)
+from hdml.workflow.costs import load_costs, project  # noqa: E402 (after the path set-up above)
+from hdml.workflow.plan import read_workflow_configs, validate_workflow_config  # noqa: E402 (after the path set-up)
 
 START, END = "<!-- costs:start -->", "<!-- costs:end -->"
 GRIDS = (  # (what, config files); the demo's row quotes its measured time
@@ -57,7 +57,7 @@ def table() -> str:
         f"{step['batch']} images), not yet "
         "measured on a GPU; disk counts downloads, extracted images, caches and results, plus "
         f"{max(c for _, c in rows) / 1e9:.2f} GB per training job running at once. Figures: "
-        "`hdml/data/costs.yaml` (sources in `docs/benchmarks.md`); `hdml check-config FILES` prints them "
+        "`hdml/resources/costs.yaml` (sources in `docs/benchmarks.md`); `hdml check-config FILES` prints them "
         "for any grid, `python bench/costs.py` this table.",
         END,
     ])

@@ -1,12 +1,12 @@
-"""Evaluation at Stanford Online Products scale: hdml.metrics vs pytorch-metric-learning.
+"""Evaluation at Stanford Online Products scale: hdml.eval.metrics vs pytorch-metric-learning.
 
 Builds SOP-sized synthetic embeddings (60,502 x 512, 11,316 classes of 2-12 points; --small:
 an eighth of that), then times each side in its own subprocess, so that each peak RSS is its
 own:
 
-- hdml: `hdml.metrics.evaluate` with K = 1, 10, 100, 1000: Recall@K, MAP@R, R-precision, NMI, F1,
+- hdml: `hdml.eval.metrics.evaluate` with K = 1, 10, 100, 1000: Recall@K, MAP@R, R-precision, NMI, F1,
   its searches on --device (default auto: faiss, on its GPU if it has one; `cpu`, `cuda`,
-  `torch:cpu`, `torch:cuda`: see `hdml.metrics.resolve_device`), timed after one tiny search
+  `torch:cpu`, `torch:cuda`: see `hdml.eval.metrics.resolve_device`), timed after one tiny search
   there, so that CUDA's and cuBLAS's start-up, which a training process has already paid, is
   left out.
 - hdml-kmeans++: the same with the clustering the authors' code used and the suite's default
@@ -16,7 +16,7 @@ own:
   r_precision), k="max_bin_count")` with its defaults (faiss k-means, niter=20, seed 1234).
 
 --clustering times the clustering alone at this size instead, in one process: the authors'
-k-means++ (`kmeans_algorithm="kmeans++"`) in numpy and in torch (`hdml.kmeans_torch`, on
+k-means++ (`kmeans_algorithm="kmeans++"`) in numpy and in torch (`hdml.eval.kmeans_torch`, on
 --device's torch device: torch:cpu unless it names CUDA), each as a measured prefix (--steps
 seeding steps, --lloyd-iters Lloyd iterations at full size) extrapolated explicitly, beside faiss's
 Lloyd (`kmeans_algorithm="faiss"`, 20 iterations) timed whole.
@@ -67,7 +67,7 @@ def sop_like(n_classes: int, n: int, d: int, sigma: float, seed: int) -> tuple[n
 
 def worker(side: str, data: Path, device: str) -> None:
     """Compute one side's metrics; print {metrics, seconds, peak_rss_mb, backend} as JSON."""
-    from hdml.metrics import _l2_index, evaluate, l2_normalise, resolve_device
+    from hdml.eval.metrics import _l2_index, evaluate, l2_normalise, resolve_device
 
     x, labels = np.load(data / "x.npy"), np.load(data / "labels.npy")
     backend = None
@@ -81,7 +81,7 @@ def worker(side: str, data: Path, device: str) -> None:
     else:
         from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-        x = l2_normalise(x)  # the exact array hdml.metrics searches
+        x = l2_normalise(x)  # the exact array hdml.eval.metrics searches
         calc = AccuracyCalculator(include=tuple(SHARED.values()), k="max_bin_count")
 
         def run() -> dict:
@@ -128,8 +128,8 @@ def clustering(x: np.ndarray, k: int, steps: int, iters: int, device: str, torch
     the whole seeding takes seconds), with faiss's Lloyd timed whole."""
     import torch
 
-    from hdml import kmeans_torch
-    from hdml.metrics import KMEANS_PP_RESTARTS, _kmeanspp_seeds, _lloyd, kmeans, l2_normalise
+    from hdml.eval import kmeans_torch
+    from hdml.eval.metrics import KMEANS_PP_RESTARTS, _kmeanspp_seeds, _lloyd, kmeans, l2_normalise
 
     x = l2_normalise(x)
     n, restarts = len(x), KMEANS_PP_RESTARTS
@@ -178,10 +178,10 @@ def main() -> None:
     p.add_argument("--sigma", type=float, default=2.2, help="within-class noise (2.2: Recall@1 about 0.7)")
     p.add_argument("--seed", type=int, default=0, help="data seed")
     p.add_argument("--device", default="auto",
-                   help="where hdml.metrics searches: auto, cpu, cuda, torch:cpu, torch:cuda (default auto: "
+                   help="where hdml.eval.metrics searches: auto, cpu, cuda, torch:cpu, torch:cuda (default auto: "
                         "faiss, on the GPU if this faiss has one)")
     p.add_argument("--reference", choices=["pml", "cpu"], default="pml",
-                   help="what the hdml side is compared with: PML (default) or hdml.metrics on faiss's CPU")
+                   help="what the hdml side is compared with: PML (default) or hdml.eval.metrics on faiss's CPU")
     p.add_argument("--no-kmeans-pp", action="store_true",
                    help="skip timing the authors' clustering (k-means++, 10 restarts), slow at full size on a CPU")
     p.add_argument("--clustering", action="store_true",
@@ -215,7 +215,7 @@ def main() -> None:
     ref = "PML" if args.reference == "pml" else "hdml/cpu"
     print(f"load average {os.getloadavg()[0]:.2f} after both runs; hdml searched on {ours['backend']}")
 
-    print(f"\nmetric         hdml.metrics   {ref:<14} |diff|")
+    print(f"\nmetric         hdml.eval.metrics   {ref:<14} |diff|")
     for key, value in ours["metrics"].items():
         theirs = pml["metrics"].get(shared.get(key, ""))
         cells = f"{theirs:<14.10f} {abs(value - theirs):.1e}" if theirs is not None else "-"

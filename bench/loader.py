@@ -2,7 +2,7 @@
 CUB's typical size (500x375), both producing normalised 227 crops of 256x256 images; then a
 training loop whose step (a matrix product, releasing the GIL as a GPU step does) lasts as
 long as cutting one batch, with the crops cut in the loop (`num_workers: 0`) or ahead in a
-worker thread (`hdml.loader`), to show the wait that prefetching hides.
+worker thread (`hdml.data.loader`), to show the wait that prefetching hides.
 
     python bench/loader.py [--images 400] [--batch 120]
 """
@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hdml.cache import build_cache, load_cached
-from hdml.data import BatchTransform, ImageTensors, decode
-from hdml.images import SplitImages
-from hdml.loader import BatchLoader
-from hdml.samplers import build_sampler
+from hdml.data.cache import build_cache, load_cached
+from hdml.data.loader import BatchLoader
+from hdml.data.samplers import build_sampler
+from hdml.data.streaming import SplitImages
+from hdml.data.tensors import BatchTransform, ImageTensors, decode
 from photos import write_photos
 
 IMAGE = {"resize": 256, "crop": 227, "flip": True, "normalize": "imagenet"}

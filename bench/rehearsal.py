@@ -32,11 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 from fakedata import PHOTO_SIZES, REAL, scaled  # noqa: E402 (after the path set-up above)
-from hdml.config import build_run_config  # noqa: E402 (after the path set-up above)
-from hdml.costs import load_costs  # noqa: E402 (after the path set-up above)
-from hdml.datasets import get_dataset  # noqa: E402 (after the path set-up above)
-from hdml.io import write_text  # noqa: E402 (after the path set-up above)
-from hdml.plan import (  # noqa: E402 (after the path set-up)
+from hdml.core.config import build_run_config  # noqa: E402 (after the path set-up above)
+from hdml.core.io import write_text  # noqa: E402 (after the path set-up above)
+from hdml.data.datasets import get_dataset  # noqa: E402 (after the path set-up above)
+from hdml.workflow.costs import load_costs  # noqa: E402 (after the path set-up above)
+from hdml.workflow.plan import (  # noqa: E402 (after the path set-up)
     read_workflow_configs,
     trial_overrides,
     tune_settings,
@@ -200,9 +200,9 @@ def section(args: argparse.Namespace, wall: float, costs: pd.DataFrame, disk: di
 
 def grid_counts(config: dict) -> dict[str, int]:
     """Runs, seeds, runs per dataset, training steps and Snakemake jobs of a workflow config, from
-    its plan (hdml.plan). Jobs as the Snakefile makes them: prepare per dataset, cache per dataset
+    its plan (hdml.workflow.plan). Jobs as the Snakefile makes them: prepare per dataset, cache per dataset
     whose runs read the dataset's image size, train and evaluate per trained run (fold models
-    included), an ensemble job per seed of fold models (hdml.ensemble), a trial job per trial and
+    included), an ensemble job per seed of fold models (hdml.eval.ensemble), a trial job per trial and
     fold and a best.yaml job per tuning study, the t-SNE map of the run `tsne:` names, aggregate,
     report, all. Steps count the trials' too."""
     runs = validate_workflow_config(config)
@@ -235,7 +235,8 @@ def grid_section() -> str:
     per_dataset = ", ".join(f"{d} {paper[f'runs_{d}']}" for d in DATASETS)
     return "\n".join([
         GRID_START,
-        f"Grid (counted from the configs by `python bench/rehearsal.py --grid`, hdml.plan): `config/paper.yaml` "
+        f"Grid (counted from the configs by `python bench/rehearsal.py --grid`, "
+        f"hdml.workflow.plan): `config/paper.yaml` "
         f"is **{paper['runs']} runs** ({paper['runs_per_seed']} with the first seed, {paper['seeds']} seeds; "
         f"{per_dataset}), **{paper['jobs']} Snakemake jobs**, {paper['steps']:,} training steps: "
         f"{paper['steps'] * STEP_GOAL_S / 3600:.1f} GPU-hours at the goal of {STEP_GOAL_S * 1000:.0f} ms a step. "

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from hdml.config import build_run_config, read_yaml
-from hdml.methods import build_method
-from hdml.model import build_model
-from hdml.plan import validate_workflow_config
-from hdml.trainer import place_model
+from hdml.core.config import build_run_config, read_yaml
+from hdml.methods.base import build_method
+from hdml.model.embedding import build_model
+from hdml.train.trainer import place_model
+from hdml.workflow.plan import validate_workflow_config
 
 
 def time_method(method: str, args: argparse.Namespace, device: torch.device) -> tuple[float, float]:

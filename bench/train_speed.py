@@ -1,4 +1,4 @@
-"""A whole training run as the workflow runs it (`hdml.trainer.train_run`: cached images,
+"""A whole training run as the workflow runs it (`hdml.train.trainer.train_run`: cached images,
 prefetching loader, device-side normalisation, the run config's fast paths), on a synthetic
 dataset in CUB-200-2011's shape (5,864 training images of 100 classes, resized to 256x256),
 so the time per step includes data loading. Prints images/s, the share of the time spent
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hdml.cache import build_cache
-from hdml.trainer import train_run
+from hdml.data.cache import build_cache
+from hdml.train.trainer import train_run
 from photos import write_photos
 
 PAPER_STEPS = 8000

@@ -1,10 +1,10 @@
 """What `selection: val` costs: one evaluation on the validation classes against one training step.
 
 At each evaluation point (never inside a step) the trainer embeds the validation images and
-scores them (`hdml.selection.score_val`; MAP@R needs no clustering). This times both parts
+scores them (`hdml.eval.selection.score_val`; MAP@R needs no clustering). This times both parts
 and a plain N-pair training step (the cheapest step of the paper's methods, so the ratio is an
 upper bound for HDML's), then the share of a whole run's time the validation adds at the run's
-evaluation cadence (`hdml.schedule.eval_due`).
+evaluation cadence (`hdml.core.schedule.eval_due`).
 
 - `--preset demo`: the digits demo (small CNN, 8x8, batch 10, 64-d; classes 0 and 4 of the
   training classes 0-4: 359 images; 200 steps at config/config.yaml's cadence).
@@ -28,12 +28,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from hdml.config import build_run_config
-from hdml.data import ImageTensors, batch_transform
-from hdml.model import build_model
-from hdml.schedule import eval_due
-from hdml.selection import score_val
-from hdml.trainer import embed, place_model
+from hdml.core.config import build_run_config
+from hdml.core.schedule import eval_due
+from hdml.data.tensors import ImageTensors, batch_transform
+from hdml.eval.selection import score_val
+from hdml.model.embedding import build_model
+from hdml.train.trainer import embed, place_model
 from step import time_method  # bench/step.py: one training step, the trainer's model placement
 
 PRESETS = {

@@ -8,7 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from hdml.config import ConfigError
+from hdml.core.config import ConfigError
 
 EXIT_USAGE = 2  # bad input: config, files, arguments
 EXIT_DIVERGED = 3  # NaN/infinite losses: rerunning will not help
@@ -16,37 +16,37 @@ EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGINT, rerun to r
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from hdml.datasets import get_dataset
+    from hdml.data.datasets import get_dataset
 
     out = get_dataset(args.dataset).prepare(Path(args.root), urls=args.url, md5=args.md5,
                                             archive=Path(args.archive) if args.archive else None)
     if args.val_folds:
-        from hdml.valsplit import write_val
+        from hdml.data.valsplit import write_val
 
         write_val(Path(args.root), args.dataset, args.val_folds)
     print(out)
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
-    from hdml.cache import build_cache
-    from hdml.datasets import get_dataset
+    from hdml.data.cache import build_cache
+    from hdml.data.datasets import get_dataset
 
     spec = get_dataset(args.dataset)
     print(build_cache(Path(args.root), args.dataset, args.size, spec.channels, workers=args.workers))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from hdml.config import parse_sets
-    from hdml.progress import record_failure
-    from hdml.runfolder import RunFolderError
-    from hdml.trainer import train_run
+    from hdml.core.config import parse_sets
+    from hdml.train.progress import record_failure
+    from hdml.train.runfolder import RunFolderError
+    from hdml.train.trainer import train_run
 
     overrides = parse_sets(args.set)
     if args.config:  # the workflow config's settings for this dataset and method, under --set's
         overrides = {**workflow_overrides(args.config, args.dataset, args.method), **overrides}
     else:
-        from hdml.config import build_run_config
-        from hdml.datasets import get_dataset
+        from hdml.core.config import build_run_config
+        from hdml.data.datasets import get_dataset
 
         try:  # a bad --set is the one line to print (and the run's failure): checked before the note
             build_run_config(get_dataset(args.dataset).defaults_for(args.method), overrides, args.method)
@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         if note:
             print(f"hdml train: note: {note}", file=sys.stderr)
     if args.tuned:  # the tuned settings win over the config's for the keys the search varied
-        from hdml.tune import read_best
+        from hdml.workflow.tune import read_best
 
         overrides.update(read_best(args.tuned, args.dataset, args.method))
     try:
@@ -79,7 +79,7 @@ DEMO_CONFIGS = (Path("config/config.yaml"), Path("config/digits.yaml"))
 def workflow_overrides(path: str | Path, dataset: str, method: str) -> dict:
     """A workflow config's run-config overrides for one dataset and method (its `train`, then
     `per_method`), as the workflow passes them to its runs (variants: add their `set` by --set)."""
-    from hdml.plan import method_overrides, read_workflow_configs
+    from hdml.workflow.plan import method_overrides, read_workflow_configs
 
     config = read_workflow_configs([str(path)])
     if dataset not in config.get("datasets", {}):
@@ -104,7 +104,7 @@ def unused_workflow_settings(path: Path, dataset: str, method: str, overrides: d
     not (by hand, `hdml train` starts from the built-in defaults, not from the config), in words;
     None when nothing, or when there is no such config or dataset (or the method is unknown: its
     own error comes first)."""
-    from hdml.methods import method_names
+    from hdml.methods.base import method_names
 
     if method not in method_names():
         return None
@@ -121,8 +121,8 @@ def unused_workflow_settings(path: Path, dataset: str, method: str, overrides: d
 
 
 def cmd_tune_trial(args: argparse.Namespace) -> None:
-    from hdml.config import parse_sets
-    from hdml.tune import Spec, run_trial
+    from hdml.core.config import parse_sets
+    from hdml.workflow.tune import Spec, run_trial
 
     spec = Spec(args.dataset, args.method, args.metric, args.seed, args.startup_trials, args.folds)
     record = run_trial(args.study, spec, args.index, root=args.root, overrides=parse_sets(args.set), fold=args.fold)
@@ -132,13 +132,13 @@ def cmd_tune_trial(args: argparse.Namespace) -> None:
 def cmd_tune_best(args: argparse.Namespace) -> None:
     import yaml
 
-    from hdml.tune import write_best
+    from hdml.workflow.tune import write_best
 
     print(yaml.safe_dump(write_best(args.study, args.trials, args.out), sort_keys=False), end="")
 
 
 def cmd_ensemble(args: argparse.Namespace) -> None:
-    from hdml.ensemble import ensemble_run
+    from hdml.eval.ensemble import ensemble_run
 
     print(json.dumps(ensemble_run(args.parts, args.out)["metrics"], indent=2))
 
@@ -146,8 +146,8 @@ def cmd_ensemble(args: argparse.Namespace) -> None:
 def cmd_config(args: argparse.Namespace) -> None:
     import yaml
 
-    from hdml.config import build_run_config, describe_keys, parse_sets, rules_for
-    from hdml.datasets import get_dataset
+    from hdml.core.config import build_run_config, describe_keys, parse_sets, rules_for
+    from hdml.data.datasets import get_dataset
 
     spec = get_dataset(args.dataset) if args.dataset else None
     if args.method and not spec:
@@ -165,8 +165,8 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from hdml.costs import project
-    from hdml.status import grid_status, planned, render
+    from hdml.workflow.costs import project
+    from hdml.workflow.status import grid_status, planned, render
 
     config, runs = planned(args.configfile)
     results = Path(args.results or config["results_dir"])
@@ -174,7 +174,7 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from hdml.status import grid_status, planned, summary
+    from hdml.workflow.status import grid_status, planned, summary
 
     config, runs = planned(args.configfile)
     results = Path(config["results_dir"])
@@ -182,7 +182,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from hdml.evaluate import evaluate_run
+    from hdml.eval.evaluate import evaluate_run
 
     print(json.dumps(evaluate_run(args.run, recompute=args.recompute), indent=2))
 
@@ -190,12 +190,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_metrics(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from hdml.metrics import evaluate
+    from hdml.eval.metrics import evaluate
 
     if (args.gallery_embeddings is None) != (args.gallery_labels is None):
         raise ValueError("--gallery-embeddings and --gallery-labels go together")
     if args.embeddings.endswith(".npz"):  # a run's embeddings.npz: labels (and any gallery) inside
-        from hdml.evaluate import load_embeddings
+        from hdml.eval.evaluate import load_embeddings
 
         if args.labels or args.gallery_embeddings:
             raise ValueError(f"{args.embeddings}: an .npz holds its labels and gallery; drop --labels and --gallery-*")
@@ -222,7 +222,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
-    from hdml.aggregate import aggregate
+    from hdml.eval.aggregate import aggregate
 
     aggregate([Path(r) for r in args.runs], Path(args.out), Path(args.curves), Path(args.runs_table),
               benchmarks=Path(args.benchmarks) if args.benchmarks else None,
@@ -230,7 +230,7 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
 
 def cmd_tsne(args: argparse.Namespace) -> None:
-    from hdml.tsne import tsne_map, write_map
+    from hdml.eval.tsne import tsne_map, write_map
 
     write_map(Path(args.out), tsne_map(Path(args.embeddings)))
     print(args.out)
@@ -245,14 +245,20 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
-    from hdml.plan import load_schema, read_workflow_configs, tune_settings, tune_studies, validate_workflow_config
+    from hdml.workflow.plan import (
+        load_schema,
+        read_workflow_configs,
+        tune_settings,
+        tune_studies,
+        validate_workflow_config,
+    )
 
     config = read_workflow_configs(args.configfile)
     schema = load_schema(Path(args.schema)) if args.schema else None
     runs = validate_workflow_config(config, schema, source=", ".join(args.configfile))
     studies, tune = tune_studies(config), tune_settings(config)
     if not args.no_costs:
-        from hdml.costs import describe, project
+        from hdml.workflow.costs import describe, project
 
         print("\n".join(describe(project(config, runs))))
     trials = f"{len(studies)} tuning studies x {tune['trials']} trials" if studies else ""
@@ -276,7 +282,7 @@ class HelpParser(argparse.ArgumentParser):
 
 def _datasets_help() -> str:
     """Every dataset and the files `--archive` takes for it (when no mirror works)."""
-    from hdml.datasets import DATASETS, dataset_names
+    from hdml.data.datasets import DATASETS, dataset_names
 
     lines = ["datasets:"]
     for name in dataset_names():
@@ -289,8 +295,8 @@ def _datasets_help() -> str:
 
 
 def _train_help() -> str:
-    from hdml.datasets import dataset_names
-    from hdml.methods import method_names
+    from hdml.data.datasets import dataset_names
+    from hdml.methods.base import method_names
 
     return (f"datasets: {', '.join(dataset_names())}\nmethods:  {', '.join(method_names())}\n"
             "Every --set key with its default and allowed values: hdml config --list [--dataset D --method M]")
@@ -432,7 +438,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("configfile", nargs="+", help="workflow config(s), later ones overriding earlier ones")
     s.add_argument("--schema", help="JSON schema (default: hdml's own, hdml/schemas/config.schema.yaml)")
     s.add_argument("--no-costs", action="store_true",
-                   help="skip the projected compute and disk (hdml/data/costs.yaml)")
+                   help="skip the projected compute and disk (hdml/resources/costs.yaml)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("status", help="runs of a workflow done, running, failed, pending, and the grid's ETA "
@@ -463,7 +469,7 @@ def configure_logging(verbosity: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging(args.verbose)
-    from hdml.config import Interrupted, TrainingDiverged
+    from hdml.core.config import Interrupted, TrainingDiverged
 
     try:
         args.func(args)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hdml.datasets.digits import prepare
-from hdml.valsplit import write_val
+from hdml.data.datasets.digits import prepare
+from hdml.data.valsplit import write_val
 
 REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = ["httpserver"]  # the `http_server` fixture of tests/httpserver.py

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from hdml.aggregate import aggregate, read_benchmark, run_key
 from hdml.cli import main
+from hdml.eval.aggregate import aggregate, read_benchmark, run_key
 
 METRICS = ["nmi", "f1", "recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision"]
 # Seed-0 value of every metric; seed s adds 0.01 * s, the test-selected checkpoint 0.05 more.
@@ -28,7 +28,7 @@ CUB_RUNS = {("npair", "default"): [0, 1, 2], ("hdml-npair", "default"): [0, 1, 2
             ("hdml-npair", "alpha=0"): [0, 1], ("hdml-npair", "alpha=30"): [0, 1], ("hdml-npair", "alpha=180"): [0, 1],
             ("hdml-npair", "lambda0=0.2"): [0, 1], ("hdml-npair", "lambda0=0.6"): [0, 1],
             ("hdml-npair", "protocol=paper"): [0, 1], ("npair", "embedding=128"): [0],
-            ("npair", "untrained"): [0, 1, 2]}  # the reference (hdml.reference): filed as method untrained
+            ("npair", "untrained"): [0, 1, 2]}  # the reference (hdml.core.reference): filed as method untrained
 DIGITS_RUNS = {("npair", "default"): [0, 1], ("triplet", "default"): [0, 1]}
 
 

@@ -19,10 +19,10 @@ import pytest
 import torch
 from torch import nn
 
-from hdml.config import default_config, merge, validate
-from hdml.hdml_method import HDMLNPair
-from hdml.methods import TFAdam, build_method
-from hdml.model import EmbeddingNet, TFBatchNorm1d, build_model
+from baselines.hdml import HDMLNPair
+from hdml.core.config import default_config, merge, validate
+from hdml.methods.base import TFAdam, build_method
+from hdml.model.embedding import EmbeddingNet, TFBatchNorm1d, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))

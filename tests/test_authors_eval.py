@@ -15,8 +15,8 @@ from sklearn.metrics import normalized_mutual_info_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from hdml import cli
-from hdml.config import build_run_config
-from hdml.metrics import evaluate, kmeans_sklearn, l2_normalise
+from hdml.core.config import build_run_config
+from hdml.eval.metrics import evaluate, kmeans_sklearn, l2_normalise
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hdml import schedule
-from hdml.config import build_run_config
+from hdml.core import schedule
+from hdml.core.config import build_run_config
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))

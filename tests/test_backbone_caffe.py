@@ -18,12 +18,18 @@ import yaml
 from torch import nn
 
 from fakedata import cub
-from hdml.backbones import CaffeGoogLeNet, TFLocalResponseNorm, build_backbone, input_normalisation, load_caffe_mat
-from hdml.config import ConfigError, build_run_config
-from hdml.data import load_splits
-from hdml.datasets import cub200
-from hdml.images import split_images
-from hdml.trainer import train_run
+from hdml.core.config import ConfigError, build_run_config
+from hdml.data.datasets import cub200
+from hdml.data.streaming import split_images
+from hdml.data.tensors import load_splits
+from hdml.model.backbones import (
+    CaffeGoogLeNet,
+    TFLocalResponseNorm,
+    build_backbone,
+    input_normalisation,
+    load_caffe_mat,
+)
+from hdml.train.trainer import train_run
 
 STEM = {"conv1/7x7_s2": (64, 3, 7, 7), "conv2/3x3_reduce": (64, 64, 1, 1), "conv2/3x3": (192, 64, 3, 3)}
 # block: input channels, outputs of 1x1, 3x3_reduce, 3x3, 5x5_reduce, 5x5, pool_proj (BVLC prototxt).

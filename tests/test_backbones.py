@@ -11,10 +11,10 @@ from torch import nn
 from torchvision import models
 
 from fakedata import cub
-from hdml import backbones
-from hdml.backbones import GlobalAvgPool, build_backbone
-from hdml.datasets import cub200
-from hdml.trainer import train_run
+from hdml.data.datasets import cub200
+from hdml.model import backbones
+from hdml.model.backbones import GlobalAvgPool, build_backbone
+from hdml.train.trainer import train_run
 
 
 def cfg(backbone: str, normalize: str = "imagenet", pretrained: bool = False, weights: str | None = None) -> dict:

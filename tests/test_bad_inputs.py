@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from hdml.cli import main
-from hdml.datasets.download import PrepareError
-from hdml.datasets.extract import check_split
+from hdml.data.datasets.download import PrepareError
+from hdml.data.datasets.extract import check_split
 
 
 def train(root: Path, out: Path, *sets: str) -> list[str]:
@@ -62,8 +62,8 @@ def test_prepare_refuses_non_integer_labels_and_shared_classes():
 @pytest.fixture
 def cached_root(digits_root, tmp_path) -> Path:
     """A copy of the digits data with a built image cache, for spoiling."""
-    from hdml.cache import build_cache
-    from hdml.datasets import get_dataset
+    from hdml.data.cache import build_cache
+    from hdml.data.datasets import get_dataset
 
     root = tmp_path / "data"
     shutil.copytree(digits_root, root)

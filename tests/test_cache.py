@@ -4,9 +4,9 @@ import shutil
 import numpy as np
 import torch
 
-from hdml.cache import build_cache, load_cached
-from hdml.data import ImageTensors, load_splits, read_split
-from hdml.trainer import train_run
+from hdml.data.cache import build_cache, load_cached
+from hdml.data.tensors import ImageTensors, load_splits, read_split
+from hdml.train.trainer import train_run
 
 
 def copy_digits(digits_root, tmp_path):
@@ -58,9 +58,9 @@ def test_training_from_cache_is_identical(digits_root, tmp_path):
 def test_too_small_disk_fails_before_writing_and_names_folder_and_bytes(digits_root, tmp_path, monkeypatch):
     import collections
 
-    from hdml.cache import cache_dir
     from hdml.cli import main
-    from hdml.disk import DiskSpaceError
+    from hdml.core.disk import DiskSpaceError
+    from hdml.data.cache import cache_dir
 
     root = copy_digits(digits_root, tmp_path)
     n = len(read_split(root, "digits"))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from hdml.cli import main
-from hdml.evaluate import save_npz
-from hdml.metrics import evaluate, l2_normalise
+from hdml.eval.evaluate import save_npz
+from hdml.eval.metrics import evaluate, l2_normalise
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ def test_metrics_npz_refuses_separate_labels(embeddings, capsys):
 @pytest.fixture()
 def trained(monkeypatch):
     """hdml train's overrides as they reach the trainer (no training)."""
-    import hdml.trainer
+    import hdml.train.trainer
 
     seen = {}
 
@@ -70,7 +70,7 @@ def trained(monkeypatch):
         seen.update(kwargs)
         return {"metrics": {}}
 
-    monkeypatch.setattr(hdml.trainer, "train_run", fake_train_run)
+    monkeypatch.setattr(hdml.train.trainer, "train_run", fake_train_run)
     monkeypatch.chdir(REPO)  # beside config/config.yaml and config/digits.yaml, as a user of the checkout
     return seen
 

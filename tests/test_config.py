@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from hdml.config import ConfigError, build_run_config, parse_sets, parse_value
+from hdml.core.config import ConfigError, build_run_config, parse_sets, parse_value
 
 
 def test_defaults_match_the_spec():
@@ -59,7 +59,7 @@ def test_set_syntax_errors():
 
 def float_keys() -> list[str]:
     """Every run-config key that holds a float (float default, or nullable float)."""
-    from hdml.config import default_config, rules_for
+    from hdml.core.config import default_config, rules_for
 
     nullable = rules_for().nullable
 
@@ -95,13 +95,13 @@ def test_yaml_exponent_without_dot_is_a_number_in_a_workflow_config(tmp_path):
     # YAML 1.1 (PyYAML, Snakemake) reads `1e-3` as a string; it is a number, as with --set.
     import yaml
 
-    from hdml.plan import validate_workflow_config
+    from hdml.workflow.plan import validate_workflow_config
 
     text = ("data_root: d\nresults_dir: r\nreport_dir: p\nseeds: [0]\n"
             "datasets: {digits: {methods: [hdml-triplet], train: {lr: 1e-3, hdml.alpha: 2e1, triplet.margin: 5E-1}}}\n")
     config = yaml.safe_load(text)
     assert config["datasets"]["digits"]["train"]["lr"] == "1e-3"  # the YAML 1.1 reading
-    run, _reference = validate_workflow_config(config)  # the run, and its untrained reference (hdml.reference)
+    run, _reference = validate_workflow_config(config)  # the run, and its untrained reference (hdml.core.reference)
     cfg = build_run_config({}, run.overrides)
     assert cfg["lr"] == 1e-3 and cfg["hdml"]["alpha"] == 20.0 and cfg["triplet"]["margin"] == 0.5
     with pytest.raises(ConfigError, match="lr: expected a number, got 'fast'"):
@@ -137,7 +137,7 @@ def test_another_methods_section_is_refused_naming_who_uses_it(override):
 
 
 def test_shared_train_settings_reach_only_the_methods_that_use_them():
-    from hdml.plan import validate_workflow_config
+    from hdml.workflow.plan import validate_workflow_config
 
     config = {"data_root": "d", "results_dir": "r", "report_dir": "p", "seeds": [0],
               "datasets": {"digits": {"methods": ["triplet", "hdml-triplet"],
@@ -153,7 +153,7 @@ def test_shared_train_settings_reach_only_the_methods_that_use_them():
 
 def test_adding_a_plugin_changes_no_other_methods_run_config(monkeypatch):
     """The checkpoint fingerprint is the run config: a new loss must leave other runs' alone."""
-    from hdml.registry import LOSSES, MetricLoss
+    from hdml.core.registry import LOSSES, MetricLoss
 
     class Extra(MetricLoss):
         name = "extra"
@@ -171,7 +171,7 @@ def test_adding_a_plugin_changes_no_other_methods_run_config(monkeypatch):
 
 
 def test_selection_val_needs_the_datasets_val_split_in_the_workflow_config():
-    from hdml.plan import validate_workflow_config
+    from hdml.workflow.plan import validate_workflow_config
 
     config = {"data_root": "d", "results_dir": "r", "report_dir": "p", "seeds": [0],
               "datasets": {"digits": {"methods": ["triplet"], "train": {"selection": "val"}}}}
@@ -187,7 +187,7 @@ def test_selection_val_needs_the_datasets_val_split_in_the_workflow_config():
 
 
 def test_val_fold_within_the_folds_and_only_with_selection_val():
-    from hdml.plan import validate_workflow_config
+    from hdml.workflow.plan import validate_workflow_config
 
     config = {"data_root": "d", "results_dir": "r", "report_dir": "p", "seeds": [0],
               "datasets": {"digits": {"methods": ["triplet"], "prepare": {"val_folds": 4},
@@ -207,8 +207,8 @@ def test_val_fold_within_the_folds_and_only_with_selection_val():
 
 def test_evaluate_test_false_only_with_selection_val_and_never_in_a_reported_run():
     """A run without test images has only its validation score to report; the report's runs need
-    their test metrics, so only tuning trials (hdml.tune) train with evaluate_test: false."""
-    from hdml.plan import validate_workflow_config
+    their test metrics, so only tuning trials (hdml.workflow.tune) train with evaluate_test: false."""
+    from hdml.workflow.plan import validate_workflow_config
 
     assert build_run_config({}, {})["evaluate_test"] is True
     assert build_run_config({}, {"selection": "val", "evaluate_test": False})["evaluate_test"] is False

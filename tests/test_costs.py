@@ -1,4 +1,4 @@
-"""Costs before a run (hdml.costs, hdml/data/costs.yaml) and overlays that narrow a grid (`only`)."""
+"""Costs before a run (hdml.workflow.costs, hdml/resources/costs.yaml) and overlays that narrow a grid (`only`)."""
 import re
 import subprocess
 import sys
@@ -8,12 +8,12 @@ import pytest
 import yaml
 
 from fakedata import REAL
-from hdml import reference
 from hdml.cli import main
-from hdml.config import ConfigError
-from hdml.costs import evaluation_points, load_costs, project, run_config
-from hdml.datasets import cub200
-from hdml.plan import read_workflow_configs, validate_workflow_config
+from hdml.core import reference
+from hdml.core.config import ConfigError
+from hdml.data.datasets import cub200
+from hdml.workflow.costs import evaluation_points, load_costs, project, run_config
+from hdml.workflow.plan import read_workflow_configs, validate_workflow_config
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
@@ -48,7 +48,7 @@ def test_projection_of_a_small_grid_by_hand():
 
 def test_evaluation_points_of_the_papers_cadence():
     """CUB under protocol code: every 500 steps to 5,000 (10), then every 46 from 5,014 to 8,004, where
-    the run stops (66): 76. SOP: steps 4,650 and 9,300, where it stops (hdml.schedule)."""
+    the run stops (66): 76. SOP: steps 4,650 and 9,300, where it stops (hdml.core.schedule)."""
     config = read_workflow_configs([PAPER])
     runs = {r.dataset: r for r in validate_workflow_config(config) if r.method == "triplet" and r.seed == 0}
     assert evaluation_points(run_config(runs["cub200"])) == 10 + 66
@@ -126,7 +126,7 @@ def test_only_narrows_variants_and_tuning_studies():
     assert {(r.dataset, r.method, r.variant) for r in runs} == {
         ("cars196", m, v) for m in ("npair", "hdml-npair") for v in ("default", "fair")} | {
         ("cars196", "npair", reference.VARIANT)}
-    from hdml.plan import tune_studies
+    from hdml.workflow.plan import tune_studies
 
     assert list(tune_studies(config)) == [("cars196", "hdml-npair"), ("cars196", "npair")]
 
@@ -155,7 +155,7 @@ def test_misspelt_method_in_a_variant_is_named_with_a_suggestion():
 @pytest.mark.slow
 def test_snakemake_plans_only_the_narrowed_runs(tmp_path, venv_env):
     """Slow (a Snakemake dry run of the paper grid, about 15 s): the jobs Snakemake plans with
-    fair-min.yaml are those hdml.costs counts, and its training jobs are exactly the planned runs."""
+    fair-min.yaml are those hdml.workflow.costs counts, and its training jobs are exactly the planned runs."""
     cmd = [str(Path(sys.executable).parent / "snakemake"), "-n", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
            "--configfile", PAPER, FAIR, FAIR_MIN, "--cores", "2"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=venv_env, timeout=600)
@@ -174,4 +174,4 @@ def test_the_cost_figures_are_package_data():
     import tomllib
 
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hdml"]
-    assert any(Path("data/costs.yaml").match(pattern) for pattern in data)
+    assert any(Path("resources/costs.yaml").match(pattern) for pattern in data)

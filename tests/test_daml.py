@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from baselines.daml import DAMLMethod, generator_losses
-from hdml.config import ConfigError, default_config, merge, validate
-from hdml.methods import build_method, config_sections
+from hdml.core.config import ConfigError, default_config, merge, validate
+from hdml.methods.base import build_method, config_sections
 from tiny_methods import NPAIR_LABELS, TRIPLET_LABELS, params, same, tiny_batch, tiny_method
 
 BATCHES = {"daml-triplet": TRIPLET_LABELS, "daml-npair": NPAIR_LABELS}
@@ -211,7 +211,7 @@ def test_eval_features_switch_to_the_discriminator_once_it_has_trained() -> None
 def test_the_trainer_evaluates_what_eval_features_returns(carved_root, tmp_path, monkeypatch) -> None:
     """Every embedding the trainer evaluates (test and, with selection val, validation) goes
     through the method's `eval_features`; a method without one (triplet) embeds with the model."""
-    import hdml.trainer as trainer
+    import hdml.train.trainer as trainer
 
     seen: list[object] = []
     real_embed = trainer.embed
@@ -332,7 +332,7 @@ def test_the_codes_procedure_is_a_run_config() -> None:
     """The DAML code's run (main_triplet.py:26-27, train_eval.py:119-127): 100 epochs of 60 steps,
     the test set evaluated after each, the best test NMI kept, the first 20 epochs a warm-up, as
     the override the ledger names."""
-    from hdml.schedule import eval_due
+    from hdml.core.schedule import eval_due
 
     method = tiny("daml-triplet", {"steps": 6000, "eval_every": 60, "eval_every_late": 0, "selection": "test",
                                    "selection_metric": "nmi", "daml.warmup": 0.2})
@@ -350,7 +350,7 @@ def test_config_section_and_checks() -> None:
 
 @pytest.mark.parametrize("name,labels", [("daml-triplet", [0, 1, 0, 1, 1, 0]), ("daml-npair", [0, 1, 0, 1])])
 def test_one_step_on_a_random_googlenet(name: str, labels: list[int]) -> None:
-    from hdml.model import build_model
+    from hdml.model.embedding import build_model
 
     torch.manual_seed(0)
     cfg = default_config()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hdml.data import BatchTransform, ImageTensors, read_split
+from hdml.data.tensors import BatchTransform, ImageTensors, read_split
 
 
 def test_digits_split_is_zero_shot(digits_root):

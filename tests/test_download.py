@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from hdml.datasets.download import PrepareError, confirm_url, credentials_hint, download, fetch
+from hdml.data.datasets.download import PrepareError, confirm_url, credentials_hint, download, fetch
 from httpserver import FileServer
 
 BODY = random.Random(0).randbytes(300_000)
@@ -146,8 +146,8 @@ def test_fetch_local_archive_checks_md5_and_official_flag(tmp_path):
 
 
 def test_footprint_counts_rest_of_archive_its_extraction_and_margin():
-    from hdml.datasets.download import Footprint
-    from hdml.disk import MARGIN
+    from hdml.core.disk import MARGIN
+    from hdml.data.datasets.download import Footprint
 
     size = Footprint(archive=1000, extracted=3000)
     assert size.needed(1000, 0) == 1000 + 3000 + MARGIN  # the published archive
@@ -160,8 +160,8 @@ def test_too_small_disk_stops_download_before_writing(http_server: FileServer, t
     import collections
     import shutil
 
-    from hdml.datasets.download import Footprint
-    from hdml.disk import MARGIN, DiskSpaceError
+    from hdml.core.disk import MARGIN, DiskSpaceError
+    from hdml.data.datasets.download import Footprint
 
     url = http_server.add("/a.bin", BODY, length=length)
     size = Footprint(archive=len(BODY) * 2, extracted=len(BODY) * 4)

@@ -1,4 +1,4 @@
-"""Final models per fold (hdml.ensemble): separated = the mean of the fold models' metrics,
+"""Final models per fold (hdml.eval.ensemble): separated = the mean of the fold models' metrics,
 concatenated = their per-model L2-normalised embeddings joined (4 x 128 = 512-d), checked against a
 hand-built 512-d embedding; and the plan, DAG and aggregate around them."""
 import json
@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from hdml.aggregate import RUNS_COLUMNS, aggregate, read_long
-from hdml.ensemble import concatenate, ensemble_run, mean_metrics
-from hdml.evaluate import Embeddings
-from hdml.metrics import evaluate
-from hdml.plan import plan_runs, read_workflow_configs, validate_workflow_config
+from hdml.eval.aggregate import RUNS_COLUMNS, aggregate, read_long
+from hdml.eval.ensemble import concatenate, ensemble_run, mean_metrics
+from hdml.eval.evaluate import Embeddings
+from hdml.eval.metrics import evaluate
+from hdml.workflow.plan import plan_runs, read_workflow_configs, validate_workflow_config
 
 
 def fold_models(tmp_path, folds=4, dim=128, n=60, classes=6, seed=0):
@@ -113,7 +113,7 @@ def test_a_folds_variant_plans_one_run_per_fold_and_seed():
     (lambda c: c["tune"].update(folds=5), "tune.folds 5, but datasets.glyphs.prepare.val_folds makes 4 folds"),
 ])
 def test_bad_fold_settings_are_config_errors(edit, message):
-    from hdml.config import ConfigError
+    from hdml.core.config import ConfigError
 
     config = read_workflow_configs(["config/config.yaml"])
     edit(config)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from fakedata import write_tgz, write_zip
-from hdml.datasets import extract as extract_module
-from hdml.datasets.download import PrepareError
-from hdml.datasets.extract import GB, Budget, safe_extract
+from hdml.data.datasets import extract as extract_module
+from hdml.data.datasets.download import PrepareError
+from hdml.data.datasets.extract import GB, Budget, safe_extract
 
 shutil_usage = namedtuple("shutil_usage", "total used free")
 
@@ -232,7 +232,7 @@ def test_archive_larger_than_the_free_disk_is_refused(tmp_path: Path, monkeypatc
     into.mkdir()
     monkeypatch.setattr(extract_module.shutil, "disk_usage",
                         lambda p: shutil_usage(total=1 << 40, used=0, free=1 << 20))
-    from hdml.disk import MARGIN, DiskSpaceError
+    from hdml.core.disk import MARGIN, DiskSpaceError
 
     with pytest.raises(DiskSpaceError, match=rf"extracting x.zip .*needs {1000 + MARGIN:,} bytes .* "
                                              rf"only 1,048,576 bytes .* refusing to extract"):
@@ -242,7 +242,7 @@ def test_archive_larger_than_the_free_disk_is_refused(tmp_path: Path, monkeypatc
 
 def test_prepare_refuses_a_bomb_over_the_datasets_limit(tmp_path: Path, monkeypatch, capsys):
     from hdml.cli import main
-    from hdml.datasets import cub200
+    from hdml.data.datasets import cub200
 
     monkeypatch.setattr(cub200, "MAX_EXTRACTED", 16 << 20)
     archive = zeros_tgz(tmp_path / "CUB_200_2011.tgz", 8, 8 << 20)

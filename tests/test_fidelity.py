@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from hdml.config import default_config, merge, validate
-from hdml.generator import recon_loss, soft_loss
-from hdml.hdml_method import HDMLNPair, HDMLTriplet
-from hdml.methods import build_method
-from hdml.model import EmbeddingNet
+from baselines.hdml import HDMLNPair, HDMLTriplet
+from baselines.hdml_generator import recon_loss, soft_loss
+from hdml.core.config import default_config, merge, validate
+from hdml.methods.base import build_method
+from hdml.model.embedding import EmbeddingNet
 
 
 def np_ce(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -134,7 +134,7 @@ def test_every_batchnorm_of_head_and_generator_runs_tensorflow_settings() -> Non
 
 
 def eval_steps(**sets) -> list[int]:
-    from hdml.schedule import eval_due
+    from hdml.core.schedule import eval_due
 
     cfg = default_config()
     merge(cfg, sets)
@@ -159,7 +159,7 @@ LABELS = np.repeat(np.arange(30), 3)
 
 
 def triplet_batch(kind: str, batch_size: int = 30, labels: np.ndarray = LABELS, seed: int = 0) -> np.ndarray:
-    from hdml.samplers import build_sampler
+    from hdml.data.samplers import build_sampler
 
     cfg = {"batch_size": batch_size, "images_per_class": 2, "triplet_sampler": kind}
     return build_sampler("triplet", labels, cfg, torch.Generator().manual_seed(seed))
@@ -182,7 +182,7 @@ def test_independent_triplets_repeat_classes_and_distinct_needs_enough_classes()
     few = np.repeat(np.arange(5), 4)
     with pytest.raises(ValueError, match="triplet_sampler"):
         triplet_batch("distinct", 30, few)
-    from hdml.datasets import get_dataset
+    from hdml.data.datasets import get_dataset
 
     assert get_dataset("digits").run_defaults["triplet_sampler"] == "independent"
 
@@ -194,9 +194,9 @@ def test_paper_protocol_variant_fixes_one_beta_and_one_learning_rate() -> None:
 
     import yaml
 
-    from hdml.config import build_run_config
-    from hdml.datasets import get_dataset
-    from hdml.plan import validate_workflow_config
+    from hdml.core.config import build_run_config
+    from hdml.data.datasets import get_dataset
+    from hdml.workflow.plan import validate_workflow_config
 
     cfg = yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text())
     runs = [r for r in validate_workflow_config(cfg) if r.variant == "protocol=paper"]
@@ -218,7 +218,7 @@ def separated(n_clusters: int = 12, per: int = 5, seed: int = 0) -> tuple[np.nda
 def test_clustering_as_the_authors_finds_separated_clusters_where_one_lloyd_run_does_not() -> None:
     """60 points in 12 perfectly separated clusters: k-means++ with 10 restarts (sklearn's KMeans,
     evaluation.py:20) finds them; one Lloyd run from sampled points (faiss, PML) does not."""
-    from hdml.metrics import evaluate
+    from hdml.eval.metrics import evaluate
 
     x, labels = separated()
     for seed in range(3):
@@ -237,7 +237,7 @@ def test_kmeans_restarts_matches_sklearn_kmeans_quality_and_is_seeded() -> None:
     is within 1% of sklearn's (another random stream, so not equal), and a seed fixes it."""
     from sklearn.cluster import KMeans
 
-    from hdml.metrics import kmeans_restarts
+    from hdml.eval.metrics import kmeans_restarts
 
     x = np.random.default_rng(1).standard_normal((600, 8)).astype(np.float32)
 
@@ -262,9 +262,9 @@ def test_the_clustering_is_chosen_per_dataset_in_the_paper_grid() -> None:
 
     import yaml
 
-    from hdml.config import build_run_config
-    from hdml.datasets import get_dataset
-    from hdml.plan import validate_workflow_config
+    from hdml.core.config import build_run_config
+    from hdml.data.datasets import get_dataset
+    from hdml.workflow.plan import validate_workflow_config
 
     cfg = yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text())
     cfg["datasets"]["sop"]["train"]["eval_kmeans"] = "faiss"
@@ -278,7 +278,7 @@ def test_run_config_chooses_the_clustering() -> None:
     merge(cfg, {"eval_kmeans": "faiss"})
     validate(cfg)
     merge(cfg, {"eval_kmeans": "lloyd"})
-    from hdml.config import ConfigError
+    from hdml.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="eval_kmeans"):
         validate(cfg)
@@ -287,7 +287,7 @@ def test_run_config_chooses_the_clustering() -> None:
 def test_weight_decay_covers_weights_and_biases_but_not_batchnorm() -> None:
     """main_npair.py:60-65: Regular_factor * sum of tf.nn.l2_loss (sum(v^2) / 2) over every trainable
     variable of the metric network whose name lacks "batch_normalization": biases included."""
-    from hdml.methods import weight_penalty
+    from hdml.methods.base import weight_penalty
 
     torch.manual_seed(0)
     model = EmbeddingNet(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 12)), 12, 4)
@@ -342,7 +342,7 @@ def test_ledger_citations_resolve() -> None:
 
 # The three kinds of table hdml/fidelity.md holds: HDML's ledger (first), DAML's (the same columns,
 # further down) and the five-column tables of DDML and Multi-Similarity (no proof, no status).
-GOOD_SUITE, GOOD_TEST = "`hdml/augmentor.py::pull`", "`tests/test_fidelity.py::test_ledger_citations_resolve`"
+GOOD_SUITE, GOOD_TEST = "`baselines/hdml_augmentor.py::pull`", "`tests/test_fidelity.py::test_ledger_citations_resolve`"
 TABLES = {
     "hdml": ("| element | paper | authors' code (fa03ef0) | suite, protocol code | suite, protocol paper | test "
              "| proof | status |\n|---|---|---|---|---|---|---|---|\n"
@@ -358,7 +358,7 @@ TABLES = {
 def synthetic_ledger(path, bad_kind: str, suite: str, test: str) -> int:
     """A ledger with one table of each kind, good citations everywhere but in `bad_kind`'s row;
     returns that row's line."""
-    text, line = "# Ledger\n\nProse with `hdml/augmentor.py` (a bare path is fine in prose).\n", 0
+    text, line = "# Ledger\n\nProse with `baselines/hdml_augmentor.py` (a bare path is fine in prose).\n", 0
     for kind, table in TABLES.items():
         text += f"\n## {kind}\n\n"
         if kind == bad_kind:
@@ -373,21 +373,22 @@ def synthetic_ledger(path, bad_kind: str, suite: str, test: str) -> int:
 CASES = [
     # what resolves
     (GOOD_SUITE, GOOD_TEST, None),
-    ("`hdml/methods.py::MilestoneLR.get_lr`, `baselines/daml.py::DAMLMethod.eval_features`", "-", None),
+    ("`hdml/methods/base.py::MilestoneLR.get_lr`, `baselines/daml.py::DAMLMethod.eval_features`", "-", None),
     ("`config/paper.yaml::datasets.sop.train.hdml.gen_lr`", "-", None),
-    ("`hdml/augmentor.py::pull` as torchvision `models/googlenet.py:207` does", "-", None),
+    ("`baselines/hdml_augmentor.py::pull` as torchvision `models/googlenet.py:207` does", "-", None),
     ("-", "`tests/test_training.py::test_method_trains_and_its_loss_falls[ddml]`, `::test_same_seed_same_result`",
      None),
     ("-", "`tests/test_loss_triplet.py` (the whole file)", None),
     # what does not
     ("`hdml/no_such_module.py::pull`", GOOD_TEST, "hdml/no_such_module.py does not exist"),
-    ("`hdml/augmentor.py::no_such_function`", GOOD_TEST, "hdml/augmentor.py defines no no_such_function"),
-    ("`hdml/methods.py::MilestoneLR.no_such_method`", GOOD_TEST, "defines no MilestoneLR.no_such_method"),
+    ("`baselines/hdml_augmentor.py::no_such_function`", GOOD_TEST,
+     "baselines/hdml_augmentor.py defines no no_such_function"),
+    ("`hdml/methods/base.py::MilestoneLR.no_such_method`", GOOD_TEST, "defines no MilestoneLR.no_such_method"),
     ("`baselines/daml.py::DAMLNPair.eval_features`", GOOD_TEST, "defines no DAMLNPair.eval_features"),  # inherited
-    ("`hdml/augmentor.py:24-56`", GOOD_TEST, "`hdml/augmentor.py:24-56` cites a line"),
+    ("`baselines/hdml_augmentor.py:24-56`", GOOD_TEST, "`baselines/hdml_augmentor.py:24-56` cites a line"),
     ("baselines/ddml.py:67 (unquoted)", GOOD_TEST, "`baselines/ddml.py:67` cites a line"),
     ("multisimilarity.py:46", GOOD_TEST, "`multisimilarity.py:46` is the suite's baselines/multisimilarity.py"),
-    ("`hdml/augmentor.py`", GOOD_TEST, "`hdml/augmentor.py` cites no symbol"),
+    ("`baselines/hdml_augmentor.py`", GOOD_TEST, "`baselines/hdml_augmentor.py` cites no symbol"),
     ("`config/paper.yaml::datasets.sop.train.no_key`", GOOD_TEST, "has no key datasets.sop.train.no_key"),
     ("`lib/HDML.py::genSoftmax`", GOOD_TEST, "is not a path of this repository"),
     (GOOD_SUITE, "`tests/test_fidelity.py::test_that_does_not_exist`", "has no test test_that_does_not_exist"),
@@ -416,10 +417,10 @@ def test_unresolved_citations_are_named_in_every_kind_of_table(tmp_path, kind, s
 
 
 @pytest.mark.parametrize("prose, problem", [
-    ("`hdml/augmentor.py` and augmentor's `pull` (`lib/HDML.py:17-29`)", None),
+    ("`baselines/hdml_augmentor.py` and augmentor's `pull` (`lib/HDML.py:17-29`)", None),
     ("pinned by tests/test_fidelity.py::test_ledger_citations_resolve and `::test_recon_scale_per_protocol`", None),
-    ("see `hdml/augmentor.py::gone`", "hdml/augmentor.py defines no gone"),
-    ("see hdml/augmentor.py:24", "`hdml/augmentor.py:24` cites a line"),
+    ("see `baselines/hdml_augmentor.py::gone`", "baselines/hdml_augmentor.py defines no gone"),
+    ("see baselines/hdml_augmentor.py:24", "`baselines/hdml_augmentor.py:24` cites a line"),
     ("pinned by tests/test_fidelity.py::test_gone", "tests/test_fidelity.py defines no test_gone"),
     ("(::test_worked_example matches it)", "follows no file"),
     ("see `hdml/gone.py`", "hdml/gone.py does not exist"),

@@ -9,11 +9,21 @@ import pandas as pd
 import pytest
 from fontTools.ttLib import TTFont
 
-from hdml.datasets import get_dataset
-from hdml.datasets.glyphs import CHARACTERS, FACES, PER_CLASS, SIDE, TEST_CLASSES, faces_for, font_dir, images, prepare
-from hdml.labels import check_labels
-from hdml.trainer import train_run
-from hdml.valsplit import write_val
+from hdml.data.datasets import get_dataset
+from hdml.data.datasets.glyphs import (
+    CHARACTERS,
+    FACES,
+    PER_CLASS,
+    SIDE,
+    TEST_CLASSES,
+    faces_for,
+    font_dir,
+    images,
+    prepare,
+)
+from hdml.data.labels import check_labels
+from hdml.data.valsplit import write_val
+from hdml.train.trainer import train_run
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from hdml.config import build_run_config
-from hdml.data import BatchTransform
-from hdml.model import build_model
-from hdml.trainer import place_model, set_determinism, train_run
+from hdml.core.config import build_run_config
+from hdml.data.tensors import BatchTransform
+from hdml.model.embedding import build_model
+from hdml.train.trainer import place_model, set_determinism, train_run
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -83,7 +83,7 @@ def test_torch_search_on_cuda_equals_faiss_on_the_cpu():
     data, and the metrics agree: retrieval exactly, clustering up to near-ties."""
     import faiss
 
-    from hdml import metrics
+    from hdml.eval import metrics
     from test_metrics_torch import clustered
 
     rng = np.random.default_rng(0)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hdml.aggregate import aggregate
 from hdml.cli import main
+from hdml.eval.aggregate import aggregate
 from test_aggregate import write_run
 
 # Markup, quotes, an ampersand and a shell substitution: nothing of it may act in the page.
@@ -151,7 +151,7 @@ def body(seed: int) -> bytes:
 
 
 def test_a_partial_download_is_never_resumed_from_another_mirror(http_server, tmp_path):
-    from hdml.datasets.download import download
+    from hdml.data.datasets.download import download
 
     a = http_server.add("/a/x.bin", body(1), drop_after=100_000, drops=5)
     b = http_server.add("/b/x.bin", body(2))  # another version of the file: no checksum tells them apart
@@ -162,7 +162,7 @@ def test_a_partial_download_is_never_resumed_from_another_mirror(http_server, tm
 
 
 def test_a_changed_validator_restarts_from_zero(http_server, tmp_path):
-    from hdml.datasets.download import PrepareError, download
+    from hdml.data.datasets.download import PrepareError, download
 
     url = http_server.add("/x.bin", body(1), drop_after=100_000, drops=1, headers={"ETag": '"v1"'})
     with pytest.raises(PrepareError):
@@ -176,7 +176,7 @@ def test_a_changed_validator_restarts_from_zero(http_server, tmp_path):
 def test_a_checksum_failing_after_a_resume_restarts_from_zero_once(http_server, tmp_path):
     import hashlib
 
-    from hdml.datasets.download import PrepareError, download
+    from hdml.data.datasets.download import PrepareError, download
 
     url = http_server.add("/x.bin", body(1), drop_after=100_000, drops=1)  # no validators at all
     want = hashlib.md5(body(2)).hexdigest()
@@ -190,7 +190,7 @@ def test_a_checksum_failing_after_a_resume_restarts_from_zero_once(http_server, 
 @pytest.mark.parametrize("action, why", [("file:///etc/hostname", r"only http\(s\) is followed"),
                                          ("http://elsewhere.invalid/x", "not a host of this dataset's mirrors")])
 def test_a_confirm_page_is_followed_only_to_http_on_the_datasets_hosts(http_server, tmp_path, action, why):
-    from hdml.datasets.download import PrepareError, download
+    from hdml.data.datasets.download import PrepareError, download
 
     page = (f'<form action="{action}" method="get"><input type="hidden" name="confirm" value="t"></form>').encode()
     url = http_server.add("/uc", page, content_type="text/html")
@@ -202,7 +202,7 @@ def test_a_confirm_page_is_followed_only_to_http_on_the_datasets_hosts(http_serv
 def test_the_opener_speaks_http_only(tmp_path):
     from urllib.error import URLError
 
-    from hdml.datasets.download import opener
+    from hdml.data.datasets.download import opener
 
     (tmp_path / "secret").write_text("x")
     with pytest.raises(URLError, match="unknown url type"):
@@ -210,7 +210,7 @@ def test_the_opener_speaks_http_only(tmp_path):
 
 
 def test_a_server_declaring_no_length_is_cut_off(http_server, tmp_path):
-    from hdml.datasets.download import Footprint, PrepareError, download
+    from hdml.data.datasets.download import Footprint, PrepareError, download
 
     url = http_server.add("/x.bin", body(1), length=False)
     with pytest.raises(PrepareError, match="more than 100,000 bytes without declaring its length"):
@@ -272,7 +272,7 @@ def test_the_summary_names_a_malformed_metrics_table_and_goes_on(tmp_path, capsy
 
 def study_db(folder: Path) -> Path:
     """A real study.db of one complete trial (Optuna's SQLite storage), as `hdml tune trial` leaves it."""
-    from hdml.tune import DB, Spec, locked, open_study
+    from hdml.workflow.tune import DB, Spec, locked, open_study
 
     with locked(folder):
         study = open_study(folder, Spec("digits", "triplet", "map@r", 0, 1))
@@ -344,8 +344,8 @@ def sandbox(tmp_path_factory, digits_root) -> dict:
     import numpy as np
     import yaml
 
-    from hdml.evaluate import Embeddings
-    from hdml.io import write_json
+    from hdml.core.io import write_json
+    from hdml.eval.evaluate import Embeddings
 
     root = tmp_path_factory.mktemp("sandbox")
     folder = status_folder(root)
@@ -388,7 +388,7 @@ def commands(s: dict, name: str) -> list[tuple[list[str], tuple[int, ...], Path]
 @pytest.mark.parametrize("name", ["progress.json", "metrics.json", "evaluation.json", "metrics.csv", "runs.csv",
                                   "study.db", "embeddings.npz"])
 def test_junk_in_any_state_file_is_exit_0_or_2_never_a_traceback(sandbox, capsys, name):
-    from hdml import progress
+    from hdml.train import progress
 
     saved = {path: path.read_bytes() if path.exists() else None for _, _, path in commands(sandbox, name)}
     for i, content in enumerate(junk(name, 0)):
@@ -425,9 +425,9 @@ def mat_junk() -> dict[str, bytes]:
 
 @pytest.mark.parametrize("kind", list(mat_junk()))
 def test_an_empty_or_tiny_mat_file_is_a_clear_error(tmp_path, kind):
-    from hdml.backbones import CaffeGoogLeNet, load_caffe_mat
-    from hdml.datasets.cars196 import read_annotations
-    from hdml.datasets.download import PrepareError
+    from hdml.data.datasets.cars196 import read_annotations
+    from hdml.data.datasets.download import PrepareError
+    from hdml.model.backbones import CaffeGoogLeNet, load_caffe_mat
 
     path = tmp_path / "x.mat"
     path.write_bytes(mat_junk()[kind])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hdml.augmentor import augment_npair_tile, augment_triplets, hardness
+from baselines.hdml_augmentor import augment_npair_tile, augment_triplets, hardness
 
 
 def test_hardness_is_one_minus_exp_of_alpha_over_javg() -> None:

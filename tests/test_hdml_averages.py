@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from hdml.config import default_config, merge, validate
-from hdml.hdml_method import BlockAverage, HDMLTriplet, metric_weight
-from hdml.methods import build_method
-from hdml.model import EmbeddingNet
+from baselines.hdml import BlockAverage, HDMLTriplet, metric_weight
+from hdml.core.config import default_config, merge, validate
+from hdml.methods.base import build_method
+from hdml.model.embedding import EmbeddingNet
 
 LABELS = torch.tensor([0, 1, 2, 0] * 2 + [1, 2, 0, 2])  # 4 triplets: [anchors; positives; negatives]
 

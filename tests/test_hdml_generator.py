@@ -9,8 +9,8 @@ import torch
 from sklearn.metrics import log_loss
 from torch import nn
 
-from hdml.generator import Generator, classifier, gen_loss, recon_loss, soft_loss
-from hdml.model import TFBatchNorm1d
+from baselines.hdml_generator import Generator, classifier, gen_loss, recon_loss, soft_loss
+from hdml.model.embedding import TFBatchNorm1d
 
 
 def test_generator_architecture() -> None:

@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.hdml import HDMLMethod, HDMLNPair, HDMLTriplet
+from baselines.hdml_augmentor import augment_npair_tile, augment_triplets
 from baselines.triplet import TripletLoss
-from hdml.augmentor import augment_npair_tile, augment_triplets
-from hdml.config import ConfigError, default_config, merge, validate
-from hdml.hdml_method import HDMLMethod, HDMLNPair, HDMLTriplet
-from hdml.methods import build_method, method_names
-from hdml.model import EmbeddingNet
-from hdml.trainer import train_run
+from hdml.core.config import ConfigError, default_config, merge, validate
+from hdml.methods.base import build_method, method_names
+from hdml.model.embedding import EmbeddingNet
+from hdml.train.trainer import train_run
 
 LABELS = {"hdml-triplet": torch.tensor([0, 1, 2, 0] * 2 + [1, 2, 0, 2]), "hdml-npair": torch.tensor([0, 1, 2] * 2)}
 VARIANTS = sorted(LABELS)
@@ -227,7 +227,7 @@ def test_one_npair_step_on_a_random_googlenet() -> None:
     merge(cfg, {"backbone": "googlenet", "pretrained": False, "embedding_dim": 16, "batch_size": 4,
                 "hdml.gen_hidden": 32})
     validate(cfg)
-    from hdml.model import build_model
+    from hdml.model.embedding import build_model
 
     model = build_model(cfg, 3)
     assert model.feature_dim == 1024

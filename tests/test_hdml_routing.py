@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from hdml.hdml_method import HDMLMethod
+from baselines.hdml import HDMLMethod
 from tiny_methods import NPAIR_LABELS, TRIPLET_LABELS, params, same, tiny_batch, tiny_method
 
 BATCHES = {"hdml-triplet": TRIPLET_LABELS, "hdml-npair": NPAIR_LABELS}

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fakedata import cub, jpeg
-from hdml.data import BatchTransform, ImageTensors
-from hdml.datasets import cub200
-from hdml.images import ImageTransform, SplitImages, split_images
+from hdml.data.datasets import cub200
+from hdml.data.streaming import ImageTransform, SplitImages, split_images
+from hdml.data.tensors import BatchTransform, ImageTensors
 
 CPU = torch.device("cpu")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hdml.io import write_json, write_text, write_with
+from hdml.core.io import write_json, write_text, write_with
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664), (0o077, 0o600)])

@@ -6,8 +6,8 @@ import shutil
 import optuna
 import pytest
 
-import hdml.trainer
-from hdml.tune import Spec, fold_mean, run_trial, write_best
+import hdml.train.trainer
+from hdml.workflow.tune import Spec, fold_mean, run_trial, write_best
 
 # Hand-chosen fold scores: the trial's score must be their mean, (0.50 + 0.70 + 0.30 + 0.90) / 4 = 0.60.
 FOLD_SCORES = {0: 0.50, 1: 0.70, 2: 0.30, 3: 0.90}
@@ -34,7 +34,7 @@ def test_fold_mean_is_the_plain_mean_and_none_if_a_fold_diverged():
 def test_a_trial_is_told_the_mean_of_its_folds_once_all_are_scored(tmp_path, monkeypatch):
     spec, study = Spec("digits", "triplet", "map@r", 0, 2, folds=4), tmp_path / "study"
     calls = []
-    monkeypatch.setattr(hdml.trainer, "train_run", by_fold(calls))
+    monkeypatch.setattr(hdml.train.trainer, "train_run", by_fold(calls))
     for fold in (2, 0, 3):  # folds finish in any order; three of four: not told yet
         record = run_trial(study, spec, 0, root="unused", overrides={"steps": 4}, fold=fold)
         assert (record["fold"], record["value"]) == (fold, FOLD_SCORES[fold])
@@ -57,7 +57,7 @@ def test_a_trial_is_told_the_mean_of_its_folds_once_all_are_scored(tmp_path, mon
 
 
 def test_a_diverged_fold_fails_its_trial(tmp_path, monkeypatch):
-    from hdml.config import TrainingDiverged
+    from hdml.core.config import TrainingDiverged
 
     spec = Spec("digits", "triplet", "map@r", 0, 2, folds=2)
 
@@ -66,20 +66,20 @@ def test_a_diverged_fold_fails_its_trial(tmp_path, monkeypatch):
             raise TrainingDiverged("NaN")
         return {"selection": {"score": 0.5}}
 
-    monkeypatch.setattr(hdml.trainer, "train_run", diverges_on_fold_1)
+    monkeypatch.setattr(hdml.train.trainer, "train_run", diverges_on_fold_1)
     run_trial(tmp_path, spec, 0, root="unused", overrides={}, fold=0)
     assert run_trial(tmp_path, spec, 0, root="unused", overrides={}, fold=1)["outcome"] == "diverged"
     assert [t.state.name for t in stored(tmp_path)] == ["FAIL"]
     with pytest.raises(ValueError, match="all 1 trials diverged"):
         write_best(tmp_path, 1)
     shutil.rmtree(tmp_path / "trial0" / "fold0")  # a lost fold of a failed trial is not trained again
-    monkeypatch.setattr(hdml.trainer, "train_run", lambda **kwargs: pytest.fail("trained a failed trial's fold"))
+    monkeypatch.setattr(hdml.train.trainer, "train_run", lambda **kwargs: pytest.fail("trained a failed trial's fold"))
     assert run_trial(tmp_path, spec, 0, root="unused", overrides={}, fold=0)["outcome"] == "skipped"
 
 
 def test_a_lost_fold_of_a_complete_trial_is_trained_again_not_given_the_mean(tmp_path, monkeypatch):
     spec, calls = Spec("digits", "triplet", "map@r", 0, 2, folds=2), []
-    monkeypatch.setattr(hdml.trainer, "train_run", by_fold(calls))
+    monkeypatch.setattr(hdml.train.trainer, "train_run", by_fold(calls))
     for fold in (0, 1):
         run_trial(tmp_path, spec, 0, root="unused", overrides={}, fold=fold)
     shutil.rmtree(tmp_path / "trial0" / "fold1")
@@ -88,13 +88,13 @@ def test_a_lost_fold_of_a_complete_trial_is_trained_again_not_given_the_mean(tmp
 
 
 def test_best_yaml_tells_a_trial_whose_last_fold_died_before_telling(tmp_path, monkeypatch):
-    import hdml.tune
+    import hdml.workflow.tune
 
     spec = Spec("digits", "triplet", "map@r", 0, 2, folds=2)
-    monkeypatch.setattr(hdml.trainer, "train_run", by_fold([]))
+    monkeypatch.setattr(hdml.train.trainer, "train_run", by_fold([]))
     run_trial(tmp_path, spec, 0, root="unused", overrides={}, fold=0)
     with monkeypatch.context() as m:  # the last fold's job dies after writing its record, before telling
-        m.setattr(hdml.tune, "_finish", lambda *args: None)
+        m.setattr(hdml.workflow.tune, "_finish", lambda *args: None)
         run_trial(tmp_path, spec, 0, root="unused", overrides={}, fold=1)
     assert [t.state.name for t in stored(tmp_path)] == ["RUNNING"]
     assert write_best(tmp_path, 1)["value"] == pytest.approx((0.50 + 0.70) / 2, abs=1e-12)
@@ -106,9 +106,9 @@ def test_a_fold_outside_the_study_is_refused(tmp_path):
 
 
 def test_k_fold_and_one_fold_studies_are_not_mixed(tmp_path, monkeypatch):
-    from hdml.config import ConfigError
+    from hdml.core.config import ConfigError
 
-    monkeypatch.setattr(hdml.trainer, "train_run", by_fold([]))
+    monkeypatch.setattr(hdml.train.trainer, "train_run", by_fold([]))
     run_trial(tmp_path, Spec("digits", "triplet", "map@r", 0, 2, folds=2), 0, root="unused", overrides={})
     with pytest.raises(ConfigError, match="made for other settings"):
         run_trial(tmp_path, Spec("digits", "triplet", "map@r", 0, 2), 1, root="unused", overrides={})

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from hdml.data import BatchTransform, ImageTensors
-from hdml.loader import BatchLoader
-from hdml.samplers import build_sampler
-from hdml.trainer import train_run
+from hdml.data.loader import BatchLoader
+from hdml.data.samplers import build_sampler
+from hdml.data.tensors import BatchTransform, ImageTensors
+from hdml.train.trainer import train_run
 
 CPU = torch.device("cpu")
 LABELS = np.repeat(np.arange(12), 5)

@@ -14,7 +14,7 @@ from pytorch_metric_learning.losses import AngularLoss as PMLAngular
 from pytorch_metric_learning.losses import NPairsLoss
 from pytorch_metric_learning.regularizers import LpRegularizer
 
-from hdml.registry import get_loss
+from hdml.core.registry import get_loss
 
 Loss = get_loss("angular")
 NPair = get_loss("npair")

@@ -10,7 +10,7 @@ from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.losses import ContrastiveLoss as PMLContrastive
 from pytorch_metric_learning.reducers import DoNothingReducer
 
-from hdml.registry import get_loss
+from hdml.core.registry import get_loss
 from loss_cases import BAD_M_PER_CLASS_BATCHES
 
 Loss = get_loss("contrastive")

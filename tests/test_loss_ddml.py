@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from hdml.config import ConfigError, build_run_config
-from hdml.registry import get_loss
+from hdml.core.config import ConfigError, build_run_config
+from hdml.core.registry import get_loss
 from loss_cases import BAD_M_PER_CLASS_BATCHES
 
 Loss = get_loss("ddml")
@@ -162,9 +162,9 @@ def test_run_config_knows_the_ddml_section():
 
 
 def test_one_step_on_a_random_googlenet():
-    from hdml.config import default_config, merge, validate
-    from hdml.methods import build_method
-    from hdml.model import build_model
+    from hdml.core.config import default_config, merge, validate
+    from hdml.methods.base import build_method
+    from hdml.model.embedding import build_model
 
     torch.manual_seed(0)
     cfg = default_config()
@@ -202,9 +202,9 @@ def test_the_papers_regulariser_is_the_suites_weight_decay():
     """DDML's lambda/2 sum ||W||_F^2 is `weight_decay`: a step's objective is the DDML loss plus
     weight_decay/2 times the squared conv and linear weights and biases (as DDML's ||W||^2 + ||b||^2),
     computed independently here."""
-    from hdml.config import default_config, merge, validate
-    from hdml.methods import build_method
-    from hdml.model import build_model
+    from hdml.core.config import default_config, merge, validate
+    from hdml.methods.base import build_method
+    from hdml.model.embedding import build_model
 
     cfg = default_config()
     merge(cfg, {"backbone": "smallcnn", "pretrained": False, "embedding_dim": 8, "weight_decay": 0.01})

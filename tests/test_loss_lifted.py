@@ -10,7 +10,7 @@ import torch
 from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.losses import GeneralizedLiftedStructureLoss, LiftedStructureLoss
 
-from hdml.registry import get_loss
+from hdml.core.registry import get_loss
 
 Loss = get_loss("lifted")
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from pytorch_metric_learning import losses, miners
 
-from hdml.config import ConfigError, build_run_config
-from hdml.registry import get_loss
+from hdml.core.config import ConfigError, build_run_config
+from hdml.core.registry import get_loss
 from loss_cases import BAD_M_PER_CLASS_BATCHES
 
 Loss = get_loss("multisimilarity")

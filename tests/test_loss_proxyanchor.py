@@ -12,10 +12,10 @@ import torch
 from pytorch_metric_learning.losses import ProxyAnchorLoss as PMLProxyAnchor
 from torch import nn
 
-from hdml.config import ConfigError, build_run_config, describe_keys, rules_for
-from hdml.methods import build_method
-from hdml.model import EmbeddingNet
-from hdml.registry import Context, get_loss
+from hdml.core.config import ConfigError, build_run_config, describe_keys, rules_for
+from hdml.core.registry import Context, get_loss
+from hdml.methods.base import build_method
+from hdml.model.embedding import EmbeddingNet
 
 Loss = get_loss("proxyanchor")
 CPU = torch.device("cpu")

@@ -12,7 +12,7 @@ from pytorch_metric_learning.losses import TripletMarginLoss
 from pytorch_metric_learning.miners import BatchEasyHardMiner
 from pytorch_metric_learning.reducers import SumReducer
 
-from hdml.registry import get_loss
+from hdml.core.registry import get_loss
 
 Loss = get_loss("semihard")
 

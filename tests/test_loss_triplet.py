@@ -8,7 +8,7 @@ from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.losses import TripletMarginLoss
 from pytorch_metric_learning.reducers import MeanReducer, SumReducer
 
-from hdml.registry import get_loss
+from hdml.core.registry import get_loss
 
 Loss = get_loss("triplet")
 

@@ -1,4 +1,4 @@
-"""hdml.metrics against brute-force numpy references, pytorch-metric-learning and faiss.Kmeans."""
+"""hdml.eval.metrics against brute-force numpy references, pytorch-metric-learning and faiss.Kmeans."""
 from __future__ import annotations
 
 import functools
@@ -14,8 +14,8 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import FaissKMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-from hdml import metrics
-from hdml.metrics import clustering_metrics, evaluate, kmeans, retrieval_metrics
+from hdml.eval import metrics
+from hdml.eval.metrics import clustering_metrics, evaluate, kmeans, retrieval_metrics
 
 
 def clustered(seed: int, n_classes: int = 40, sizes: tuple[int, int] = (2, 8), d: int = 16,
@@ -135,7 +135,7 @@ def test_singletons_are_left_out_as_queries_but_stay_retrievable(caplog: pytest.
     # The singleton S (row 2) is the nearest neighbour of both A queries.
     x = np.array([[1, 0], [0.6, 0.8], [0.8, 0.6]], np.float32)
     labels = np.array(["A", "A", "S"])
-    with caplog.at_level(logging.WARNING, logger="hdml.metrics"):
+    with caplog.at_level(logging.WARNING, logger="hdml.eval.metrics"):
         got = retrieval_metrics(x, codes_of(labels), [1, 2])
     assert got == {"recall@1": 0.0, "recall@2": 1.0, "map@r": 0.0, "r_precision": 0.0}
     assert "1 of 3 queries have no positive" in caplog.text
@@ -247,7 +247,7 @@ def test_kmeans_rejects_bad_arguments() -> None:
 
 
 def plain_kmeanspp(x: np.ndarray, k: int, rngs: list[np.random.Generator]) -> np.ndarray:
-    """scikit-learn's greedy k-means++ written plainly, as hdml.metrics had it before its
+    """scikit-learn's greedy k-means++ written plainly, as hdml.eval.metrics had it before its
     speed-ups: draws step by step, whole-array passes, a fresh array each step."""
     n, trials = len(x), 2 + int(np.log(k))
     x_sq = (x * x).sum(1)
@@ -295,7 +295,7 @@ def test_kmeanspp_seeding_is_the_plain_seeding_bit_for_bit(n: int, k: int, d: in
 @pytest.mark.parametrize(("n", "k"), [(200, 7), (200, 300), (3000, 40)])  # 300 > 200 points: empty clusters
 def test_cluster_sums_are_reduceats_sums_bit_for_bit(n: int, k: int) -> None:
     """Lloyd's float64 cluster sums equal np.add.reduceat down the columns of the points sorted
-    by cluster, as hdml.metrics computed them before (the same additions in the same order),
+    by cluster, as hdml.eval.metrics computed them before (the same additions in the same order),
     on values whose float64 sums round (an order of addition that differs would show)."""
     rng = np.random.default_rng(k)
     x = (rng.standard_normal((n, 40)) * 10.0 ** rng.integers(-30, 30, (n, 40))).astype(np.float32)

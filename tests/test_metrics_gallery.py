@@ -6,8 +6,8 @@ import pytest
 import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-from hdml import metrics
-from hdml.metrics import evaluate, kmeans
+from hdml.eval import metrics
+from hdml.eval.metrics import evaluate, kmeans
 
 PML_METRICS = ("NMI", "precision_at_1", "mean_average_precision_at_r", "r_precision")
 

@@ -1,4 +1,4 @@
-"""hdml.metrics' torch search backend (TorchFlatL2) on the CPU, against faiss and brute force,
+"""hdml.eval.metrics' torch search backend (TorchFlatL2) on the CPU, against faiss and brute force,
 and the `device` setting that selects a backend."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from hdml import kmeans_torch, metrics
-from hdml.metrics import TorchFlatL2, evaluate, resolve_device
+from hdml.eval import kmeans_torch, metrics
+from hdml.eval.metrics import TorchFlatL2, evaluate, resolve_device
 
 HAS_CUDA = torch.cuda.is_available() or metrics._gpu_resources() is not None
 
@@ -179,13 +179,13 @@ def test_each_setting_builds_its_backend_and_resolves_to_itself(device: str, bac
 
 
 def test_evaluate_on_the_cpu_does_not_import_torch() -> None:
-    code = ("import sys, numpy as np; from hdml.metrics import evaluate; "
+    code = ("import sys, numpy as np; from hdml.eval.metrics import evaluate; "
             "evaluate(np.eye(4, dtype=np.float32), np.array([0, 0, 1, 1]), [1]); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
-# --- k-means++ and Lloyd in torch (hdml.kmeans_torch) -------------------------------------------
+# --- k-means++ and Lloyd in torch (hdml.eval.kmeans_torch) -------------------------------------------
 
 # (points, clusters, dimensions, noise): the demo's test split (digits 5-9, 64-d embeddings),
 # many small clusters, and noise that blurs them
@@ -266,7 +266,7 @@ def test_clustering_runs_in_torch_where_the_searches_do_or_on_a_gpu(monkeypatch:
 def test_cuda_clustering_gives_the_numpy_partition_and_fits_sop_size() -> None:
     """On CUDA: the numpy partition; at SOP's size (60,502 x 512, k = 11,316), 50 seeding
     steps and 2 Lloyd iterations take under 0.6 GiB of device memory besides the points
-    (hdml.kmeans_torch's docstring counts it)."""
+    (hdml.eval.kmeans_torch's docstring counts it)."""
     n, k, d, sigma = KMEANS_CASES["many-clusters"]
     x = mixture(n, k, d, sigma)
     want = metrics.kmeans_restarts(x, k, seed=3, device="cpu")

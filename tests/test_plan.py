@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hdml.config import ConfigError
-from hdml.methods import method_names
-from hdml.plan import plan_runs, set_args, validate_workflow_config
+from hdml.core.config import ConfigError
+from hdml.methods.base import method_names
+from hdml.workflow.plan import plan_runs, set_args, validate_workflow_config
 
 DEMO = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/config.yaml").read_text())
 
@@ -81,7 +81,7 @@ def test_demo_and_paper_run_both_generator_methods_under_both_protocols():
 
 
 def test_set_args_round_trip():
-    from hdml.config import parse_sets
+    from hdml.core.config import parse_sets
 
     overrides = {"lr": 1e-3, "image": {"flip": False}, "eval_ks": [1, 2], "hdml.lambda0": None, "backbone": "smallcnn"}
     assert parse_sets(set_args(overrides)) == {"lr": 1e-3, "image.flip": False, "eval_ks": [1, 2],
@@ -95,7 +95,7 @@ def test_paper_config_plans_the_papers_grid():
     # 3 datasets x (the paper's 11 methods + Multi-Similarity and Proxy-Anchor) x 3 seeds
     assert {r.dataset for r in table} == {"cub200", "cars196", "sop"} and len(table) == 3 * 13 * 3
     # + 12 variants x 3 seeds on Cars196 (ablation, sweeps) + protocol=paper: 3 x 4 x 3 + the untrained
-    # reference (hdml.reference): 3 datasets x 3 seeds of 0 steps
+    # reference (hdml.core.reference): 3 datasets x 3 seeds of 0 steps
     assert len(runs) == 189 + 9
     reference = [r for r in runs if r.variant == "untrained"]
     assert {(r.dataset, r.seed) for r in reference} == {(d, s) for d in ("cub200", "cars196", "sop") for s in range(3)}
@@ -126,8 +126,8 @@ def test_demo_config_exercises_every_report_section():
 
 def test_dataset_names_come_from_the_registry_not_the_schema(monkeypatch):
     """A newly registered dataset is accepted with no schema edit: the schema lists no names."""
-    from hdml import datasets
-    from hdml.plan import load_schema
+    from hdml.data import datasets
+    from hdml.workflow.plan import load_schema
 
     assert "cub200" not in yaml.safe_dump(load_schema())
     cfg = copy.deepcopy(DEMO)
@@ -147,9 +147,9 @@ def test_dataset_names_come_from_the_registry_not_the_schema(monkeypatch):
     ("cub200", [*range(500, 5001, 500), *range(5014, 8005, 46)]),  # step % 46, stop at 8,004
 ])
 def test_paper_config_evaluates_at_the_authors_cadence(dataset, expected):
-    from hdml.config import build_run_config
-    from hdml.datasets import get_dataset
-    from hdml.schedule import eval_due
+    from hdml.core.config import build_run_config
+    from hdml.core.schedule import eval_due
+    from hdml.data.datasets import get_dataset
 
     paper = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/paper.yaml").read_text())
     run = next(r for r in validate_workflow_config(paper)

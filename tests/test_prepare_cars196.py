@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from fakedata import Fake, cars_kaggle, cars_original, edited_zip
-from hdml.datasets import cars196
-from hdml.datasets.download import PrepareError
+from hdml.data.datasets import cars196
+from hdml.data.datasets.download import PrepareError
 from httpserver import FileServer
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from fakedata import Fake, cub, write_tgz
 from hdml.cli import main
-from hdml.datasets import cub200, get_dataset
-from hdml.datasets.download import PrepareError
+from hdml.data.datasets import cub200, get_dataset
+from hdml.data.datasets.download import PrepareError
 from httpserver import FileServer
 
 
@@ -141,7 +141,7 @@ def test_prepare_on_a_too_small_disk_stops_before_download(http_server: FileServ
     import collections
     import shutil
 
-    from hdml.disk import MARGIN
+    from hdml.core.disk import MARGIN
 
     fake = cub(tmp_path)
     body = fake.files["archive"].read_bytes()

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from fakedata import edited_zip, sop
-from hdml.datasets import sop as sop_module
-from hdml.datasets.download import PrepareError
+from hdml.data.datasets import sop as sop_module
+from hdml.data.datasets.download import PrepareError
 from httpserver import FileServer
 
 
@@ -19,7 +19,7 @@ def md5(path: Path) -> str:
 
 
 def test_prepare_through_drive_confirm_page(http_server: FileServer, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr("hdml.datasets.download.RETRY_WAIT", 0.0)
+    monkeypatch.setattr("hdml.data.datasets.download.RETRY_WAIT", 0.0)
     fake = sop(tmp_path)
     page = f"""<html><body><form id="download-form" action="{http_server.url('/download')}" method="get">
     <input type="hidden" name="id" value="ID"><input type="hidden" name="export" value="download">

@@ -1,4 +1,4 @@
-"""Live progress of a run (hdml.progress), `hdml status` and the end-of-workflow summary."""
+"""Live progress of a run (hdml.train.progress), `hdml status` and the end-of-workflow summary."""
 from __future__ import annotations
 
 import io
@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from hdml import progress
 from hdml.cli import main
-from hdml.config import ConfigError
-from hdml.plan import Run
-from hdml.status import STALE, grid_eta, grid_status, render, run_status, summary
+from hdml.core.config import ConfigError
+from hdml.train import progress
+from hdml.workflow.plan import Run
+from hdml.workflow.status import STALE, grid_eta, grid_status, render, run_status, summary
 
 
 def test_plain_lines_off_a_terminal_carry_every_fact(tmp_path):
@@ -205,7 +205,7 @@ def test_summary_names_the_report_the_best_methods_and_the_failures(results, tmp
 
 
 def test_summary_never_names_the_untrained_reference_as_the_best_method(tmp_path):
-    """The reference row (hdml.reference) scores what no training does: quoted beside, never ranked."""
+    """The reference row (hdml.core.reference) scores what no training does: quoted beside, never ranked."""
     rows = [("digits", m, "default", s, "recall@1", v) for m, vals in
             (("untrained", (0.96, 0.95)), ("npair", (0.8, 0.9)), ("triplet", (0.7, 0.75))) for s, v in enumerate(vals)]
     frame = pd.DataFrame(rows, columns=["dataset", "method", "variant", "seed", "metric", "value"])

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 import baselines
-from hdml import datasets, registry
-from hdml.methods import method_names
+from hdml.core import registry
+from hdml.data import datasets
+from hdml.methods.base import method_names
 
 LOSS_FILE = '''
 import torch
-from hdml.registry import MetricLoss, register_loss
+from hdml.core.registry import MetricLoss, register_loss
 
 
 @register_loss
@@ -67,14 +68,14 @@ def test_an_unregistered_loss_class_names_its_file(plugin_dir):
 
 
 DATASET_FILE = """
-from hdml.datasets import DatasetSpec, register
+from hdml.data.datasets import DatasetSpec, register
 
 register(DatasetSpec(name="tinyplugin", prepare=lambda root, **_: root, channels=1))
 """
 
 
 def test_a_new_dataset_file_is_discovered(tmp_path, monkeypatch):
-    """hdml/datasets/ loads the same way: a module there registers its dataset with no import line."""
+    """hdml/data/datasets/ loads the same way: a module there registers its dataset with no import line."""
     datasets.dataset_names()  # the shipped ones, which stay
     monkeypatch.setattr(datasets, "__path__", [*datasets.__path__, str(tmp_path)])
     monkeypatch.setattr(datasets, "DATASETS", dict(datasets.DATASETS))
@@ -87,16 +88,16 @@ def test_a_new_dataset_file_is_discovered(tmp_path, monkeypatch):
             datasets.dataset_names()
     finally:
         for name in ("tinyplugin_ds", "broken_ds"):
-            sys.modules.pop(f"hdml.datasets.{name}", None)
+            sys.modules.pop(f"hdml.data.datasets.{name}", None)
 
 
 REPO = Path(__file__).resolve().parent.parent
-REGISTRIES = {"hdml.registry", "hdml.methods"}  # where plug-ins are loaded and looked up
+REGISTRIES = {"hdml.core.registry", "hdml.methods.base"}  # where plug-ins are loaded and looked up
 SAMPLER_LAYOUTS = {"triplet", "npair", "m_per_class"}  # batch layouts, named like two losses
 
 
 def plugin_modules() -> set[str]:
-    from hdml.methods import METHODS
+    from hdml.methods.base import METHODS
 
     registry.load_plugins()
     return {cls.__module__ for cls in [*METHODS.values(), *registry.LOSSES.values()]}
@@ -125,7 +126,7 @@ def test_no_module_names_a_specific_plugin_except_the_registry():
     names one (a registered name as a string; the sampler layouts `triplet`/`npair` excepted).
     What the report needs to know of a method it reads from the plug-in (`base`, `family`,
     `display_name`, ...)."""
-    from hdml.methods import METHODS
+    from hdml.methods.base import METHODS
 
     modules = plugin_modules()
     names = (set(METHODS) | set(registry.LOSSES)) - SAMPLER_LAYOUTS
@@ -140,7 +141,7 @@ def test_no_module_names_a_specific_plugin_except_the_registry():
 def test_the_plugin_scan_finds_a_name_and_an_import(tmp_path):
     modules, names = plugin_modules(), {"hdml-npair", "proxyanchor"}
     bad = tmp_path / "bad.py"
-    bad.write_text('from baselines.proxyanchor import ProxyAnchorLoss\nimport hdml.hdml_method\nX = "hdml-npair"\n')
+    bad.write_text('from baselines.proxyanchor import ProxyAnchorLoss\nimport baselines.hdml\nX = "hdml-npair"\n')
     assert len(named_plugins(bad, modules, names)) == 3
     rule = tmp_path / "x.smk"
     rule.write_text('rule a:\n    params:\n        m="proxyanchor",\n')
@@ -148,7 +149,7 @@ def test_the_plugin_scan_finds_a_name_and_an_import(tmp_path):
 
 
 def test_methods_declare_their_base_loss_and_family():
-    from hdml.methods import METHODS
+    from hdml.methods.base import METHODS
     from hdml.report.names import base_loss
     from hdml.report.synthetic import pairs
 

@@ -12,7 +12,7 @@ import yaml
 from snakemake.utils import update_config
 
 from fakedata import REAL, class_counts
-from hdml.plan import read_workflow_configs, validate_workflow_config
+from hdml.workflow.plan import read_workflow_configs, validate_workflow_config
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))

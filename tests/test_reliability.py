@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hdml.config import Interrupted
-from hdml.trainer import TrainingDiverged, train_run
+from hdml.core.config import Interrupted
+from hdml.train.trainer import TrainingDiverged, train_run
 
 # Several tests make an interruption from a finished run (metrics.json and the newest
 # checkpoints removed), so finished runs keep their checkpoints here.
@@ -170,7 +170,7 @@ def test_resume_with_a_trainable_loss_is_identical(digits_root, tmp_path, monkey
 def test_adding_a_loss_keeps_other_runs_checkpoints(digits_root, tmp_path, monkeypatch, caplog):
     """A run config holds only its method's sections, so a new plug-in leaves the fingerprint of
     a half-finished run alone and the run resumes."""
-    from hdml.registry import LOSSES, MetricLoss
+    from hdml.core.registry import LOSSES, MetricLoss
 
     class Extra(MetricLoss):
         name = "extra"
@@ -192,7 +192,7 @@ def test_finished_run_deletes_its_checkpoints_an_interrupted_one_resumes(digits_
     and the report read; a run interrupted (SIGTERM at step 12) keeps its checkpoints and resumes."""
     import os
 
-    from hdml.progress import Progress
+    from hdml.train.progress import Progress
 
     overrides = {"steps": 20, "batch_size": 10, "lr": 1e-3, "eval_every": 10, "device": "cpu",
                  "checkpoint_every": 5, "embedding_dim": 16}
@@ -216,7 +216,7 @@ def test_finished_run_deletes_its_checkpoints_an_interrupted_one_resumes(digits_
     monkeypatch.setattr(Progress, "step", step)
     assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["step-00000010.pt", "step-00000012.pt"]
     assert not (out / "metrics.json").exists()
-    with caplog.at_level("INFO", "hdml.checkpoint"):
+    with caplog.at_level("INFO", "hdml.train.checkpoint"):
         resumed = train_run(out=out, **run)
     assert "resuming from" in caplog.text and resumed["metrics"] == whole["metrics"]
     assert not (out / "ckpt").exists()

@@ -20,6 +20,7 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from hdml.cli import main
+from hdml.eval.tsne import read_map, tsne_map
 from hdml.report import (
     check_variant_settings,
     default_alpha,
@@ -36,7 +37,6 @@ from hdml.report import (
 )
 from hdml.report.figures import Series, curve_grid, encode, loss_grid, recall_grid, sweep_figure
 from hdml.report.stats import ci95, summary
-from hdml.tsne import read_map, tsne_map
 from test_aggregate import aggregate_all, make_results, write_embeddings
 from test_tsne import write_maps
 

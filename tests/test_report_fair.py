@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hdml.aggregate import METRICS_COLUMNS, RUNS_COLUMNS
+from hdml.eval.aggregate import METRICS_COLUMNS, RUNS_COLUMNS
 from hdml.report import render
 from hdml.report.fair import base_loss, gains, paired_gain, per_seed, protocol_runs
 

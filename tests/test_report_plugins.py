@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from baselines.ddml import DDMLLoss
+from baselines.hdml import HDMLNPair
 from baselines.semihard import SemiHardTripletLoss
-from hdml import datasets
-from hdml.hdml_method import HDMLNPair
+from hdml.data import datasets
 from hdml.report import Inputs, Report, default_alpha, paper_table, register_section, render, results_table, sections
 from hdml.report.page import note
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hdml.runfolder import LOCK, RunFolderError, claim
+from hdml.train.runfolder import LOCK, RunFolderError, claim
 
 
 def train_cmd(root: Path, out: Path, steps: int) -> list[str]:
@@ -67,7 +67,7 @@ def test_lock_is_exclusive_and_released_on_exit(tmp_path):
 
 
 def test_stale_temporaries_are_removed_when_a_run_starts(digits_root, tmp_path):
-    from hdml.trainer import train_run
+    from hdml.train.trainer import train_run
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
@@ -100,7 +100,7 @@ def unprivileged() -> Iterator[None]:
 
 
 def test_read_only_output_folder_is_an_error_before_training(digits_root, capsys):
-    import hdml.trainer  # noqa: F401  (imported while still able to read everything)
+    import hdml.train.trainer  # noqa: F401  (imported while still able to read everything)
     from hdml.cli import main
 
     base = Path(tempfile.mkdtemp())

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from hdml.samplers import build_sampler
+from hdml.data.samplers import build_sampler
 
 LABELS = np.repeat(np.arange(12), 5)
 

@@ -1,4 +1,4 @@
-"""The run's schedule as the authors' loop gates it (hdml/schedule.py): stop and halving only at
+"""The run's schedule as the authors' loop gates it (hdml/core/schedule.py): stop and halving only at
 evaluation steps, per dataset; the resolved run configs of config/paper.yaml and the demo.
 bench/authors_schedule.py replays the authors' own loop against these (tests/test_authors_bench.py)."""
 from __future__ import annotations
@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from hdml import reference
-from hdml.config import build_run_config
-from hdml.datasets import get_dataset
-from hdml.methods import lr_schedule
-from hdml.plan import read_workflow_configs, validate_workflow_config
-from hdml.schedule import eval_steps, resolve
+from hdml.core import reference
+from hdml.core.config import build_run_config
+from hdml.core.schedule import eval_steps, resolve
+from hdml.data.datasets import get_dataset
+from hdml.methods.base import lr_schedule
+from hdml.workflow.plan import read_workflow_configs, validate_workflow_config
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def resolved(configfile: str) -> list[tuple[str, str, str, dict]]:
     """The resolved run configs of a workflow config's runs that train (the untrained reference runs,
-    hdml.reference, never step: no schedule to resolve)."""
+    hdml.core.reference, never step: no schedule to resolve)."""
     runs = validate_workflow_config(read_workflow_configs([str(REPO / configfile)]))
     return [(r.dataset, r.method, r.variant,
              build_run_config(get_dataset(r.dataset).defaults_for(r.method), r.overrides, r.method)) for r in runs
@@ -91,9 +91,9 @@ def test_demos_halve_at_their_evaluation_steps_and_keep_their_steps(configfile, 
 
 def test_configs_the_gating_leaves_alone_keep_their_checkpoint_fingerprint(monkeypatch):
     """A run whose schedule the gating does not change (Cars196, the protocol=paper variant, runs
-    without periodic evaluation) resolves to the config it had before `hdml.schedule`, key for key,
+    without periodic evaluation) resolves to the config it had before `hdml.core.schedule`, key for key,
     so its checkpoints (fingerprinted by the resolved config) still resume; CUB's and SOP's change."""
-    from hdml import schedule
+    from hdml.core import schedule
 
     after = {(d, m, v): cfg for d, m, v, cfg in resolved("config/paper.yaml")}
     monkeypatch.setattr(schedule, "resolve", lambda cfg: None)

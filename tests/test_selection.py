@@ -1,4 +1,4 @@
-"""Which checkpoint a run reports (hdml.selection): the right point of a curve, and a run with
+"""Which checkpoint a run reports (hdml.eval.selection): the right point of a curve, and a run with
 `selection: val` that trains without the validation classes and never chooses by test labels."""
 import json
 
@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-import hdml.trainer
-from hdml.aggregate import aggregate
-from hdml.config import ConfigError, build_run_config
-from hdml.evaluate import evaluate_run
-from hdml.selection import Best, selected_step, selection_note
-from hdml.trainer import train_run
+import hdml.train.trainer
+from hdml.core.config import ConfigError, build_run_config
+from hdml.eval.aggregate import aggregate
+from hdml.eval.evaluate import evaluate_run
+from hdml.eval.selection import Best, selected_step, selection_note
+from hdml.train.trainer import train_run
 
 # A fabricated curve: test MAP@R peaks at step 20, validation MAP@R at 30 (tied at 40), NMI at 10.
 CURVE = [
@@ -55,13 +55,13 @@ def test_selection_val_trains_without_val_classes_and_reports_the_best_val_point
     run = tmp_path / "digits" / "triplet" / "fair" / "seed0"
     drawn: list[np.ndarray] = []
 
-    class Recording(hdml.trainer.BatchLoader):
+    class Recording(hdml.train.trainer.BatchLoader):
         def __next__(self):
             batch = super().__next__()
             drawn.append(self.images.labels[batch.index])
             return batch
 
-    monkeypatch.setattr(hdml.trainer, "BatchLoader", Recording)
+    monkeypatch.setattr(hdml.train.trainer, "BatchLoader", Recording)
     result = train_run(root=carved_root, dataset="digits", method="triplet", seed=0, out=run, overrides=TINY)
     classes = set(np.concatenate(drawn).tolist())
     assert len(drawn) == 40 and classes == {1, 2, 3}  # never 0 or 4, the validation classes

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hdml import reference
+from hdml.core import reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # slurm_cluster, in any import mode
 from slurm_cluster import ClusterError, SlurmCluster, missing_requirements  # noqa: E402
@@ -112,7 +112,7 @@ def test_demo_workflow_through_slurm_profile(cluster, tmp_path):
 
     # Results: every configured method and seed, through to the report.
     metrics = pd.read_csv(tmp_path / "results/metrics.csv")
-    # every configured method and seed, and the untrained reference of each seed (hdml.reference)
+    # every configured method and seed, and the untrained reference of each seed (hdml.core.reference)
     assert set(zip(metrics.method, metrics.seed, strict=True)) == {
         (m, s) for m in [*METHODS, reference.NAME] for s in SEEDS}
     assert metrics.value.between(0, 1).all()

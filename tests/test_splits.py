@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-from hdml.cache import build_cache, load_cached
-from hdml.data import ImageTensors, batch_transform, load_images, load_splits, read_split
-from hdml.splits import check_split_names, evaluation_splits
+from hdml.data.cache import build_cache, load_cached
+from hdml.data.splits import check_split_names, evaluation_splits
+from hdml.data.tensors import ImageTensors, batch_transform, load_images, load_splits, read_split
 
 CFG = {"image": {"resize": 8, "crop": 8, "flip": False, "normalize": "unit"}, "channels_last": True}
 
@@ -78,10 +78,10 @@ def test_query_gallery_dataset_trains_and_evaluates_queries_against_the_gallery(
     metrics, at the evaluation cadence and at the end, and `hdml evaluate`'s are the queries
     searched against the gallery, as metrics.evaluate(..., gallery=) computes them from the saved
     embeddings, which are the final model's embeddings of the two splits."""
-    from hdml.evaluate import evaluate_run
-    from hdml.metrics import evaluate
-    from hdml.model import build_model
-    from hdml.trainer import embed, train_run
+    from hdml.eval.evaluate import evaluate_run
+    from hdml.eval.metrics import evaluate
+    from hdml.model.embedding import build_model
+    from hdml.train.trainer import embed, train_run
 
     frame = resplit(digits_root, tmp_path, lambda f: np.where(
         f.label < 5, "train", np.where(f.groupby("label").cumcount() % 2 == 0, "query", "gallery")))
@@ -112,7 +112,7 @@ def test_query_gallery_dataset_trains_and_evaluates_queries_against_the_gallery(
 
 
 def test_test_split_runs_keep_the_two_array_embeddings_file(digits_root, tmp_path):
-    from hdml.trainer import train_run
+    from hdml.train.trainer import train_run
 
     train_run(root=digits_root, dataset="digits", method="triplet", seed=0, out=tmp_path,
               overrides={"steps": 2, "batch_size": 10, "device": "cpu", "embedding_dim": 8})
@@ -122,7 +122,7 @@ def test_test_split_runs_keep_the_two_array_embeddings_file(digits_root, tmp_pat
 
 
 def test_a_gallery_that_does_not_fit_its_labels_is_an_error_naming_the_file(tmp_path):
-    from hdml.evaluate import load_embeddings, save_npz
+    from hdml.eval.evaluate import load_embeddings, save_npz
 
     path = tmp_path / "embeddings.npz"
     save_npz(path, embeddings=np.zeros((4, 2)), labels=np.arange(4), gallery_embeddings=np.zeros((3, 2)),

@@ -4,9 +4,9 @@ import json
 import pandas as pd
 import pytest
 
-from hdml.config import ConfigError
-from hdml.methods import method_names
-from hdml.trainer import train_run
+from hdml.core.config import ConfigError
+from hdml.methods.base import method_names
+from hdml.train.trainer import train_run
 
 TINY = {"steps": 60, "batch_size": 10, "lr": 1e-3, "eval_every": 30, "device": "cpu", "weight_decay": 0.0,
         "embedding_dim": 16}
@@ -35,7 +35,7 @@ def test_same_seed_same_result(digits_root, tmp_path):
 
 
 def test_evaluate_from_saved_embeddings_reproduces_final_metrics(digits_root, tmp_path):
-    from hdml.evaluate import evaluate_run
+    from hdml.eval.evaluate import evaluate_run
 
     result = train_run(root=digits_root, dataset="digits", method="triplet", seed=1, out=tmp_path, overrides=TINY)
     evaluation = evaluate_run(tmp_path, recompute=True)
@@ -49,16 +49,16 @@ def test_evaluate_takes_the_trainings_metrics_only_for_the_same_embeddings(digit
     """The final clustering is not done twice; a changed embeddings file is evaluated afresh."""
     import numpy as np
 
-    import hdml.evaluate
-    from hdml.evaluate import evaluate_run, load_embeddings, save_npz
+    import hdml.eval.evaluate
+    from hdml.eval.evaluate import evaluate_run, load_embeddings, save_npz
 
     result = train_run(root=digits_root, dataset="digits", method="triplet", seed=1, out=tmp_path, overrides=TINY)
-    real = hdml.evaluate.metrics.evaluate
+    real = hdml.eval.evaluate.metrics.evaluate
 
     def refuse(*args, **kwargs):
         raise AssertionError("clustered again")
 
-    monkeypatch.setattr(hdml.evaluate.metrics, "evaluate", refuse)
+    monkeypatch.setattr(hdml.eval.evaluate.metrics, "evaluate", refuse)
     evaluation = evaluate_run(tmp_path)
     assert evaluation["metrics_source"] == "training" and evaluation["metrics"] == result["metrics"]
 
@@ -67,7 +67,7 @@ def test_evaluate_takes_the_trainings_metrics_only_for_the_same_embeddings(digit
     save_npz(tmp_path / "embeddings.npz", embeddings=z[::-1].copy(), labels=labels)  # other bytes
     with pytest.raises(AssertionError, match="clustered again"):
         evaluate_run(tmp_path)
-    monkeypatch.setattr(hdml.evaluate.metrics, "evaluate", real)
+    monkeypatch.setattr(hdml.eval.evaluate.metrics, "evaluate", real)
     save_npz(tmp_path / "embeddings.npz", embeddings=z + np.float32(0.5), labels=labels)
     assert evaluate_run(tmp_path)["metrics_source"] == "recomputed"
 
@@ -92,9 +92,9 @@ def test_bf16_covers_the_backbone_only(amp):
     """`amp: bf16`: the backbone's convolutions in bf16, features and embeddings in float32."""
     import torch
 
-    from hdml.config import build_run_config
-    from hdml.model import build_model
-    from hdml.trainer import place_model
+    from hdml.core.config import build_run_config
+    from hdml.model.embedding import build_model
+    from hdml.train.trainer import place_model
 
     cfg = build_run_config({}, {"backbone": "smallcnn", "pretrained": False, "embedding_dim": 8, "amp": amp})
     model = place_model(build_model(cfg, 1), cfg, torch.device("cpu"))
@@ -114,9 +114,9 @@ def test_compiled_backbone_trains_like_eager(digits_root, tmp_path):
     import torch
     from torch._dynamo.utils import counters
 
-    from hdml.config import build_run_config
-    from hdml.datasets import get_dataset
-    from hdml.model import build_model
+    from hdml.core.config import build_run_config
+    from hdml.data.datasets import get_dataset
+    from hdml.model.embedding import build_model
 
     overrides = {**TINY, "steps": 8, "eval_every": 0}
     counters.clear()
@@ -139,7 +139,7 @@ def test_float32_precision_on_a_gpu_follows_amp(amp, conv, matmul):
     needed to set them). The CPU leaves every flag as it was."""
     import torch
 
-    from hdml.trainer import set_precision
+    from hdml.train.trainer import set_precision
 
     before = torch.backends.cudnn.conv.fp32_precision, torch.get_float32_matmul_precision()
     backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
@@ -161,7 +161,7 @@ def test_float32_precision_on_a_gpu_follows_amp(amp, conv, matmul):
 def test_zero_steps_evaluates_the_network_at_initialisation(digits_root, tmp_path):
     """`steps: 0` (the report's reference row): no step, one evaluation at step 0 of exactly the
     weights the seed initialises, the same whatever method would have trained them."""
-    from hdml.evaluate import evaluate_run
+    from hdml.eval.evaluate import evaluate_run
 
     a = train_run(root=digits_root, dataset="digits", method="triplet", seed=2, out=tmp_path / "a",
                   overrides={**TINY, "steps": 0})

@@ -12,10 +12,10 @@ from matplotlib import pyplot as plt
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
-from hdml.aggregate import run_key
 from hdml.cli import main
+from hdml.eval.aggregate import run_key
+from hdml.eval.tsne import COLUMNS, read_map, tsne_map, write_map
 from hdml.report.figures import tsne_figure
-from hdml.tsne import COLUMNS, read_map, tsne_map, write_map
 from test_aggregate import write_embeddings
 
 

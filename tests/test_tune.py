@@ -1,4 +1,4 @@
-"""The tuning mode (hdml.tune): search ranges declared by the plug-ins and checked, trials that
+"""The tuning mode (hdml.workflow.tune): search ranges declared by the plug-ins and checked, trials that
 apply their settings, a study that resumes after a kill without repeating finished trials,
 best.yaml choosing by validation score, and no trial reading the test labels."""
 import json
@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 import yaml
 
-import hdml.trainer
-from hdml import registry
+import hdml.train.trainer
+from baselines.hdml import HDML_RANGES
 from hdml.cli import main
-from hdml.config import ConfigError
-from hdml.hdml_method import HDML_RANGES
-from hdml.methods import method_names
-from hdml.plan import validate_workflow_config
-from hdml.registry import MetricLoss, Range, register_loss
-from hdml.tune import Spec, check_space, read_best, run_trial, search_space, write_best
+from hdml.core import registry
+from hdml.core.config import ConfigError
+from hdml.core.registry import MetricLoss, Range, register_loss
+from hdml.methods.base import method_names
+from hdml.workflow.plan import validate_workflow_config
+from hdml.workflow.tune import Spec, check_space, read_best, run_trial, search_space, write_best
 
 TINY = {"steps": 4, "eval_every": 2, "batch_size": 10, "lr": 1e-3, "device": "cpu", "weight_decay": 0.0,
         "embedding_dim": 8, "checkpoint_every": 0}
@@ -149,7 +149,7 @@ def trials(study, spec, indices, root="unused"):
 def test_killed_study_resumes_without_repeating_finished_trials(tmp_path, monkeypatch):
     spec, study = Spec("digits", "triplet", "map@r", 0, 2), tmp_path / "study"
     calls = []
-    monkeypatch.setattr(hdml.trainer, "train_run", fake_training(calls))
+    monkeypatch.setattr(hdml.train.trainer, "train_run", fake_training(calls))
     first = trials(study, spec, [0, 1])
     assert [c["selection"] for c in calls] == ["val", "val"] and [c["steps"] for c in calls] == [4, 4]
 
@@ -157,14 +157,14 @@ def test_killed_study_resumes_without_repeating_finished_trials(tmp_path, monkey
         calls.append(dict(kwargs["overrides"]))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hdml.trainer, "train_run", killed)
+    monkeypatch.setattr(hdml.train.trainer, "train_run", killed)
     with pytest.raises(KeyboardInterrupt):
         trials(study, spec, [2])
     assert not (study / "trial2" / "trial.json").exists()
     killed_params = {k: v for k, v in calls[-1].items() if k == "triplet.margin"}
 
     calls.clear()
-    monkeypatch.setattr(hdml.trainer, "train_run", fake_training(calls))
+    monkeypatch.setattr(hdml.train.trainer, "train_run", fake_training(calls))
     again = trials(study, spec, [0, 1, 2, 3])  # Snakemake would rerun 2 and 3 only; 0, 1 cost nothing either way
     margins = [c["triplet.margin"] for c in calls]
     assert margins == [killed_params["triplet.margin"], again[3]["params"]["triplet.margin"]]
@@ -190,7 +190,7 @@ def test_parallel_trial_jobs_share_the_study_without_corrupting_it(tmp_path, mon
         time.sleep(0.3)
         return fake_training([])(**kwargs)
 
-    monkeypatch.setattr(hdml.trainer, "train_run", slow)
+    monkeypatch.setattr(hdml.train.trainer, "train_run", slow)
     context = multiprocessing.get_context("fork")
     procs = [context.Process(target=_trial_in_a_process, args=(tmp_path, i)) for i in range(6)]
     for p in procs:
@@ -209,14 +209,14 @@ def test_parallel_trial_jobs_share_the_study_without_corrupting_it(tmp_path, mon
 def test_an_orphan_of_a_kill_while_asking_is_failed_not_reused(tmp_path, monkeypatch):
     import optuna
 
-    from hdml.tune import locked, open_study
+    from hdml.workflow.tune import locked, open_study
 
     spec, study_dir = Spec("digits", "triplet", "map@r", 0, 2), tmp_path / "study"
     with locked(study_dir):
         settings = {"steps": 4, "selection": "val", "selection_metric": "map@r"}  # as `trials` runs them
         open_study(study_dir, spec, 0, settings).ask()  # killed before it carried an index
     calls = []
-    monkeypatch.setattr(hdml.trainer, "train_run", fake_training(calls))
+    monkeypatch.setattr(hdml.train.trainer, "train_run", fake_training(calls))
     record = trials(study_dir, spec, [0])[0]
     stored = optuna.load_study(study_name="hdml", storage=f"sqlite:///{study_dir / 'study.db'}").trials
     states = [t.state for t in stored]
@@ -225,7 +225,7 @@ def test_an_orphan_of_a_kill_while_asking_is_failed_not_reused(tmp_path, monkeyp
 
 def test_best_yaml_picks_the_best_validation_score(tmp_path, monkeypatch):
     spec, study = Spec("digits", "triplet", "map@r", 3, 2), tmp_path / "study"
-    monkeypatch.setattr(hdml.trainer, "train_run", fake_training([]))
+    monkeypatch.setattr(hdml.train.trainer, "train_run", fake_training([]))
     with pytest.raises(FileNotFoundError, match="no study; run `hdml tune trial` first"):
         write_best(study, 3)
     done = trials(study, spec, [0, 1])
@@ -244,7 +244,7 @@ def test_best_yaml_picks_the_best_validation_score(tmp_path, monkeypatch):
 
 
 def test_a_study_asked_with_other_settings_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(hdml.trainer, "train_run", fake_training([]))
+    monkeypatch.setattr(hdml.train.trainer, "train_run", fake_training([]))
     trials(tmp_path, Spec("digits", "triplet", "map@r", 0, 2), [0])
     with pytest.raises(ConfigError, match=r"made for other settings .*'metric': \('map@r', 'recall@1'\)"):
         trials(tmp_path, Spec("digits", "triplet", "recall@1", 0, 2), [1])
@@ -305,9 +305,9 @@ def test_a_trial_never_loads_embeds_nor_scores_the_test_images(carved_root, tmp_
 
     def refuse(*args, **kwargs):
         raise AssertionError("a trial evaluated the test split")
-    monkeypatch.setattr(hdml.trainer, "embed_evaluation", refuse)
-    monkeypatch.setattr(hdml.trainer.Embeddings, "evaluate", refuse)
-    monkeypatch.setattr("hdml.metrics.evaluate", refuse)
+    monkeypatch.setattr(hdml.train.trainer, "embed_evaluation", refuse)
+    monkeypatch.setattr(hdml.train.trainer.Embeddings, "evaluate", refuse)
+    monkeypatch.setattr("hdml.eval.metrics.evaluate", refuse)
     record = run_trial(tmp_path / "study", spec, 0, root=blind, overrides=TINY)
     assert record == seen and record["outcome"] == "complete" and math.isfinite(record["value"])
     run = tmp_path / "study" / "trial0"
@@ -320,7 +320,7 @@ def test_a_trial_never_loads_embeds_nor_scores_the_test_images(carved_root, tmp_
     assert yaml.safe_load((run / "config.yaml").read_text())["evaluate_test"] is False
     assert write_best(tmp_path / "study", 1)["value"] == record["value"]
     with pytest.raises(ValueError, match="images/absent"):  # the copy really lacks them
-        from hdml.data import load_images
+        from hdml.data.tensors import load_images
         load_images(blind, "digits", {"image": {"resize": 32}}, 1, ("test",))
 
 
@@ -353,7 +353,7 @@ def test_a_trial_killed_mid_training_resumes_its_run(carved_root, tmp_path, venv
 
 
 def test_trials_train_as_their_tuned_variant_with_tune_set_on_top():
-    from hdml.plan import trial_overrides, tune_studies
+    from hdml.workflow.plan import trial_overrides, tune_studies
 
     config = workflow(tune={"trials": 2, "set": {"steps": 50}})
     config["datasets"]["digits"]["per_method"] = {"triplet": {"batch_size": 30}}
@@ -371,7 +371,7 @@ def test_config_files_merge_as_snakemake_merges_them(tmp_path):
     paper.yaml's datasets and variants instead of replacing them."""
     from snakemake.utils import update_config
 
-    from hdml.plan import read_workflow_configs, tune_studies
+    from hdml.workflow.plan import read_workflow_configs, tune_studies
 
     repo = __import__("pathlib").Path(__file__).resolve().parent.parent
     files = [repo / "config/paper.yaml", repo / "config/fair.yaml"]
@@ -386,7 +386,7 @@ def test_config_files_merge_as_snakemake_merges_them(tmp_path):
 
 
 def test_fair_grid_adds_tuned_runs_and_leaves_the_papers_as_they_are():
-    from hdml.plan import read_workflow_configs
+    from hdml.workflow.plan import read_workflow_configs
 
     repo = __import__("pathlib").Path(__file__).resolve().parent.parent
     paper = validate_workflow_config(yaml.safe_load((repo / "config/paper.yaml").read_text()))
@@ -403,19 +403,19 @@ def test_fair_grid_adds_tuned_runs_and_leaves_the_papers_as_they_are():
 def test_a_diverged_trial_is_a_result_not_a_failed_job(tmp_path, monkeypatch):
     import optuna
 
-    from hdml.config import TrainingDiverged
+    from hdml.core.config import TrainingDiverged
 
     def diverges(**kwargs):
         raise TrainingDiverged("NaN")
 
     spec = Spec("digits", "triplet", "map@r", 0, 2)
-    monkeypatch.setattr(hdml.trainer, "train_run", diverges)
+    monkeypatch.setattr(hdml.train.trainer, "train_run", diverges)
     record = trials(tmp_path, spec, [0])[0]
     assert (record["outcome"], record["value"]) == ("diverged", None)
     with pytest.raises(ValueError, match="all 1 trials diverged; nothing to choose"):
         write_best(tmp_path, 1)
     calls = []
-    monkeypatch.setattr(hdml.trainer, "train_run", fake_training(calls))
+    monkeypatch.setattr(hdml.train.trainer, "train_run", fake_training(calls))
     assert trials(tmp_path, spec, [0, 1]) == {0: record, 1: trials(tmp_path, spec, [1])[1]} and len(calls) == 1
     stored = optuna.load_study(study_name="hdml", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
     assert [t.state.name for t in stored] == ["FAIL", "COMPLETE"]
@@ -432,9 +432,9 @@ def test_a_trial_killed_after_training_is_told_without_training_again(tmp_path, 
         (out / "metrics.json").write_text(json.dumps({"selection": {"score": 0.625}}))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hdml.trainer, "train_run", trains_then_dies)
+    monkeypatch.setattr(hdml.train.trainer, "train_run", trains_then_dies)
     with pytest.raises(KeyboardInterrupt):
         trials(tmp_path, spec, [0])
     calls = []
-    monkeypatch.setattr(hdml.trainer, "train_run", fake_training(calls))
+    monkeypatch.setattr(hdml.train.trainer, "train_run", fake_training(calls))
     assert trials(tmp_path, spec, [0])[0]["value"] == 0.625 and calls == []

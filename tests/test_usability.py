@@ -14,12 +14,12 @@ import torch
 import yaml
 
 from hdml.cli import main, parser
-from hdml.config import ConfigError, build_run_config, describe_keys, rules_for
-from hdml.datasets import DATASETS, cub200, dataset_names, get_dataset, sop
-from hdml.datasets.download import PrepareError
-from hdml.methods import method_names, method_sampler
-from hdml.plan import validate_workflow_config
-from hdml.samplers import build_sampler
+from hdml.core.config import ConfigError, build_run_config, describe_keys, rules_for
+from hdml.data.datasets import DATASETS, cub200, dataset_names, get_dataset, sop
+from hdml.data.datasets.download import PrepareError
+from hdml.data.samplers import build_sampler
+from hdml.methods.base import method_names, method_sampler
+from hdml.workflow.plan import validate_workflow_config
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = yaml.safe_load((REPO / "config/config.yaml").read_text())

@@ -1,4 +1,4 @@
-"""The validation split carved from the training classes (hdml.valsplit): which classes, how
+"""The validation split carved from the training classes (hdml.data.valsplit): which classes, how
 many, disjoint from test and from the classes left to train on, the same on every call, and
 the paper's protocol unchanged by its presence."""
 import numpy as np
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from hdml.cli import main
-from hdml.data import load_images, read_split
-from hdml.datasets.digits import prepare
-from hdml.valsplit import carve, training_images, val_classes
+from hdml.data.datasets.digits import prepare
+from hdml.data.tensors import load_images, read_split
+from hdml.data.valsplit import carve, training_images, val_classes
 
 CFG = {"image": {"resize": 8, "crop": 8, "flip": False, "normalize": "unit"}, "channels_last": False,
        "selection": "last"}

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hdml import reference
+from hdml.core import reference
 
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ["contrastive", "ddml", "triplet", "semihard", "npair", "lifted", "angular", "hdml-triplet", "hdml-npair"]
@@ -56,7 +56,7 @@ def test_demo_dag_end_to_end_then_nothing_to_do(tmp_path, venv_env):
     assert "step 16/16 | loss " in log and "ETA" in log
     status = subprocess.run([sys.executable, "-m", "hdml.cli", "status", "config.yaml"], cwd=tmp_path,
                             capture_output=True, text=True, env=venv_env)
-    runs = len(METHODS) * 2 + 3 + 2  # + the untrained reference of seeds 0 and 1 (hdml.reference)
+    runs = len(METHODS) * 2 + 3 + 2  # + the untrained reference of seeds 0 and 1 (hdml.core.reference)
     assert status.stdout.startswith(f"{runs} runs: {runs} done\n"), status.stdout
     metrics = pd.read_csv(tmp_path / "results/metrics.csv")
     assert list(metrics.columns) == ["dataset", "method", "variant", "seed", "metric", "value"]
@@ -116,7 +116,7 @@ def test_configfile_stands_alone_without_tsne_or_variants(tmp_path, venv_env):
     planned = snakemake(tmp_path, config, venv_env, "-n")
     assert planned.returncode == 0, planned.stderr[-3000:]
     out = planned.stdout + planned.stderr
-    # one run, and its untrained reference (hdml.reference)
+    # one run, and its untrained reference (hdml.core.reference)
     assert re.search(r"^train\s+2$", out, re.M) and "hdml-npair" not in out and "no-softmax" not in out
 
 
@@ -138,8 +138,8 @@ def test_tsne_is_its_own_job_on_the_embeddings_and_the_report_reads_its_map(tmp_
 
 
 def test_tsne_must_name_a_run_of_the_config():
-    from hdml.config import ConfigError
-    from hdml.plan import validate_workflow_config
+    from hdml.core.config import ConfigError
+    from hdml.workflow.plan import validate_workflow_config
 
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["tsne"] = {"dataset": "digits", "method": "hdml-npair", "seed": 5}

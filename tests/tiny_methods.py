@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hdml.config import default_config, merge, validate
-from hdml.methods import Method, build_method
-from hdml.model import EmbeddingNet
+from hdml.core.config import default_config, merge, validate
+from hdml.methods.base import Method, build_method
+from hdml.model.embedding import EmbeddingNet
 
 TRIPLET_LABELS = torch.tensor([0, 1, 2, 0] * 2 + [1, 2, 0, 2])  # 4 triplets [anchors; positives; negatives]
 NPAIR_LABELS = torch.tensor([0, 1, 2] * 2)  # 3 pairs [anchors; positives]

@@ -8,7 +8,7 @@ number beside two of ours ("evaluation" here; "protocol" is the formula choice, 
 - paper evaluation: the `default` variant's runs whose `selection` is not `val` (the last
   checkpoint unless configured otherwise), trained on all training classes;
 - fair evaluation: the runs whose runs.csv `selection` is `val`, whatever their variant is named:
-  trained on the training classes less the validation classes (hdml.valsplit), their checkpoint
+  trained on the training classes less the validation classes (hdml.data.valsplit), their checkpoint
   chosen on the validation classes, never on test labels.
 
 It gives HDML's gain over its base loss (the base is the HDML plug-in's `base`) from seeds
@@ -17,7 +17,7 @@ interval (n − 1 degrees of freedom), and whether it excludes zero after Holm's
 all the table's gains (stats.paired_tests). Pairing by seed removes what a seed shares between
 the two runs (initial weights, data order where the samplers agree), so the paired interval is
 the one that answers "does HDML beat its base on the same seeds?". The methods are not ranked:
-a rank of means hides how much of it the seeds support. The untrained reference (hdml.reference)
+a rank of means hides how much of it the seeds support. The untrained reference (hdml.core.reference)
 is the same network under both evaluations (it selects nothing).
 """
 from __future__ import annotations
@@ -30,9 +30,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from hdml import reference
-from hdml.aggregate import KEYS
-from hdml.io import write_text
+from hdml.core import reference
+from hdml.core.io import write_text
+from hdml.eval.aggregate import KEYS
 from hdml.report.conclude import paragraph, verdict
 from hdml.report.inputs import Inputs
 from hdml.report.names import dataset_title, display, families
@@ -298,7 +298,7 @@ def fair_protocol_section(rep: Report, data: Inputs) -> None:
     intro = ("<p>Paper evaluation: the default runs, trained on all training classes, reporting the checkpoint "
              "their selection names (the last, as the paper states). Fair evaluation (after Musgrave et al., "
              "\"A Metric Learning Reality Check\", ECCV 2020): runs that train on the training classes less the "
-             "validation classes carved from them (hdml.valsplit) and report the checkpoint best on those "
+             "validation classes carved from them (hdml.data.valsplit) and report the checkpoint best on those "
              "validation classes; test labels choose nothing. Runs: "
              f"{html.escape(protocol_note(tagged))}. {html.escape(tuning_note(data.tuning, tagged))}</p>")
     parts = [intro, *(f'<p class="note">{html.escape(n)}</p>' for n in notes)]

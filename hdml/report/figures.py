@@ -23,9 +23,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from hdml.eval.tsne import TsneMap, subsample  # noqa: E402
 from hdml.report.names import dataset_title, display, loss_figure, loss_terms  # noqa: E402
 from hdml.report.stats import MIN_SEEDS, shown, summary  # noqa: E402
-from hdml.tsne import TsneMap, subsample  # noqa: E402
 
 FORMATS = ("png", "svg")
 CONTEXT = "0.78"

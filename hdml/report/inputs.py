@@ -11,22 +11,22 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from hdml import reference
-from hdml.aggregate import COSTS_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, RUNS_COLUMNS, read_long, run_key
+from hdml.core import reference
+from hdml.core.slug import check_slug
+from hdml.eval.aggregate import COSTS_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, RUNS_COLUMNS, read_long, run_key
+from hdml.eval.tsne import TsneMap, read_map
 from hdml.report.names import dataset_sort, loss_terms
 from hdml.report.stats import summary
-from hdml.slug import check_slug
-from hdml.tsne import TsneMap, read_map
 
 
 def paper_table() -> pd.DataFrame:
     """The paper's Tables 1-3 (dataset, method as the paper's row, metric, value in %)."""
-    with resources.files("hdml").joinpath("data/paper_tables.csv").open() as fh:
+    with resources.files("hdml").joinpath("resources/paper_tables.csv").open() as fh:
         return pd.read_csv(fh)
 
 
 def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
-    """A long table of `hdml aggregate`, its names (also file names: hdml.slug) and numbers checked."""
+    """A long table of `hdml aggregate`, its names (also file names: hdml.core.slug) and numbers checked."""
     return read_long(path, columns)
 
 
@@ -153,7 +153,7 @@ def load_inputs(metrics_csv: Path, curves_csv: Path | None = None, runs_csv: Pat
 
 
 def read_tsne(path: Path) -> TsneMap:
-    """A t-SNE map whose run names are safe file names (hdml.slug): its figure is named after them."""
+    """A t-SNE map whose run names are safe file names (hdml.core.slug): its figure is named after them."""
     found = read_map(Path(path))
     for key in ("dataset", "method", "variant"):
         check_slug(found.key[key], key, path)

@@ -2,16 +2,16 @@
 method's `display_name` (its loss class or `Method` class; `paper_name` where the paper's row
 says otherwise), its `base` loss and `family`, a dataset's `DatasetSpec.title`, and HDML's
 default pulling factor `default_alpha`. A name without a plug-in (a folder from an older run)
-shows as it is; the untrained reference (hdml.reference) as its own name. The paper's own facts
+shows as it is; the untrained reference (hdml.core.reference) as its own name. The paper's own facts
 stay here; no report module names a plug-in."""
 from __future__ import annotations
 
 from typing import Any
 
-from hdml import reference
-from hdml.datasets import get_dataset
-from hdml.methods import METHODS
-from hdml.registry import LOSSES, load_plugins
+from hdml.core import reference
+from hdml.core.registry import LOSSES, load_plugins
+from hdml.data.datasets import get_dataset
+from hdml.methods.base import METHODS
 
 DATASET_ORDER = ["cub200", "cars196", "sop", "digits"]
 PAPER_TABLE = {"cub200": 1, "cars196": 2, "sop": 3}  # the paper's table number per dataset

@@ -11,13 +11,13 @@ from urllib.parse import quote
 
 from matplotlib.figure import Figure
 
-from hdml.io import write_text, write_with
+from hdml.core.io import write_text, write_with
+from hdml.eval.selection import selection_note
 from hdml.report.figures import encode
 from hdml.report.inputs import Inputs
 from hdml.report.names import dataset_title, is_demo
 from hdml.report.stats import MIN_SEEDS
 from hdml.report.table import Table
-from hdml.selection import selection_note
 
 
 def esc(text: object) -> str:

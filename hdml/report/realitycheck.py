@@ -1,10 +1,10 @@
 """Report section "Reality Check protocol": HDML under "A Metric Learning Reality Check"
 (Musgrave, Belongie, Lim; ECCV 2020), beside that paper's published table.
 
-Its runs are the seeds of variants with final models per fold (`hdml.ensemble`; metrics.csv has
+Its runs are the seeds of variants with final models per fold (`hdml.eval.ensemble`; metrics.csv has
 their `separated:` rows): each metric is shown concatenated (the fold models' embeddings joined,
 the seed's `metrics`) and separated (the fold models' mean), as the Reality Check reports them,
-beside its published number where `hdml/data/reality_check.csv` has one (numbers as printed in
+beside its published number where `hdml/resources/reality_check.csv` has one (numbers as printed in
 its tables, each with its source; the file says which it has).
 
 HDML's gain over its base loss is the paired difference over seeds, per dataset, metric and
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hdml.ensemble import SEPARATED
-from hdml.io import write_text
+from hdml.core.io import write_text
+from hdml.eval.ensemble import SEPARATED
 from hdml.report.fair import base_loss
 from hdml.report.inputs import Inputs
 from hdml.report.names import dataset_title, display
@@ -37,7 +37,7 @@ TITLE = "Reality Check protocol (beyond the paper)"
 METRICS = ["recall@1", "r_precision", "map@r"]  # their Precision@1 (one query: our recall@1), R-Precision, MAP@R
 REPRESENTATIONS = {"concatenated": "", "separated": SEPARATED}
 LABELS = {"recall@1": "P@1", "r_precision": "R-Prec", "map@r": "MAP@R"}  # their names
-DATA = "data/reality_check.csv"  # inside the hdml package
+DATA = "resources/reality_check.csv"  # inside the hdml package
 COLUMNS = ["dataset", "method", "their_method", "representation", "metric", "value", "source"]
 
 
@@ -131,8 +131,8 @@ def reality_check_section(rep: Report, data: Inputs) -> None:
     parts = [f"<p>Runs of variants with final models per fold ({html.escape(', '.join(sorted(set(seeds.variant))))}"
              "): per seed one model per validation fold, each trained without its fold's classes and keeping its "
              "checkpoint best on them; concatenated: the fold models' embeddings, each L2-normalised, joined; "
-             "separated: the mean of the fold models' metrics (hdml.ensemble). Published: Musgrave et al., "
-             f"ECCV 2020, where hdml/data/reality_check.csv has the number ({len(published)} rows).</p>"]
+             "separated: the mean of the fold models' metrics (hdml.eval.ensemble). Published: Musgrave et al., "
+             f"ECCV 2020, where hdml/resources/reality_check.csv has the number ({len(published)} rows).</p>"]
     md = []
     header = ["Method", "representation", "seeds"] + [f"{LABELS[m]}: {w}" for m in METRICS
                                                       for w in ("published", "ours")]
@@ -140,7 +140,7 @@ def reality_check_section(rep: Report, data: Inputs) -> None:
         table = simple_table(f"rc-{dataset}", f"{dataset_title(dataset)}: the Reality Check's table and ours "
                              "under its protocol", header, comparison_rows(dataset, seeds, published, data.paper),
                              stub=3, note="Ours: mean ± 95% CI (Student t) over seeds, in %; published: as printed "
-                                          f"({DASH}: no number in hdml/data/reality_check.csv). P@1 is "
+                                          f"({DASH}: no number in hdml/resources/reality_check.csv). P@1 is "
                                           "Precision@1, the suite's R@1 (one query).")
         parts.append(rep.table(table))
         md.append(table.markdown())

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hdml import reference
-from hdml.io import write_text
+from hdml.core import reference
+from hdml.core.io import write_text
+from hdml.eval.tsne import TsneMap
 from hdml.report.conclude import paragraph, span, verdict
 from hdml.report.figures import Series, curve_grid, loss_grid, own_terms, recall_grid, sweep_figure, tsne_figure
 from hdml.report.inputs import LOSS_SMOOTH, SWEEPS, Inputs
@@ -48,7 +49,6 @@ from hdml.report.table import (
     simple_table,
     summary_table,
 )
-from hdml.tsne import TsneMap
 
 SectionBuilder = Callable[[Report, Inputs], None]
 
@@ -413,7 +413,7 @@ def ablation_section(rep: Report, data: Inputs) -> None:
 
 
 def reference_series() -> Series:
-    """The untrained network (hdml.reference) as a row of a variant table."""
+    """The untrained network (hdml.core.reference) as a row of a variant table."""
     return Series(reference.NAME, "default", reference.DISPLAY)
 
 

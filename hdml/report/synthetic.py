@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from scipy import stats
 
-from hdml.io import write_text
+from hdml.core.io import write_text
 from hdml.report.conclude import paragraph
 from hdml.report.figures import Series, curve_grid, own_terms
 from hdml.report.names import display, families
@@ -34,7 +34,7 @@ NOTE = ("HDML − DAML on the same base loss, last checkpoint, in points: mean o
         "(unpaired; from the per-method Student-t intervals), uncorrected. The verdict is Holm-corrected over the "
         "{m} tested differences: Holm's adjusted p-value and the Welch interval at the level Holm tests that "
         "difference at. DAML: adversarial hard-negative generator (baselines/daml.py); HDML: hardness-aware "
-        "interpolation and label-preserving generator (hdml/hdml_method.py).")
+        "interpolation and label-preserving generator (baselines/hdml.py).")
 
 
 class Section(Protocol):

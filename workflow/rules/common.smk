@@ -7,9 +7,9 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from hdml.config import ConfigError, build_run_config
-from hdml.datasets import get_dataset
-from hdml.plan import (
+from hdml.core.config import ConfigError, build_run_config
+from hdml.data.datasets import get_dataset
+from hdml.workflow.plan import (
     fold_variant,
     schema_path,
     set_args,
@@ -44,7 +44,7 @@ DATA = config["data_root"]
 RESULTS = config["results_dir"]
 REPORT = config["report_dir"]
 RUN_DIR = f"{RESULTS}/runs/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}"
-# The runs the report shows: fold models (hdml.ensemble) only through the seed folder joining them.
+# The runs the report shows: fold models (hdml.eval.ensemble) only through the seed folder joining them.
 RUN_DIRS = [f"{RESULTS}/runs/{r.path}" for r in RUNS.values() if r.part_of is None]
 # Variants of final models per fold, whose seed folders the ensemble jobs write; "(?!)" matches nothing.
 FOLDED = "|".join(re.escape(v) for v in sorted({r.variant for r in RUNS.values() if r.folds})) or "(?!)"
@@ -119,13 +119,13 @@ def benchmark_files() -> list[str]:
 
 
 def run_tuned(wildcards) -> list[str]:
-    """The tuned settings a run of a `tuned: true` variant trains with (hdml.tune)."""
+    """The tuned settings a run of a `tuned: true` variant trains with (hdml.workflow.tune)."""
     run = RUNS[(wildcards.dataset, wildcards.method, wildcards.variant, wildcards.seed)]
     return [f"{RESULTS}/tune/{run.dataset}/{run.method}/best.yaml"] if run.tuned else []
 
 
 TUNE = tune_settings(config)
-# A trial's job, or with `tune.folds` K > 1 each of its K fold jobs (hdml.tune).
+# A trial's job, or with `tune.folds` K > 1 each of its K fold jobs (hdml.workflow.tune).
 TRIAL_KEY = "trial{trial}" if TUNE["folds"] == 1 else "trial{trial}/fold{fold}"
 
 
@@ -156,8 +156,8 @@ def trial_cache(wildcards) -> list[str]:
 
 
 def end_summary() -> str:
-    """The report's path, best method per dataset and the failed runs (see hdml.status)."""
-    from hdml.status import grid_status, summary
+    """The report's path, best method per dataset and the failed runs (see hdml.workflow.status)."""
+    from hdml.workflow.status import grid_status, summary
 
     return summary(
         grid_status(Path(RESULTS), list(RUNS.values())),

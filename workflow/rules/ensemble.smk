@@ -1,4 +1,4 @@
-# Final models per fold (hdml.ensemble): a seed of a variant with `folds: K` joins its K fold runs
+# Final models per fold (hdml.eval.ensemble): a seed of a variant with `folds: K` joins its K fold runs
 # (VARIANT.foldF, trained and evaluated like any run) into one run folder, evaluated separated (the
 # fold models' mean) and concatenated (their embeddings joined). Its variants only (FOLDED).
 ruleorder: ensemble > evaluate

@@ -1,4 +1,4 @@
-# Tuning mode (hdml.tune): per (dataset, method) study of a `tuned: true` variant, `tune.trials`
+# Tuning mode (hdml.workflow.tune): per (dataset, method) study of a `tuned: true` variant, `tune.trials`
 # trial jobs (Optuna TPE on the validation classes, one SQLite study, resumable), then best.yaml,
 # which the variant's runs train with (rule train, input `tuned`).
 # With `tune.folds` K > 1 each trial is K jobs, one per validation fold (the mean of their scores

@@ -1,0 +1,1 @@
+"""Configuration, the plug-in registry and small shared utilities: the bottom layer, importing no other layer."""

@@ -1,0 +1,1 @@
+"""Backbones and the embedding head: imports core and data only."""

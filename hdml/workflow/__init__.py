@@ -1,0 +1,1 @@
+"""What the Snakemake DAG runs and reports about itself: the plan of runs, tuning trials, costs and status."""
