@@ -1,0 +1,4 @@
+"""`python -m hdml.cli`, as the installed `hdml` command."""
+from hdml.cli import main
+
+raise SystemExit(main())
