@@ -13,7 +13,8 @@ from hdml.fidelity import python_symbols
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = (ROOT / "CONTRIBUTING.md").read_text()
-PATH = re.compile(r"`((?:[\w.-]+/)*[\w.<>-]+(?:\.(?:py|yaml|md|smk|sh)|/)|Snakefile)(?:::([\w.]+))?`")
+# a repository path has a folder (bare names like `config.yaml` are a run folder's files) or is the Snakefile
+PATH = re.compile(r"`((?:[\w.-]+/)+[\w.<>-]*(?:\.(?:py|yaml|md|smk|sh)|/)|Snakefile)(?:::([\w.]+))?`")
 PLACEHOLDER = re.compile(r"<\w+>|NAME|STAGE")
 
 
@@ -31,10 +32,11 @@ def test_the_recipes_are_there():
     assert {"Adding a loss", "Adding a dataset", "Adding a report section"} <= set(recipes())
 
 
-@pytest.mark.parametrize("title", sorted(recipes()))
-def test_every_path_a_recipe_names_exists(title):
+def missing_paths(text: str) -> list[str]:
+    """The paths and `path::symbol`s `text` names that are not in the tree (a path with a placeholder,
+    a file to create, needs its folder)."""
     missing = []
-    for path, symbol in named(recipes()[title]):
+    for path, symbol in named(text):
         if PLACEHOLDER.search(path):  # a file to create: its folder must exist
             folder = ROOT / PLACEHOLDER.split(path)[0]
             if not folder.parent.is_dir() and not folder.is_dir():
@@ -45,7 +47,18 @@ def test_every_path_a_recipe_names_exists(title):
             missing.append(f"{path}: does not exist")
         elif symbol and target.suffix == ".py" and symbol not in python_symbols(target):
             missing.append(f"{path}::{symbol}: no such symbol")
+    return missing
+
+
+@pytest.mark.parametrize("title", sorted(recipes()))
+def test_every_path_a_recipe_names_exists(title):
+    missing = missing_paths(recipes()[title])
     assert not missing, f"CONTRIBUTING.md, '{title}':\n" + "\n".join(missing)
+
+
+def test_every_path_the_architecture_names_exists():
+    missing = missing_paths((ROOT / "docs" / "architecture.md").read_text())
+    assert not missing, "docs/architecture.md:\n" + "\n".join(missing)
 
 
 @pytest.mark.parametrize("title", sorted(recipes()))
@@ -69,3 +82,9 @@ def test_a_dataset_file_goes_where_the_datasets_are_discovered():
 
     folder = Path(datasets.__file__).parent.relative_to(ROOT).as_posix()
     assert f"`{folder}/NAME.py`" in recipes()["Adding a dataset"]
+
+
+def test_the_path_check_sees_a_stale_path_and_symbol():
+    text = ("`hdml/no_such.py`, `baselines/<name>.py`, `hdml/core/config.py::no_such`, "
+            "`hdml/core/config.py::ConfigError`")
+    assert missing_paths(text) == ["hdml/no_such.py: does not exist", "hdml/core/config.py::no_such: no such symbol"]
