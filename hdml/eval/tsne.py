@@ -51,6 +51,7 @@ def subsample(n: int, max_points: int) -> tuple[np.ndarray | None, np.random.Gen
 def tsne_map(path: Path, max_points: int = MAX_POINTS) -> TsneMap:
     """Barnes-Hut t-SNE (PCA init, perplexity 30 or less for few points) of the L2-normalised
     test embeddings in a run's embeddings.npz; the run is read from its folder."""
+    # here: scikit-learn's t-SNE only for the tsne rule (start-up time of `hdml aggregate`, which imports this)
     from sklearn.manifold import TSNE
 
     path = Path(path)

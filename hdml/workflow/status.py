@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hdml.train import progress
-from hdml.workflow.plan import Run
+from hdml.workflow.plan import Run, read_workflow_configs, validate_workflow_config
 
 STALE = 3600.0  # seconds without an update after which a run on another host counts as dead
 # (generous: progress.json is not rewritten during an evaluation, minutes on SOP)
@@ -154,6 +154,7 @@ def summary(statuses: list[RunStatus], metrics_csv: Path, report: Path, metric: 
     `metric` over seeds of the main table and the next, by display name with their 95% intervals
     (and whether those overlap: the highest mean is not a winner then), and the runs that did not
     finish."""
+    # here: only the end-of-DAG summary reads results (pandas, the report's matplotlib: start-up of `hdml status`)
     from hdml.core import reference
     from hdml.eval.aggregate import METRICS_COLUMNS, read_long
     from hdml.report.names import display
@@ -197,7 +198,5 @@ def summary(statuses: list[RunStatus], metrics_csv: Path, report: Path, metric: 
 
 def planned(configfiles: list[str]) -> tuple[dict[str, Any], list[Run]]:
     """The merged workflow config of `configfiles` and its runs (checked as Snakemake would)."""
-    from hdml.workflow.plan import read_workflow_configs, validate_workflow_config
-
     config = read_workflow_configs(configfiles)
     return config, validate_workflow_config(config, source=", ".join(configfiles))

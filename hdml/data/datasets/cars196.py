@@ -57,6 +57,7 @@ def _is_kaggle_url(url: str) -> bool:
 
 def read_annotations(path: Path) -> pd.DataFrame:
     """path (as in the .mat, e.g. `car_ims/000001.jpg`) and label of every image."""
+    # here: scipy only when Cars196's annotation file is read (start-up time of every other command)
     from scipy.io import loadmat
     from scipy.io.matlab import MatReadError
 

@@ -17,6 +17,7 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
             archive: Path | None = None) -> Path:
     if urls or md5 or archive:
         raise ValueError("digits ships with scikit-learn: --url, --md5 and --archive do not apply")
+    # here: scikit-learn's loader only when digits is prepared (start-up time)
     from sklearn.datasets import load_digits
 
     digits = load_digits()

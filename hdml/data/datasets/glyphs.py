@@ -57,6 +57,7 @@ TEST_CLASSES = 40  # the rest train; which ones by a seeded shuffle, so both spl
 
 
 def font_dir() -> Path:
+    # here: matplotlib (for the fonts it ships) only when glyphs are drawn (start-up time)
     import matplotlib
 
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
