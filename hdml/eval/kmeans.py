@@ -306,7 +306,7 @@ def kmeans_restarts(x: np.ndarray, k: int, seed: int = 0, n_init: int = KMEANS_P
 def _sq_dist_torch(x: torch.Tensor, x_sq: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Squared distances of the points `idx` (rows) to every point (columns), in the numpy
     seeding's order of operations: -2 c.x + |x|^2 + |c|^2, clamped at 0."""
-    import torch  # here and in each torch function: the numpy path never pays torch's import
+    import torch  # here, as in each torch function: the numpy path never pays torch's import
     return (torch.mm(x[idx], x.T).mul_(-2).add_(x_sq).add_(x_sq[idx, None])).clamp_(min=0)
 
 
@@ -314,7 +314,7 @@ def kmeanspp_seeds_torch(x: torch.Tensor, k: int, rngs: list[np.random.Generator
                          stop: int | None = None) -> torch.Tensor:
     """`_kmeanspp_seeds` on x's device: (restarts, k) row indices of the centres
     (`stop`: only the first that many)."""
-    import torch
+    import torch  # here: see _sq_dist_torch
     n, r, dev = len(x), len(rngs), x.device
     first, uniforms = _kmeanspp_draws(rngs, n, k)
     trials = uniforms.shape[2]
@@ -342,7 +342,7 @@ def _nearest_torch(x: torch.Tensor, x_sq: torch.Tensor, centres: torch.Tensor) -
     """(index, squared distance) of each point's nearest centre, ties to the smaller index;
     points in blocks of TORCH_BLOCK_ELEMENTS / k rows, each block's distances computed in place
     in the product's memory (one block at a time on the device)."""
-    import torch
+    import torch  # here: see _sq_dist_torch
     k = len(centres)
     c_sq = (centres * centres).sum(1)
     step = max(1, TORCH_BLOCK_ELEMENTS.get(x.device.type, TORCH_BLOCK_ELEMENTS["cpu"]) // k)
@@ -359,7 +359,7 @@ def lloyd_torch(x: torch.Tensor, x_sq: torch.Tensor, centres: torch.Tensor, max_
     """`_lloyd` on x's device: (clusters, inertia). Cluster sums in float64, whose
     sums of float32 values are exact in practice, so the order of CUDA's atomic adds does not
     change the float32 means."""
-    import torch
+    import torch  # here: see _sq_dist_torch
     k = len(centres)
     with full_precision_matmul(), torch.autocast(x.device.type, enabled=False):
         assign, dist = _nearest_torch(x, x_sq, centres)
@@ -386,7 +386,7 @@ def _kmeans_restarts_torch(x: np.ndarray, k: int, rngs: list[np.random.Generator
                     device: str) -> np.ndarray:
     """`kmeans_restarts`'s clustering of the float32 `x` on the torch `device`,
     after its argument checks: the least-inertia run, the first winning ties."""
-    import torch
+    import torch  # here: see _sq_dist_torch
     xt = torch.as_tensor(x, device=device)
     x_sq = (xt * xt).sum(1)
     best: tuple[torch.Tensor, float] | None = None

@@ -70,8 +70,8 @@ def retrieval_metrics(x: np.ndarray, codes: np.ndarray, ks: list[int],
 
 
 def retrieve(q: np.ndarray, q_codes: np.ndarray, ks: list[int], gallery: tuple[np.ndarray, np.ndarray] | None = None,
-             chunk: int | None = None, device: str = "cpu") -> tuple[dict[str, float], np.ndarray | None,
-                                                                    np.ndarray | None]:
+             chunk: int | None = None,
+             device: str = "cpu") -> tuple[dict[str, float], np.ndarray | None, np.ndarray | None]:
     """Recall@K for every K in ks, MAP@R and R-precision of normalised queries `q` with class codes
     `q_codes`, searching `gallery` (its embeddings and codes, shared with the queries') or, if None,
     themselves (module docstring). Also, with their own gallery, every query's k1 nearest others
