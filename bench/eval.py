@@ -16,7 +16,7 @@ own:
   r_precision), k="max_bin_count")` with its defaults (faiss k-means, niter=20, seed 1234).
 
 --clustering times the clustering alone at this size instead, in one process: the authors'
-k-means++ (`kmeans_algorithm="kmeans++"`) in numpy and in torch (`hdml.eval.kmeans_torch`, on
+k-means++ (`kmeans_algorithm="kmeans++"`) in numpy and in torch (`hdml.eval.kmeans`, on
 --device's torch device: torch:cpu unless it names CUDA), each as a measured prefix (--steps
 seeding steps, --lloyd-iters Lloyd iterations at full size) extrapolated explicitly, beside faiss's
 Lloyd (`kmeans_algorithm="faiss"`, 20 iterations) timed whole.
@@ -67,13 +67,14 @@ def sop_like(n_classes: int, n: int, d: int, sigma: float, seed: int) -> tuple[n
 
 def worker(side: str, data: Path, device: str) -> None:
     """Compute one side's metrics; print {metrics, seconds, peak_rss_mb, backend} as JSON."""
-    from hdml.eval.metrics import _l2_index, evaluate, l2_normalise, resolve_device
+    from hdml.eval.metrics import evaluate, l2_normalise, resolve_device
+    from hdml.eval.search import l2_index
 
     x, labels = np.load(data / "x.npy"), np.load(data / "labels.npy")
     backend = None
     if side in ("hdml", "hdml-kmeans++"):
         backend = resolve_device(device)
-        _l2_index(x[:64], 1, backend).search(x[:64], 1)  # device start-up, outside the timing
+        l2_index(x[:64], 1, backend).search(x[:64], 1)  # device start-up, outside the timing
         algorithm = "faiss" if side == "hdml" else "kmeans++"
 
         def run() -> dict:
@@ -128,8 +129,8 @@ def clustering(x: np.ndarray, k: int, steps: int, iters: int, device: str, torch
     the whole seeding takes seconds), with faiss's Lloyd timed whole."""
     import torch
 
-    from hdml.eval import kmeans_torch
-    from hdml.eval.metrics import KMEANS_PP_RESTARTS, _kmeanspp_seeds, _lloyd, kmeans, l2_normalise
+    from hdml.eval.kmeans import KMEANS_PP_RESTARTS, _kmeanspp_seeds, _lloyd, kmeans, kmeanspp_seeds_torch, lloyd_torch
+    from hdml.eval.metrics import l2_normalise
 
     x = l2_normalise(x)
     n, restarts = len(x), KMEANS_PP_RESTARTS
@@ -146,11 +147,11 @@ def clustering(x: np.ndarray, k: int, steps: int, iters: int, device: str, torch
     for name, measured, seed_prefix, lloyd_prefix, dev in [
             ("numpy", steps, lambda: _kmeanspp_seeds(x, k, rngs(), stop=steps + 1),
              lambda: _lloyd(x, start.copy(), iters, -1.0, "cpu"), "cpu"),
-            (f"torch:{torch_device}", t_steps, lambda: kmeans_torch.kmeanspp_seeds(xt, k, rngs(), stop=t_steps + 1),
-             lambda: kmeans_torch.lloyd(xt, x_sq, torch.as_tensor(start, device=torch_device), iters, -1.0),
+            (f"torch:{torch_device}", t_steps, lambda: kmeanspp_seeds_torch(xt, k, rngs(), stop=t_steps + 1),
+             lambda: lloyd_torch(xt, x_sq, torch.as_tensor(start, device=torch_device), iters, -1.0),
              torch_device)]:
         if dev != "cpu":  # CUDA's and cuBLAS's start-up, outside the timing
-            timed(lambda: kmeans_torch.kmeanspp_seeds(xt, k, rngs(), stop=2), dev)
+            timed(lambda: kmeanspp_seeds_torch(xt, k, rngs(), stop=2), dev)
         seeding, lloyd = timed(seed_prefix, dev), timed(lloyd_prefix, dev)
         rows.append((f"{name} seeding", seeding, f"{measured} of {k - 1} steps", (k - 1) / measured, ""))
         passes = iters + 1  # the first assignment, then one assignment and means step per iteration

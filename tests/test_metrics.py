@@ -14,7 +14,8 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import FaissKMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-from hdml.eval import metrics
+from hdml.eval import kmeans as kmeans_module
+from hdml.eval import metrics, retrieval, search
 from hdml.eval.metrics import clustering_metrics, evaluate, kmeans, retrieval_metrics
 
 
@@ -124,8 +125,8 @@ def exact_ties() -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("k", [10, 150])  # 150: faiss's reservoir selection instead of heaps
 def test_ties_on_the_blas_path_match_lexicographic_ranking(exact_ties, k: int) -> None:
     x, order = exact_ties
-    index = metrics._l2_index(x, k + 1)
-    assert np.array_equal(metrics._neighbours(index, x, np.arange(len(x)), k)[0], order[:, :k])
+    index = search.l2_index(x, k + 1)
+    assert np.array_equal(retrieval._neighbours(index, x, np.arange(len(x)), k)[0], order[:, :k])
     labels = np.random.default_rng(k).integers(0, 300, len(x))
     got = retrieval_metrics(x, codes_of(labels), [1, 5, k])
     assert got == pytest.approx(brute_retrieval(x, labels, [1, 5, k], order), abs=1e-12)
@@ -135,7 +136,7 @@ def test_singletons_are_left_out_as_queries_but_stay_retrievable(caplog: pytest.
     # The singleton S (row 2) is the nearest neighbour of both A queries.
     x = np.array([[1, 0], [0.6, 0.8], [0.8, 0.6]], np.float32)
     labels = np.array(["A", "A", "S"])
-    with caplog.at_level(logging.WARNING, logger="hdml.eval.metrics"):
+    with caplog.at_level(logging.WARNING, logger="hdml.eval.retrieval"):
         got = retrieval_metrics(x, codes_of(labels), [1, 2])
     assert got == {"recall@1": 0.0, "recall@2": 1.0, "map@r": 0.0, "r_precision": 0.0}
     assert "1 of 3 queries have no positive" in caplog.text
@@ -200,7 +201,7 @@ def test_kmeans_first_step_from_neighbours_equals_faiss(m: int) -> None:
     have no sampled neighbour and search all centroids."""
     x, _ = clustered(9, n_classes=150, sizes=(2, 12), d=32, sigma=1.5)
     x = metrics.l2_normalise(x)
-    nbr, dist = metrics._neighbours(metrics._l2_index(x, m + 1), x, np.arange(len(x)), m)
+    nbr, dist = retrieval._neighbours(search.l2_index(x, m + 1), x, np.arange(len(x)), m)
     want, _ = faiss_kmeans(x, 150, 4)
     assert np.array_equal(kmeans(x, 150, 4, neighbours=(nbr, dist)), want)
 
@@ -287,8 +288,8 @@ def test_kmeanspp_seeding_is_the_plain_seeding_bit_for_bit(n: int, k: int, d: in
     rngs = [np.random.default_rng([seed, r]) for r in range(10)]
     want = plain_kmeanspp(x, k, rngs)
     rngs = [np.random.default_rng([seed, r]) for r in range(10)]
-    assert np.array_equal(metrics._kmeanspp_seeds(x, k, rngs), want)
-    assert np.array_equal(metrics._kmeanspp_seeds(x, k, [np.random.default_rng([seed, r]) for r in range(10)],
+    assert np.array_equal(kmeans_module._kmeanspp_seeds(x, k, rngs), want)
+    assert np.array_equal(kmeans_module._kmeanspp_seeds(x, k, [np.random.default_rng([seed, r]) for r in range(10)],
                                                   stop=3), want[:, :3])
 
 
@@ -306,7 +307,7 @@ def test_cluster_sums_are_reduceats_sums_bit_for_bit(n: int, k: int) -> None:
     starts = np.concatenate([[0], np.cumsum(count[full])[:-1]])
     want = np.zeros((k, 40))
     want[full] = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
-    got_count, got = metrics._cluster_sums(np.ascontiguousarray(x.T, dtype=np.float64), assign, k)
+    got_count, got = kmeans_module._cluster_sums(np.ascontiguousarray(x.T, dtype=np.float64), assign, k)
     assert np.array_equal(got_count, count) and np.array_equal(got, want)
     sequential = np.stack([functools.reduce(np.add, x[assign == j].astype(np.float64)) for j in full])
     assert not np.array_equal(want[full], sequential)

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from hdml.eval import kmeans_torch, metrics
+from hdml.eval import kmeans as kmeans_module
+from hdml.eval import metrics
 from hdml.eval.metrics import TorchFlatL2, evaluate, resolve_device
+from hdml.eval.search import TORCH_BLOCK_ELEMENTS, _gpu_resources, full_precision_matmul, l2_index, torch_device_of
 
-HAS_CUDA = torch.cuda.is_available() or metrics._gpu_resources() is not None
+HAS_CUDA = torch.cuda.is_available() or _gpu_resources() is not None
 
 
 def torch_index(x: np.ndarray, rows: int) -> TorchFlatL2:
@@ -108,7 +110,7 @@ def test_full_precision_matmul_sets_every_flag_and_restores_them(setting: str | 
         if setting:
             torch.set_float32_matmul_precision(setting)
         before = torch.get_float32_matmul_precision(), [b.fp32_precision for b in backends]
-        with metrics._full_precision_matmul():
+        with full_precision_matmul():
             # cuBLAS's own check, which raises where the legacy and per-backend settings disagree
             assert torch.backends.cuda.matmul.allow_tf32 is False
             assert [b.fp32_precision for b in backends] == ["ieee", "ieee"]
@@ -128,10 +130,10 @@ def test_evaluate_on_torch_equals_faiss(seed: int, monkeypatch: pytest.MonkeyPat
     search = TorchFlatL2.search
     monkeypatch.setattr(TorchFlatL2, "search", lambda self, q, k: searched.append(k) or search(self, q, k))
     clustered_on = []
-    restarts = kmeans_torch.kmeans_restarts
-    monkeypatch.setattr(kmeans_torch, "kmeans_restarts",
+    restarts = kmeans_module._kmeans_restarts_torch
+    monkeypatch.setattr(kmeans_module, "_kmeans_restarts_torch",
                         lambda x, k, *rest: clustered_on.append(rest[-1]) or restarts(x, k, *rest))
-    monkeypatch.setitem(metrics.TORCH_BLOCK_ELEMENTS, "cpu", 5 * len(x))  # blocks of 5 queries
+    monkeypatch.setitem(TORCH_BLOCK_ELEMENTS, "cpu", 5 * len(x))  # blocks of 5 queries
     want = evaluate(x, labels, [1, 2, 4, 8, 100], seed=seed, device="cpu")
     assert not searched and not clustered_on
     got = evaluate(x, labels, [1, 2, 4, 8, 100], seed=seed, device="torch:cpu")
@@ -163,7 +165,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(device: str) -> None:
         evaluate(x, labels, [1], device=device)
 
 
-@pytest.mark.skipif(metrics._gpu_resources() is not None, reason="faiss has a GPU, which auto takes")
+@pytest.mark.skipif(_gpu_resources() is not None, reason="faiss has a GPU, which auto takes")
 def test_auto_takes_torch_cuda_only_where_torch_is_imported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == "torch:cuda"
@@ -175,7 +177,7 @@ def test_auto_takes_torch_cuda_only_where_torch_is_imported(monkeypatch: pytest.
 @pytest.mark.parametrize(("device", "backend"), [("cpu", faiss.IndexFlatL2), ("torch:cpu", TorchFlatL2)])
 def test_each_setting_builds_its_backend_and_resolves_to_itself(device: str, backend: type) -> None:
     assert resolve_device(device) == device
-    assert type(metrics._l2_index(np.eye(3, dtype=np.float32), 1, device)) is backend
+    assert type(l2_index(np.eye(3, dtype=np.float32), 1, device)) is backend
 
 
 def test_evaluate_on_the_cpu_does_not_import_torch() -> None:
@@ -185,7 +187,7 @@ def test_evaluate_on_the_cpu_does_not_import_torch() -> None:
     assert out.stdout.strip() == "False"
 
 
-# --- k-means++ and Lloyd in torch (hdml.eval.kmeans_torch) -------------------------------------------
+# --- k-means++ and Lloyd in torch (hdml.eval.kmeans) -------------------------------------------
 
 # (points, clusters, dimensions, noise): the demo's test split (digits 5-9, 64-d embeddings),
 # many small clusters, and noise that blurs them
@@ -200,7 +202,7 @@ def mixture(n: int, k: int, d: int, sigma: float, seed: int = 0) -> np.ndarray:
 
 
 def generators(seed: int) -> list[np.random.Generator]:
-    return [np.random.default_rng([seed, r]) for r in range(metrics.KMEANS_PP_RESTARTS)]
+    return [np.random.default_rng([seed, r]) for r in range(kmeans_module.KMEANS_PP_RESTARTS)]
 
 
 def partition(clusters: np.ndarray) -> np.ndarray:
@@ -221,10 +223,10 @@ def inertia(x: np.ndarray, clusters: np.ndarray) -> float:
 def test_torch_seeding_chooses_the_numpy_centres(case: str, seed: int) -> None:
     n, k, d, sigma = KMEANS_CASES[case]
     x = mixture(n, k, d, sigma, seed)
-    want = metrics._kmeanspp_seeds(x, k, generators(seed))
-    got = kmeans_torch.kmeanspp_seeds(torch.as_tensor(x), k, generators(seed)).numpy()
+    want = kmeans_module._kmeanspp_seeds(x, k, generators(seed))
+    got = kmeans_module.kmeanspp_seeds_torch(torch.as_tensor(x), k, generators(seed)).numpy()
     assert np.array_equal(got, want)
-    assert np.array_equal(kmeans_torch.kmeanspp_seeds(torch.as_tensor(x), k, generators(seed), stop=3).numpy(),
+    assert np.array_equal(kmeans_module.kmeanspp_seeds_torch(torch.as_tensor(x), k, generators(seed), stop=3).numpy(),
                           want[:, :3])
 
 
@@ -253,20 +255,20 @@ def test_torch_clustering_gives_the_numpy_partition_and_sklearns_quality(case: s
 
 
 def test_clustering_runs_in_torch_where_the_searches_do_or_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert metrics._kmeans_torch_device("cpu") is None
-    assert metrics._kmeans_torch_device("torch:cpu") == "cpu"
-    assert metrics._kmeans_torch_device("torch:cuda:1") == "cuda:1"
+    assert torch_device_of("cpu") is None
+    assert torch_device_of("torch:cpu") == "cpu"
+    assert torch_device_of("torch:cuda:1") == "cuda:1"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert metrics._kmeans_torch_device("cuda") == "cuda"  # faiss's GPU: seeding on torch's
+    assert torch_device_of("cuda") == "cuda"  # faiss's GPU: seeding on torch's
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert metrics._kmeans_torch_device("cuda") is None
+    assert torch_device_of("cuda") is None
 
 
 @pytest.mark.gpu
 def test_cuda_clustering_gives_the_numpy_partition_and_fits_sop_size() -> None:
     """On CUDA: the numpy partition; at SOP's size (60,502 x 512, k = 11,316), 50 seeding
     steps and 2 Lloyd iterations take under 0.6 GiB of device memory besides the points
-    (hdml.eval.kmeans_torch's docstring counts it)."""
+    (hdml.eval.kmeans's docstring counts it)."""
     n, k, d, sigma = KMEANS_CASES["many-clusters"]
     x = mixture(n, k, d, sigma)
     want = metrics.kmeans_restarts(x, k, seed=3, device="cpu")
@@ -275,7 +277,7 @@ def test_cuda_clustering_gives_the_numpy_partition_and_fits_sop_size() -> None:
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    seeds = kmeans_torch.kmeanspp_seeds(big, 11316, generators(0), stop=50)
-    assert seeds.shape == (metrics.KMEANS_PP_RESTARTS, 50)
-    kmeans_torch.lloyd(big, (big * big).sum(1), big[:11316].clone(), max_iter=2, tol=-1.0)  # any 11,316 rows
+    seeds = kmeans_module.kmeanspp_seeds_torch(big, 11316, generators(0), stop=50)
+    assert seeds.shape == (kmeans_module.KMEANS_PP_RESTARTS, 50)
+    kmeans_module.lloyd_torch(big, (big * big).sum(1), big[:11316].clone(), max_iter=2, tol=-1.0)  # any 11,316 rows
     assert torch.cuda.max_memory_allocated() - base < 0.6 * 2**30

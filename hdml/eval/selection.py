@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from hdml.core.metricnames import is_retrieval
+from hdml.eval import metrics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,8 +32,6 @@ LABELS = {"last": "last checkpoint", "val": "best on validation classes",
 
 def score_val(z: np.ndarray, labels: np.ndarray, metric: str, ks: list[int], seed: int, kmeans: str) -> float:
     """`metric` of validation embeddings; retrieval metrics skip the clustering."""
-    from hdml.eval import metrics  # here: the config checks import this module and need no faiss
-
     if is_retrieval(metric):
         _, codes = np.unique(labels, return_inverse=True)
         return metrics.retrieval_metrics(metrics.l2_normalise(z), codes, ks)[metric]
