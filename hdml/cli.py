@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 
 from hdml.core.config import ConfigError
+from hdml.core.registry import method_names
 
 EXIT_USAGE = 2  # bad input: config, files, arguments
 EXIT_DIVERGED = 3  # NaN/infinite losses: rerunning will not help
@@ -104,8 +105,6 @@ def unused_workflow_settings(path: Path, dataset: str, method: str, overrides: d
     not (by hand, `hdml train` starts from the built-in defaults, not from the config), in words;
     None when nothing, or when there is no such config or dataset (or the method is unknown: its
     own error comes first)."""
-    from hdml.methods.base import method_names
-
     if method not in method_names():
         return None
     try:
@@ -296,7 +295,6 @@ def _datasets_help() -> str:
 
 def _train_help() -> str:
     from hdml.data.datasets import dataset_names
-    from hdml.methods.base import method_names
 
     return (f"datasets: {', '.join(dataset_names())}\nmethods:  {', '.join(method_names())}\n"
             "Every --set key with its default and allowed values: hdml config --list [--dataset D --method M]")
