@@ -15,8 +15,8 @@ while the metric (backbone + head) trains on real and synthetic tuples. One step
   n~ = G([a; p; n])                                  (the N-pair variant: one per anchor-negative pair)
   J_gen(n~)                                          -> generator only
   J_metric = J_m(a, p, n) + weight penalty + lambda J_m(a, p, n~)   -> backbone + head (protocol paper)
-Each loss's gradient is taken with torch.autograd.grad over its own parameters only, as HDML
-does (baselines/hdml.py); J_metric's gradient flows through G into z, G itself is not moved by it.
+Each loss's gradient is taken with torch.autograd.grad over its own parameters only, as HDML's
+(`hdml.methods.synthesis.set_grads`); J_metric's gradient flows through G into z, G itself is not moved by it.
 For the first `daml.warmup` fraction of the run the metric trains on real tuples alone and G
 is not updated: the paper's procedure as third-party summaries state it (pre-train the metric,
 then train both jointly) [unverified: the paper's text could not be reached], its length
@@ -68,8 +68,9 @@ from torch import nn
 from baselines.npair import NPairLoss
 from baselines.triplet import TripletLoss, split_triplets
 from hdml.core.config import ConfigError
-from hdml.core.registry import Context, Part, Range, Section
-from hdml.methods.base import Method, build_loss, lr_schedule, metric_optimizer, register_method, weight_penalty
+from hdml.core.registry import Context, Part, Range, Section, register_method
+from hdml.methods.optim import lr_schedule, metric_optimizer, weight_penalty
+from hdml.methods.synthesis import SynthesisMethod
 from hdml.model.embedding import EmbeddingNet
 
 DAML_DEFAULTS: dict[str, Any] = {
@@ -178,16 +179,7 @@ def generator_losses(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, n_syn: t
     return {"j_hard": per["j_hard"].mean(), "j_reg": per["j_reg"].mean(), "j_adv": per["j_adv"].mean() / 2}
 
 
-def _set_grads(params: list[nn.Parameter], loss: torch.Tensor, retain_graph: bool) -> None:
-    """d loss / d params into `.grad`; none at all for a non-finite loss (Adam skips those)."""
-    if not loss.requires_grad or not math.isfinite(loss.item()):
-        return
-    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
-    for p, g in zip(params, grads, strict=True):
-        p.grad = g
-
-
-class DAMLMethod(Method):
+class DAMLMethod(SynthesisMethod):
     """DAML around a base loss; subclasses say how a batch becomes real and synthetic tuples."""
 
     family = "DAML"
@@ -195,13 +187,12 @@ class DAMLMethod(Method):
     loss_terms = {"j_syn": "J_syn (synthetics)", "j_gen": "J_gen (generator)", "j_hard": "J_hard (near the anchor)",
                   "j_reg": "J_reg (near its negative)", "j_adv": "J_adv (adversarial)"}
     loss_figure = "generator"
+    section_name = "daml"
+    section = DAML_SECTION
 
     def __init__(self, model: EmbeddingNet, cfg: dict, context: Context, train_size: int | None = None) -> None:
-        h = cfg["daml"]
-        check_hparams(h)
-        self.model, self.cfg, self.h = model, cfg, h
-        self.protocol = cfg["protocol"]
-        self.loss = build_loss(self.loss_class, cfg, context)
+        super().__init__(model, cfg, context)
+        h = self.h
         code = self.protocol == "code"
         self.generator = HardNegativeGenerator(context, out_relu=code)
         self.discriminator = Discriminator(context) if code else None
@@ -214,10 +205,6 @@ class DAMLMethod(Method):
         self.steps_done = 0
         if self.warmup_steps == 0:
             self._end_warmup()
-
-    @classmethod
-    def config_sections(cls) -> dict[str, Section]:
-        return {"daml": DAML_SECTION, cls.loss_class.name: cls.loss_class.section()}
 
     def adversarial(self) -> bool:
         """Past the warm-up: the generator trains and the metric sees synthetic tuples."""
@@ -290,11 +277,7 @@ class DAMLMethod(Method):
         groups = [(metric_params, L["j_metric"])]
         if adversarial:  # J_gen's gradient first, keeping the graph J_metric's backward then frees
             groups.insert(0, (list(self.generator.parameters()), L["j_gen"]))
-        for i, (params, loss) in enumerate(groups):
-            _set_grads(params, loss, retain_graph=i < len(groups) - 1)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.sched.step()
+        self.routed_step(groups)
         self.steps_done += 1
         if self.steps_done == self.warmup_steps:
             self._end_warmup()

@@ -20,7 +20,7 @@ regulariser weight lambda and the learning rate mu set empirically to 3, 2, 1e-2
 recalled by the author of this module; the paper's text could not be reached through this
 project's search tools, so hdml/fidelity.md (DDML section) marks them unverified until checked against
 the PDF. The paper's regulariser lambda/2 sum_m (||W_m||_F^2 + ||b_m||_2^2) is not part of this
-loss: it is the suite's `weight_decay`, which hdml.methods.base.weight_penalty adds to every
+loss: it is the suite's `weight_decay`, which hdml.methods.optim.weight_penalty adds to every
 baseline's objective in the same form, weight_decay/2 * sum (||W||^2 + ||b||^2) (lambda =
 weight_decay; BatchNorm excluded), set per dataset like every other method's so that the
 comparison holds the protocol fixed. `mean` rescales the paper's sum by a constant (a

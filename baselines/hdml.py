@@ -38,23 +38,15 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from baselines.hdml_augmentor import augment_npair_tile, augment_triplets, hardness
 from baselines.hdml_generator import Generator, classifier, gen_loss, recon_loss, soft_loss
 from baselines.npair import NPairLoss
 from baselines.triplet import TripletLoss, split_triplets
 from hdml.core.config import ConfigError
-from hdml.core.registry import Context, Part, Range, Section
-from hdml.methods.base import (
-    Method,
-    authors_init,
-    build_loss,
-    lr_schedule,
-    metric_optimizer,
-    register_method,
-    weight_penalty,
-)
+from hdml.core.registry import Context, Part, Range, Section, register_method
+from hdml.methods.optim import authors_init, lr_schedule, metric_optimizer, weight_penalty
+from hdml.methods.synthesis import BlockAverage, SynthesisMethod
 from hdml.model.embedding import EmbeddingNet
 
 HDML_DEFAULTS: dict[str, Any] = {
@@ -71,37 +63,6 @@ HDML_DEFAULTS: dict[str, Any] = {
     "block": 64,  # iterations per block of the running averages J_avg, J_gen_avg (code)
     "init_avg": 1e6,  # initial value of both block averages (code)
 }
-
-
-class BlockAverage:
-    """Mean of a logged loss over the last completed block of `block` steps.
-
-    `value` is what a step uses; `update` is called after the step with its loss, so steps
-    0..block-1 use `initial` and step k*block uses the mean over steps (k-1)*block..k*block-1.
-    """
-
-    def __init__(self, block: int, initial: float) -> None:
-        self.block = block
-        self.value = initial
-        self._sum, self._count, self._seen = 0.0, 0, 0
-
-    def update(self, x: float) -> None:
-        if math.isfinite(x):
-            self._sum += x
-            self._count += 1
-        self._seen += 1
-        if self._seen == self.block:
-            if self._count:
-                self.value = self._sum / self._count
-            self._sum, self._count, self._seen = 0.0, 0, 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"block": self.block, "value": self.value, "sum": self._sum, "count": self._count, "seen": self._seen}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["block"] != self.block:
-            raise ValueError(f"block average: checkpoint has blocks of {state['block']} steps, this run {self.block}")
-        self.value, self._sum, self._count, self._seen = state["value"], state["sum"], state["count"], state["seen"]
 
 
 def metric_weight(beta: float, j_gen_avg: float) -> float:
@@ -161,17 +122,7 @@ class HDMLNets(Part):
                  "name": "classifier"}]
 
 
-def _set_grads(params: list[nn.Parameter], loss: torch.Tensor, retain_graph: bool) -> None:
-    """Store d loss / d params in `.grad` (None where unused, and everywhere if the loss is not
-    finite or has no graph: Adam then leaves those parameters and their moments alone)."""
-    if not loss.requires_grad or not math.isfinite(loss.item()):
-        return
-    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
-    for p, g in zip(params, grads, strict=True):
-        p.grad = g
-
-
-class HDMLMethod(Method):
+class HDMLMethod(SynthesisMethod):
     """HDML around a base loss; subclasses say how a batch becomes a synthetic tuple."""
 
     family = "HDML"
@@ -180,13 +131,12 @@ class HDMLMethod(Method):
     loss_terms = {"j_syn": "J_syn (synthetics)", "j_gen": "J_gen (generator)", "j_recon": "J_recon",
                   "j_soft": "J_soft", "j_cls": "J_cls (classifier)", "lambda0": "λ0 (hardness)"}
     loss_figure = "hdml"
+    section_name = "hdml"
+    section = HDML_SECTION
 
     def __init__(self, model: EmbeddingNet, cfg: dict, context: Context, train_size: int | None = None) -> None:
-        h = cfg["hdml"]
-        check_hparams(h)
-        self.model, self.cfg, self.h = model, cfg, h
-        self.loss = build_loss(self.loss_class, cfg, context)
-        self.protocol = cfg["protocol"]
+        super().__init__(model, cfg, context)
+        h = self.h
         authors_init(model, cfg)
         self.alpha = self.default_alpha if h["alpha"] is None else h["alpha"]
         self.nets = HDMLNets(context, h["gen_hidden"], glorot=self.protocol == "code").to(context.device)
@@ -197,10 +147,6 @@ class HDMLMethod(Method):
         block = h["block"] if self.protocol == "code" else self.epoch_steps(cfg, train_size)
         self.j_avg = BlockAverage(block, h["init_avg"])
         self.j_gen_avg = BlockAverage(block, h["init_avg"])
-
-    @classmethod
-    def config_sections(cls) -> dict[str, Section]:
-        return {"hdml": HDML_SECTION, cls.loss_class.name: cls.loss_class.section()}
 
     @staticmethod
     def epoch_steps(cfg: dict, train_size: int | None) -> int:
@@ -268,15 +214,7 @@ class HDMLMethod(Method):
             (list(self.generator.parameters()), L["j_gen"]),
             ([p for p in [*self.model.parameters(), *self.loss.parameters()] if p.requires_grad], L["j_metric"]),
         ]
-        # All gradients first: the optimiser step changes weights the other losses' graphs still use.
-        # J_metric's last, without retaining the graph: the backbone's activations are freed
-        # during its backward pass, as in a plain step, instead of living until the step ends.
-        # A group whose loss is not finite keeps no gradient, so the one optimiser skips it.
-        for i, (params, loss) in enumerate(groups):
-            _set_grads(params, loss, retain_graph=i < len(groups) - 1)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.sched.step()
+        self.routed_step(groups)  # J_metric's last: the backbone's activations are freed in its backward pass
         logs = {k: v.item() for k, v in L.items()}
         self.j_avg.update(logs["j_m_weighted"] if self.protocol == "code" else logs["j_m"])
         self.j_gen_avg.update(logs["j_gen"])

@@ -11,7 +11,7 @@ For each variant (N-pair: `main_npair.py`, triplet: `main_triplet.py`) the harne
    as GoogLeNet's variables were; the suite gets the same layer (`nn.Linear`) as its backbone;
 2. builds the suite's method (`hdml.methods.base.build_method`: `baselines/hdml.py`, `baselines/hdml_augmentor.py`,
    `baselines/hdml_generator.py`, `baselines/npair.py` / `baselines/triplet.py`,
-   the optimiser of `hdml/methods/base.py`)
+   the routing of `hdml/methods/synthesis.py`, the optimiser of `hdml/methods/optim.py`)
    with the authors' flag values, and copies the suite's initial weights into their variables;
 3. replays their training loop (`main_npair.py:162-205`: the three Adam steps, their `data_collector`s
    feeding J_avg and J_gen_avg) beside `method.step` on identical batches, in two copies of their graph:

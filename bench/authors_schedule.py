@@ -13,7 +13,7 @@ halving, the cadence switch, the stop and the best-NMI save) and executed as the
 training step and the evaluation replaced by stubs: the evaluation returns a test NMI that is a
 function of the step alone (three patterns: seeded with ties, rising, flat), the saver records
 the step it saves at, `os._exit` ends the loop. The flags are their per-dataset values
-(`FLAGS_BY_DATASET`). The suite side runs its own code: `hdml.methods.base.lr_schedule` for the rate,
+(`FLAGS_BY_DATASET`). The suite side runs its own code: `hdml.methods.optim.lr_schedule` for the rate,
 `hdml.core.schedule.eval_due` for the evaluations, `hdml.eval.selection.Best` (`selection: test`) and
 `hdml.eval.evaluate.evaluate_run` (the test-selected number of a `selection: last` run) for the kept
 checkpoint, on the config `hdml.workflow.plan` resolves from config/paper.yaml.
@@ -45,7 +45,7 @@ from hdml.core.schedule import eval_due  # noqa: E402 (after the path set-up abo
 from hdml.data.datasets import get_dataset  # noqa: E402 (after the path set-up above)
 from hdml.eval.evaluate import Embeddings, evaluate_run  # noqa: E402 (after the path set-up above)
 from hdml.eval.selection import Best  # noqa: E402 (after the path set-up above)
-from hdml.methods.base import lr_schedule  # noqa: E402 (after the path set-up above)
+from hdml.methods.optim import lr_schedule  # noqa: E402 (after the path set-up above)
 from hdml.workflow.plan import Run, read_workflow_configs, validate_workflow_config  # noqa: E402 (after the path set-up)
 
 PAPER = REPO / "config" / "paper.yaml"

@@ -21,7 +21,8 @@ from torch import nn
 
 from baselines.hdml import HDMLNPair
 from hdml.core.config import default_config, merge, validate
-from hdml.methods.base import TFAdam, build_method
+from hdml.methods.base import build_method
+from hdml.methods.optim import TFAdam
 from hdml.model.embedding import EmbeddingNet, TFBatchNorm1d, build_model
 
 REPO = Path(__file__).resolve().parents[1]

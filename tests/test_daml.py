@@ -12,7 +12,8 @@ from torch import nn
 
 from baselines.daml import DAMLMethod, generator_losses
 from hdml.core.config import ConfigError, default_config, merge, validate
-from hdml.methods.base import build_method, config_sections
+from hdml.core.registry import config_sections
+from hdml.methods.base import build_method
 from tiny_methods import NPAIR_LABELS, TRIPLET_LABELS, params, same, tiny_batch, tiny_method
 
 BATCHES = {"daml-triplet": TRIPLET_LABELS, "daml-npair": NPAIR_LABELS}

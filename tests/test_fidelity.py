@@ -287,7 +287,7 @@ def test_run_config_chooses_the_clustering() -> None:
 def test_weight_decay_covers_weights_and_biases_but_not_batchnorm() -> None:
     """main_npair.py:60-65: Regular_factor * sum of tf.nn.l2_loss (sum(v^2) / 2) over every trainable
     variable of the metric network whose name lacks "batch_normalization": biases included."""
-    from hdml.methods.base import weight_penalty
+    from hdml.methods.optim import weight_penalty
 
     torch.manual_seed(0)
     model = EmbeddingNet(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 12)), 12, 4)
@@ -373,7 +373,7 @@ def synthetic_ledger(path, bad_kind: str, suite: str, test: str) -> int:
 CASES = [
     # what resolves
     (GOOD_SUITE, GOOD_TEST, None),
-    ("`hdml/methods/base.py::MilestoneLR.get_lr`, `baselines/daml.py::DAMLMethod.eval_features`", "-", None),
+    ("`hdml/methods/optim.py::MilestoneLR.get_lr`, `baselines/daml.py::DAMLMethod.eval_features`", "-", None),
     ("`config/paper.yaml::datasets.sop.train.hdml.gen_lr`", "-", None),
     ("`baselines/hdml_augmentor.py::pull` as torchvision `models/googlenet.py:207` does", "-", None),
     ("-", "`tests/test_training.py::test_method_trains_and_its_loss_falls[ddml]`, `::test_same_seed_same_result`",
@@ -383,7 +383,7 @@ CASES = [
     ("`hdml/no_such_module.py::pull`", GOOD_TEST, "hdml/no_such_module.py does not exist"),
     ("`baselines/hdml_augmentor.py::no_such_function`", GOOD_TEST,
      "baselines/hdml_augmentor.py defines no no_such_function"),
-    ("`hdml/methods/base.py::MilestoneLR.no_such_method`", GOOD_TEST, "defines no MilestoneLR.no_such_method"),
+    ("`hdml/methods/optim.py::MilestoneLR.no_such_method`", GOOD_TEST, "defines no MilestoneLR.no_such_method"),
     ("`baselines/daml.py::DAMLNPair.eval_features`", GOOD_TEST, "defines no DAMLNPair.eval_features"),  # inherited
     ("`baselines/hdml_augmentor.py:24-56`", GOOD_TEST, "`baselines/hdml_augmentor.py:24-56` cites a line"),
     ("baselines/ddml.py:67 (unquoted)", GOOD_TEST, "`baselines/ddml.py:67` cites a line"),

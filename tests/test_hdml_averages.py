@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.hdml import BlockAverage, HDMLTriplet, metric_weight
+from baselines.hdml import HDMLTriplet, metric_weight
 from hdml.core.config import default_config, merge, validate
 from hdml.methods.base import build_method
+from hdml.methods.synthesis import BlockAverage
 from hdml.model.embedding import EmbeddingNet
 
 LABELS = torch.tensor([0, 1, 2, 0] * 2 + [1, 2, 0, 2])  # 4 triplets: [anchors; positives; negatives]

@@ -19,7 +19,8 @@ from baselines.hdml import HDMLMethod, HDMLNPair, HDMLTriplet
 from baselines.hdml_augmentor import augment_npair_tile, augment_triplets
 from baselines.triplet import TripletLoss
 from hdml.core.config import ConfigError, default_config, merge, validate
-from hdml.methods.base import build_method, method_names
+from hdml.core.registry import method_names
+from hdml.methods.base import build_method
 from hdml.model.embedding import EmbeddingNet
 from hdml.train.trainer import train_run
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from hdml.core.config import ConfigError
-from hdml.methods.base import method_names
+from hdml.core.registry import method_names
 from hdml.workflow.plan import plan_runs, set_args, validate_workflow_config
 
 DEMO = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/config.yaml").read_text())

@@ -9,8 +9,8 @@ import pytest
 
 import baselines
 from hdml.core import registry
+from hdml.core.registry import method_names
 from hdml.data import datasets
-from hdml.methods.base import method_names
 
 LOSS_FILE = '''
 import torch
@@ -92,15 +92,13 @@ def test_a_new_dataset_file_is_discovered(tmp_path, monkeypatch):
 
 
 REPO = Path(__file__).resolve().parent.parent
-REGISTRIES = {"hdml.core.registry", "hdml.methods.base"}  # where plug-ins are loaded and looked up
+REGISTRIES = {"hdml.core.registry"}  # where plug-ins are loaded and looked up
 SAMPLER_LAYOUTS = {"triplet", "npair", "m_per_class"}  # batch layouts, named like two losses
 
 
 def plugin_modules() -> set[str]:
-    from hdml.methods.base import METHODS
-
     registry.load_plugins()
-    return {cls.__module__ for cls in [*METHODS.values(), *registry.LOSSES.values()]}
+    return {cls.__module__ for cls in [*registry.METHODS.values(), *registry.LOSSES.values()]}
 
 
 def named_plugins(path: Path, modules: set[str], names: set[str]) -> list[str]:
@@ -126,10 +124,8 @@ def test_no_module_names_a_specific_plugin_except_the_registry():
     names one (a registered name as a string; the sampler layouts `triplet`/`npair` excepted).
     What the report needs to know of a method it reads from the plug-in (`base`, `family`,
     `display_name`, ...)."""
-    from hdml.methods.base import METHODS
-
     modules = plugin_modules()
-    names = (set(METHODS) | set(registry.LOSSES)) - SAMPLER_LAYOUTS
+    names = (set(registry.METHODS) | set(registry.LOSSES)) - SAMPLER_LAYOUTS
     files = [REPO / "Snakefile", *(REPO / "workflow").rglob("*.smk"), *(REPO / "workflow").rglob("*.py"),
              *(REPO / "hdml").rglob("*.py"), *(REPO / "baselines").rglob("*.py")]
     module_of = {f: ".".join(f.relative_to(REPO).with_suffix("").parts) for f in files}
@@ -149,12 +145,11 @@ def test_the_plugin_scan_finds_a_name_and_an_import(tmp_path):
 
 
 def test_methods_declare_their_base_loss_and_family():
-    from hdml.methods.base import METHODS
     from hdml.report.names import base_loss
     from hdml.report.synthetic import pairs
 
     registry.load_plugins()
-    built_on_a_loss = {name: cls for name, cls in METHODS.items() if hasattr(cls, "loss_class")}
+    built_on_a_loss = {name: cls for name, cls in registry.METHODS.items() if hasattr(cls, "loss_class")}
     assert len(built_on_a_loss) == 4
     for name, cls in built_on_a_loss.items():
         assert cls.base == cls.loss_class.name and cls.base in registry.LOSSES, name

@@ -13,7 +13,7 @@ from hdml.core import reference
 from hdml.core.config import build_run_config
 from hdml.core.schedule import eval_steps, resolve
 from hdml.data.datasets import get_dataset
-from hdml.methods.base import lr_schedule
+from hdml.methods.optim import lr_schedule
 from hdml.workflow.plan import read_workflow_configs, validate_workflow_config
 
 REPO = Path(__file__).resolve().parent.parent

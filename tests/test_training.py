@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from hdml.core.config import ConfigError
-from hdml.methods.base import method_names
+from hdml.core.registry import method_names
 from hdml.train.trainer import train_run
 
 TINY = {"steps": 60, "batch_size": 10, "lr": 1e-3, "eval_every": 30, "device": "cpu", "weight_decay": 0.0,

@@ -19,8 +19,7 @@ from baselines.hdml import HDML_RANGES
 from hdml.cli import main
 from hdml.core import registry
 from hdml.core.config import ConfigError
-from hdml.core.registry import MetricLoss, Range, register_loss
-from hdml.methods.base import method_names
+from hdml.core.registry import MetricLoss, Range, method_names, register_loss
 from hdml.workflow.plan import validate_workflow_config
 from hdml.workflow.tune import Spec, check_space, read_best, run_trial, search_space, write_best
 

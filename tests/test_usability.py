@@ -15,10 +15,10 @@ import yaml
 
 from hdml.cli import main, parser
 from hdml.core.config import ConfigError, build_run_config, describe_keys, rules_for
+from hdml.core.registry import method_names, method_sampler
 from hdml.data.datasets import DATASETS, cub200, dataset_names, get_dataset, sop
 from hdml.data.datasets.download import PrepareError
 from hdml.data.samplers import build_sampler
-from hdml.methods.base import method_names, method_sampler
 from hdml.workflow.plan import validate_workflow_config
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import sys
 import traceback
 
 from hdml.cli.parser import parser
-from hdml.core.config import ConfigError, Interrupted, TrainingDiverged
+from hdml.core.errors import ConfigError, Interrupted, TrainingDiverged
 
 EXIT_USAGE = 2  # bad input: config, files, arguments
 EXIT_DIVERGED = 3  # NaN/infinite losses: rerunning will not help

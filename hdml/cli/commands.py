@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from hdml.core.config import ConfigError
+from hdml.core.errors import ConfigError
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -108,7 +108,7 @@ def unused_workflow_settings(path: Path, dataset: str, method: str, overrides: d
     None when nothing, or when there is no such config or dataset (or the method is unknown: its
     own error comes first)."""
     # here, not at the top: only this command pays for the import (start-up time)
-    from hdml.methods.base import method_names
+    from hdml.core.registry import method_names
 
     if method not in method_names():
         return None

@@ -33,8 +33,8 @@ def _datasets_help() -> str:
 
 def _train_help() -> str:
     # here, not at the top: only `--help` pays for listing the plug-ins (start-up time)
+    from hdml.core.registry import method_names
     from hdml.data.datasets import dataset_names
-    from hdml.methods.base import method_names
 
     return (f"datasets: {', '.join(dataset_names())}\nmethods:  {', '.join(method_names())}\n"
             "Every --set key with its default and allowed values: hdml config --list [--dataset D --method M]")

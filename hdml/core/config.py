@@ -14,29 +14,15 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from hdml.core import schedule
+from hdml.core.errors import ConfigError, Interrupted, TrainingDiverged  # noqa: F401 (raised here, re-exported)
 from hdml.core.metricnames import check_metric
+from hdml.core.registry import Section, all_config_sections, config_sections
 from hdml.core.suggest import did_you_mean
-
-if TYPE_CHECKING:
-    from hdml.core.registry import Section
-
-
-class ConfigError(ValueError):
-    """A bad key or value in a run config or a workflow config."""
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss stayed NaN or infinite for too many consecutive steps."""
-
-
-class Interrupted(RuntimeError):
-    """A termination signal arrived; a checkpoint was written, a rerun resumes."""
-
 
 DEFAULTS: dict[str, Any] = {
     "steps": 8000,
@@ -125,8 +111,6 @@ class Rules:
 
 
 def rules_for(method: str | None = None) -> Rules:
-    from hdml.methods.base import all_config_sections, config_sections
-
     known = all_config_sections()
     own = {name: section for name, (section, _) in known.items()} if method is None else config_sections(method)
     choices, nullable, hints = dict(CHOICES), dict(NULLABLE), {}
@@ -154,8 +138,6 @@ def default_config(dataset_defaults: dict[str, Any] | None = None, rules: Rules 
 def drop_foreign(overrides: dict[str, Any], method: str) -> dict[str, Any]:
     """`overrides` without the keys of plug-in sections `method` does not use: a dataset's
     shared `train` settings may hold every method's sections (`hdml: {block: 8}`)."""
-    from hdml.methods.base import all_config_sections
-
     sections = all_config_sections()
 
     def used(key: str) -> bool:

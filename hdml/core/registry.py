@@ -2,8 +2,10 @@
 
 A baseline is one `MetricLoss` subclass in its own file in `baselines/`, decorated with
 `register_loss`; `load_plugins` finds the file (no import line to add anywhere).
-Training strategies that need more than one loss on real embeddings (HDML) register a
-`Method` factory instead (see `hdml.methods.base`).
+Training strategies that need more than one loss on real embeddings (HDML, DAML) register a
+`Method` factory with `register_method` instead (see `hdml.methods.base`). Names and config
+sections live here, below every layer that asks for them (config, datasets, workflow, cli);
+building and training a method is `hdml.methods`' business.
 
 Every plug-in owns its run-config section (`Section`: defaults, allowed values, nullable keys,
 value checks, and the search `ranges` of its hyper-parameters for `hdml.workflow.tune`), so `hdml.core.config`
@@ -24,7 +26,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from hdml.core.suggest import did_you_mean
+
 LOSSES: dict[str, type[MetricLoss]] = {}
+# A method factory (a `hdml.methods.base.Method` class) has `sampler`, `config_sections()` and is
+# called (model, cfg, context, train_size=None).
+MethodFactory = Callable[..., Any]
+METHODS: dict[str, MethodFactory] = {}
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,53 @@ def get_loss(name: str) -> type[MetricLoss]:
         return LOSSES[name]
     except KeyError:
         raise KeyError(f"unknown loss {name!r}; known: {sorted(LOSSES)}") from None
+
+
+def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
+    """Class decorator: make a method available by `name`."""
+    def deco(factory: MethodFactory) -> MethodFactory:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} registered twice")
+        METHODS[name] = factory
+        return factory
+
+    return deco
+
+
+def method_names() -> list[str]:
+    load_plugins()
+    return sorted(set(METHODS) | set(LOSSES))
+
+
+def check_method(name: str) -> None:
+    """A one-line error for an unknown method: every known name, and the closest ones."""
+    known = method_names()
+    if name not in known:
+        raise KeyError(f"unknown method {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}")
+
+
+def method_sampler(name: str) -> str:
+    """The batch layout a method trains on (`hdml.data.samplers`)."""
+    check_method(name)
+    return METHODS[name].sampler if name in METHODS else LOSSES[name].sampler
+
+
+def config_sections(name: str) -> dict[str, Section]:
+    """The run-config sections a method uses, by section name (a loss: its own; HDML: `hdml`
+    and its base loss's)."""
+    check_method(name)
+    return METHODS[name].config_sections() if name in METHODS else {name: LOSSES[name].section()}
+
+
+def all_config_sections() -> dict[str, tuple[Section, list[str]]]:
+    """Every plug-in section with the methods that use it; one name, one declaration."""
+    out: dict[str, tuple[Section, list[str]]] = {}
+    for method in method_names():
+        for name, section in config_sections(method).items():
+            if name in out and out[name][0] != section:
+                raise ValueError(f"config section {name!r} declared differently by {out[name][1]} and {method!r}")
+            out.setdefault(name, (section, []))[1].append(method)
+    return out
 
 
 PLUGIN_PACKAGES = ("baselines",)  # every module in these packages is a plug-in candidate

@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from hdml.core import reference
-from hdml.core.registry import LOSSES, load_plugins
+from hdml.core.registry import LOSSES, METHODS, load_plugins
 from hdml.data.datasets import get_dataset
-from hdml.methods.base import METHODS
 
 DATASET_ORDER = ["cub200", "cars196", "sop", "digits"]
 PAPER_TABLE = {"cub200": 1, "cars196": 2, "sop": 3}  # the paper's table number per dataset

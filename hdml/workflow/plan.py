@@ -17,9 +17,9 @@ import yaml
 
 from hdml.core import reference
 from hdml.core.config import ConfigError, build_run_config, drop_foreign
+from hdml.core.registry import all_config_sections, method_names
 from hdml.core.suggest import did_you_mean
 from hdml.data.datasets import dataset_names, get_dataset
-from hdml.methods.base import method_names
 
 # Package data, so an installed hdml (not only a checkout) can check a config; the Snakefile
 # validates against this same file (`schema_path`), the one copy.
@@ -245,8 +245,6 @@ def check_variant_sections(variant: str, entry: dict[str, Any]) -> None:
     """A variant's `set` may hold plug-in sections only some of its methods use (`protocol=paper`
     sets `hdml.beta` for HDML and DAML runs alike; each run drops the sections it lacks), but a
     section none of them uses would change nothing: an error, not a silent copy of the default."""
-    from hdml.methods.base import all_config_sections
-
     sections = all_config_sections()
     for key in entry["set"]:
         head = key.partition(".")[0]

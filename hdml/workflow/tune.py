@@ -57,7 +57,7 @@ import yaml
 
 from hdml.core.config import ConfigError, TrainingDiverged, build_run_config
 from hdml.core.io import write_json, write_text
-from hdml.core.registry import Range
+from hdml.core.registry import Range, config_sections
 
 if TYPE_CHECKING:
     import optuna
@@ -75,8 +75,6 @@ log = logging.getLogger("hdml.workflow.tune")
 
 def search_space(method: str) -> dict[str, Range]:
     """The ranges the plug-ins of `method` declare, by dotted run-config key."""
-    from hdml.methods.base import config_sections
-
     return {f"{name}.{key}": r for name, section in config_sections(method).items()
             for key, r in section.ranges.items()}
 
@@ -85,8 +83,6 @@ def check_space(method: str, dataset_defaults: dict[str, Any], overrides: dict[s
     """The search space of `method`, checked: declared, each range on a numeric key of its
     section, and a run config with every range at its low end, and one at its high end, passing
     the plug-ins' own checks (so no trial can draw a value its loss refuses)."""
-    from hdml.methods.base import config_sections
-
     space = search_space(method)
     if not space:
         raise ConfigError(f"method {method} declares no search ranges, so it cannot be tuned; its plug-in "

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from hdml.core.registry import method_sampler
+
 
 class Preparer(Protocol):
     def __call__(
@@ -40,8 +42,6 @@ class DatasetSpec:
 
     def defaults_for(self, method: str) -> dict[str, Any]:
         """The dataset's run-config defaults for one method (its batch layout's added)."""
-        from hdml.methods.base import method_sampler
-
         extra = self.layout_defaults.get(method_sampler(method), {})
         return {**self.run_defaults, **extra}
 
