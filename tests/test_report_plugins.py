@@ -162,7 +162,8 @@ def test_sweep_values_come_from_the_run_configs(tmp_path):
     assert '<td class="stub">30.0003</td>' in page and '<td class="stub">30</td>' not in page
     assert '<td class="stub">default (α = 90)</td>' in page  # HDMLNPair.default_alpha: alpha null in its runs
     without = html.unescape(render(tmp_path / "m.csv", tmp_path / "r2").read_text())
-    assert "No runs table (runs.csv) given: the alpha each alpha=<value> variant ran with comes from it." in without
+    assert ("No runs table (runs.csv) given: which variants sweep alpha, and at which value, comes from their runs' "
+            "settings there.") in without
 
 
 def test_a_sweep_variant_with_several_configured_values_is_an_error(tmp_path):

@@ -103,14 +103,17 @@ def test_protocol_section_shows_daml_beside_hdml(tmp_path: Path) -> None:
     from hdml.report import Report, paper_table
     from hdml.report.inputs import Inputs
     from hdml.report.sections.protocol import protocol_section
+    from hdml.report.settings import SETTINGS
 
     variants = {"default": 0.0, "protocol=paper": 0.02}
     long = pd.DataFrame([{"dataset": "cub200", "method": m, "variant": v, "seed": seed, "metric": "nmi",
                           "value": x + shift}
                          for m in ("daml-npair", "hdml-npair") for v, shift in variants.items()
                          for seed, x in enumerate((0.50, 0.51, 0.52))])
+    runs = pd.DataFrame([{"dataset": "cub200", "method": m, "variant": v, "seed": seed, "protocol": v.partition("=")[2]
+                          or "code"} for m in ("daml-npair", "hdml-npair") for v in variants for seed in range(3)])
     data = Inputs(metrics=long, summ=summary(long, ["dataset", "method", "variant", "metric"]), paper=paper_table(),
-                  datasets=["cub200"])
+                  datasets=["cub200"], runs=runs.reindex(columns=[*runs.columns, *SETTINGS[1:]]))
     (tmp_path / "tables").mkdir()
     protocol_section(Report(tmp_path), data)
     table = (tmp_path / "tables" / "protocol.md").read_text()

@@ -14,10 +14,9 @@ from hdml.report.names import dataset_title, display, paper_row
 from hdml.report.page import Report, note
 from hdml.report.rows import SELECTED, headline, seed_values
 from hdml.report.sections import register_section
+from hdml.report.settings import DEFAULT, Key, changing, of
 from hdml.report.stats import PairedTest, paired_diffs, paired_tests, shown
 from hdml.report.table import DASH, fmt_mean_ci, metric_label, metric_order, simple_table
-
-PROTOCOL_VARIANT = "protocol=paper"
 
 
 def with_n(r) -> str:
@@ -32,19 +31,25 @@ def protocol_section(rep: Report, data: Inputs) -> None:
     the difference paired by seed with its interval, Holm-corrected over the table."""
     summ, paper, metrics = data.summ, data.paper, data.metrics
     title = "Code protocol vs paper protocol (the formulas)"
+    if data.runs is None:
+        rep.section("protocol", title, note("No runs table (runs.csv) given: which variant runs the other protocol "
+                                            "comes from the protocol its runs were configured with."))
+        return
     last = summ[~summ.metric.str.startswith(SELECTED)]
-    alt = last[last.variant == PROTOCOL_VARIANT]
+    variant_of = protocol_variants(data.runs)
+    alt = last[of(last, set(variant_of.values()))]
     if alt.empty:
-        rep.section("protocol", title, note(f"No {PROTOCOL_VARIANT} variant in these results."))
+        rep.section("protocol", title, note("No variant in these results changes the protocol alone."))
         return
     found = []
     for dataset in data.datasets:
-        code_seeds, paper_seeds = seed_values(metrics, dataset, "default"), seed_values(metrics, dataset,
-                                                                                        PROTOCOL_VARIANT)
+        code_seeds = seed_values(metrics, dataset, DEFAULT)
         for method in alt[alt.dataset == dataset].method.unique():
+            variant = variant_of[dataset, method][2]
+            paper_seeds = seed_values(metrics, dataset, variant)
             mine = last[(last.dataset == dataset) & (last.method == method)]
-            code = {r.metric: r for r in mine[mine.variant == "default"].itertuples()}
-            other = {r.metric: r for r in mine[mine.variant == PROTOCOL_VARIANT].itertuples()}
+            code = {r.metric: r for r in mine[mine.variant == DEFAULT].itertuples()}
+            other = {r.metric: r for r in mine[mine.variant == variant].itertuples()}
             for m in metric_order(set(code) | set(other)):
                 pair = (paper_seeds.get((method, m)), code_seeds.get((method, m)))
                 diffs = paired_diffs(*pair) if all(v is not None for v in pair) else np.array([])
@@ -92,6 +97,18 @@ def protocol_section(rep: Report, data: Inputs) -> None:
                                      f"are inside the seeds' noise of the code's ({label}: "
                                      f"{span([t.mean for t in head])})"))
     rep.section("protocol", title, rep.table(table) + "\n" + paragraph(" ".join(sentences)))
+
+
+def protocol_variants(runs) -> dict[tuple[str, str], Key]:
+    """{(dataset, method): its variant that changes the protocol (code or paper formulas) and
+    nothing else}; two such variants of one method are an error: the table has one column each."""
+    out: dict[tuple[str, str], Key] = {}
+    for key in sorted(changing(runs, "protocol")):
+        if key[:2] in out:
+            raise ValueError(f"runs table: {key[0]}/{key[1]} has two variants that change the protocol alone: "
+                             f"{out[key[:2]][2]!r} and {key[2]!r}")
+        out[key[:2]] = key
+    return out
 
 
 def fmt_paired(t: PairedTest) -> str:

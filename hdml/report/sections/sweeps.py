@@ -17,6 +17,7 @@ from hdml.report.names import dataset_title, display
 from hdml.report.page import Report, note
 from hdml.report.rows import SELECTED, default_alpha
 from hdml.report.sections import register_section
+from hdml.report.settings import DEFAULT, changing, of
 from hdml.report.stats import MIN_SEEDS, ci95, shown
 from hdml.report.table import Table, metric_label, metric_order, simple_table, summary_table
 
@@ -50,20 +51,20 @@ def sweep_section(rep: Report, data: Inputs, param: str) -> None:
     variant's runs were configured with. Table rows follow that value, the default at its alpha
     (after all values for lambda0, whose default adapts)."""
     summ, metrics, runs = data.summ, data.metrics, data.runs
-    prefix = f"{param}="
     title = ("Sweep of HDML's pulling factor α (paper Figures 6-7)" if param == "alpha"
              else "Sweep of a fixed hardness λ0, no adaptation (beyond the paper)")
-    last = ~summ.metric.str.startswith(SELECTED)
-    swept = summ[summ.variant.str.startswith(prefix) & last]
-    if swept.empty:
-        rep.section(f"sweep-{param}", title, note(f"No {prefix}<value> variants in these results."))
-        return
     if runs is None:
-        rep.section(f"sweep-{param}", title, note(f"No runs table (runs.csv) given: the {param} each "
-                                                  f"{prefix}<value> variant ran with comes from it."))
+        rep.section(f"sweep-{param}", title, note(f"No runs table (runs.csv) given: which variants sweep {param}, "
+                                                  "and at which value, comes from their runs' settings there."))
+        return
+    points_of = changing(runs, param)
+    last = ~summ.metric.str.startswith(SELECTED)
+    swept = summ[of(summ, points_of) & last]
+    if swept.empty:
+        rep.section(f"sweep-{param}", title, note(f"No variant in these results changes {param} alone."))
         return
     swept = swept.assign(x=configured_values(runs, param, swept))
-    seeds = metrics[metrics.variant.str.startswith(prefix) & ~metrics.metric.str.startswith(SELECTED)]
+    seeds = metrics[of(metrics, points_of) & ~metrics.metric.str.startswith(SELECTED)]
     seeds = seeds.assign(x=configured_values(runs, param, seeds))
     parts = []
     if param == "alpha":
@@ -77,14 +78,14 @@ def sweep_section(rep: Report, data: Inputs, param: str) -> None:
         for method in swept[swept.dataset == dataset].method.unique():
             mine = (metrics.dataset == dataset) & (metrics.method == method) & ~metrics.metric.str.startswith(SELECTED)
             points = swept[(swept.dataset == dataset) & (swept.method == method)]
-            default = summ[(summ.dataset == dataset) & (summ.method == method) & (summ.variant == "default") & last]
+            default = summ[(summ.dataset == dataset) & (summ.method == method) & (summ.variant == DEFAULT) & last]
             x0 = default_alpha(runs, dataset, method) if param == "alpha" and len(default) else None
             label = (f"default (α = {x0:g})" if x0 is not None
                      else "default (adaptive)" if param == "lambda0" else "default")
             name = f"{dataset}-{method}"
             symbol = "α" if param == "alpha" else "λ0"
             fig = sweep_figure(seeds[(seeds.dataset == dataset) & (seeds.method == method)],
-                               metrics[mine & (metrics.variant == "default")], sweep_panels(points.metric.unique()),
+                               metrics[mine & (metrics.variant == DEFAULT)], sweep_panels(points.metric.unique()),
                                SWEEPS[param], x0, label.replace("α", symbol),
                                f"{dataset_title(dataset)}, {display(method)}: "
                                f"last checkpoint vs {SWEEPS[param]}")
@@ -94,7 +95,7 @@ def sweep_section(rep: Report, data: Inputs, param: str) -> None:
             rows = points.assign(setting=points.x.map(lambda v: f"{v:g}"))
             if len(default):
                 rows = pd.concat([rows, default.assign(x=math.inf if x0 is None else x0, setting=label)])
-            untrained = summ[(summ.dataset == dataset) & (summ.method == reference.NAME) & (summ.variant == "default")
+            untrained = summ[(summ.dataset == dataset) & (summ.method == reference.NAME) & (summ.variant == DEFAULT)
                              & last]
             rows = pd.concat([untrained.assign(x=-math.inf, setting=reference.DISPLAY),
                               rows.sort_values("x", kind="stable")])
@@ -124,7 +125,7 @@ def realised_lambda0(losses: pd.DataFrame | None, dataset: str, method: str, poi
         return None
     mine = losses[(losses.dataset == dataset) & (losses.method == method) & (losses.metric == "lambda0")]
     settings = [(x, v, f"{x:g}") for v, x in points[["variant", "x"]].drop_duplicates().itertuples(index=False)]
-    settings += [(math.inf if default_x is None else default_x, "default", default_label)] if len(default) else []
+    settings += [(math.inf if default_x is None else default_x, DEFAULT, default_label)] if len(default) else []
     rows = []
     for _, variant, setting in sorted(settings, key=lambda s: s[0]):  # by value, the default at its own
         per_run = mine[mine.variant == variant].groupby("seed").value.mean()

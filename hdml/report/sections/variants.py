@@ -10,15 +10,15 @@ from hdml.report.page import Report
 from hdml.report.rows import SELECTED
 from hdml.report.sections import register_section
 from hdml.report.sections.ablation import ABLATIONS
-from hdml.report.sections.protocol import PROTOCOL_VARIANT
+from hdml.report.settings import DEFAULT, changing, of
 from hdml.report.table import summary_table
 
 
 @register_section(order=90)
 def other_variants_section(rep: Report, data: Inputs) -> None:
     summ = data.summ
-    known = summ.variant.isin(["default", PROTOCOL_VARIANT, *ABLATIONS]) | \
-        summ.variant.str.startswith(tuple(f"{p}=" for p in SWEEPS))
+    shown_above = {key for setting in ("protocol", *SWEEPS) for key in changing(data.runs, setting)}
+    known = summ.variant.isin([DEFAULT, *ABLATIONS]) | of(summ, shown_above)
     rest = summ[~known & ~summ.metric.str.startswith((SELECTED, "separated:"))]  # fold models: realitycheck.py
     if rest.empty:
         return
