@@ -1,7 +1,6 @@
 """The families of paired comparisons the sections test, each Holm-corrected as one family: an
 HDML method against its base loss, the trained methods against the untrained network, variants
-of a method against its default variant.
-"""
+of a method against its default variant."""
 from __future__ import annotations
 
 import pandas as pd

@@ -1,8 +1,7 @@
 """Tables 1-3: per dataset, our methods beside the paper's (last and test-selected checkpoint),
 marked where the seeds support it, and the sentence that says what the table supports. Ours are
 last-checkpoint numbers, mean and Student-t 95% CI over seeds; the authors' test-selected
-checkpoint has its own table, labelled as optimistic, never mixed into the main one.
-"""
+checkpoint has its own table, labelled as optimistic, never mixed into the main one."""
 from __future__ import annotations
 
 import math

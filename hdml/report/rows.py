@@ -1,7 +1,6 @@
 """The rows of the checked inputs a section reads, and how it orders them: methods in the paper's
 row order, a method's paper values, per-seed values of one dataset and variant, the headline
-metric, HDML's configured alpha. Shared by the section modules (hdml.report.sections).
-"""
+metric, HDML's configured alpha. Shared by the section modules (hdml.report.sections)."""
 from __future__ import annotations
 
 import pandas as pd

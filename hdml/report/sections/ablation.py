@@ -1,5 +1,4 @@
-"""HDML without J_soft or J_recon against the full method (paper Figures 4-5).
-"""
+"""HDML without J_soft or J_recon against the full method (paper Figures 4-5)."""
 from __future__ import annotations
 
 import pandas as pd

@@ -1,5 +1,4 @@
-"""Wall time and peak memory per run, from Snakemake's benchmark records.
-"""
+"""Wall time and peak memory per run, from Snakemake's benchmark records."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,5 @@
 """One section per dataset: Tables 1-3 (hdml.report.paper_tables), the learning curves, the
-training losses and Recall@K against K.
-"""
+training losses and Recall@K against K."""
 from __future__ import annotations
 
 from dataclasses import replace

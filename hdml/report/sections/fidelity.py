@@ -1,5 +1,4 @@
-"""The fidelity ledger's summary (hdml/fidelity.md) beside the result tables.
-"""
+"""The fidelity ledger's summary (hdml/fidelity.md) beside the result tables."""
 from __future__ import annotations
 
 from pathlib import Path

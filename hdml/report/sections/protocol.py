@@ -1,5 +1,4 @@
-"""Where the authors' code and the paper's text disagree: the two formula protocols side by side.
-"""
+"""Where the authors' code and the paper's text disagree: the two formula protocols side by side."""
 from __future__ import annotations
 
 import math

@@ -1,7 +1,6 @@
 """The sweeps of HDML's pulling factor α (paper Figures 6-7) and of a fixed hardness λ0: the
 last-checkpoint metrics against the value each variant's runs were configured with, and the
-hardness they realised.
-"""
+hardness they realised."""
 from __future__ import annotations
 
 import math

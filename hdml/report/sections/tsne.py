@@ -1,5 +1,4 @@
-"""Figure 8: the t-SNE map of one run's test embeddings.
-"""
+"""Figure 8: the t-SNE map of one run's test embeddings."""
 from __future__ import annotations
 
 import numpy as np

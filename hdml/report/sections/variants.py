@@ -1,5 +1,4 @@
-"""The variants no other section shows, each with its seeds' interval and no test.
-"""
+"""The variants no other section shows, each with its seeds' interval and no test."""
 from __future__ import annotations
 
 from hdml.core.io import write_text
