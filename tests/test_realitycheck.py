@@ -1,4 +1,4 @@
-"""Report section "Reality Check protocol" (hdml.report.realitycheck): the published-table
+"""Report section "Reality Check protocol" (hdml.report.sections.realitycheck): the published-table
 loader, ours concatenated and separated per seed, and HDML's gains Holm-corrected as one family."""
 import numpy as np
 import pandas as pd
@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from hdml.report import render
-from hdml.report.realitycheck import COLUMNS, fold_runs, gain_family, published_table
+from hdml.report.sections.realitycheck import COLUMNS, fold_runs, gain_family, published_table
 
 SEEDS = [0, 1, 2, 3]
 

@@ -344,14 +344,40 @@ def test_variant_names_must_match_run_settings(report):
         check_variant_settings(bad, report["runs"])
 
 
+def test_sections_find_their_variants_by_settings_not_names(report, tmp_path):
+    """Renamed variants (config/*.yaml names them freely) land in the same sections with the same
+    numbers: a section knows a sweep or protocol variant by what its runs change against the
+    default (runs.csv), not by its name; with no such variant, the section says so."""
+    names = {"protocol=paper": "formulas", "alpha=30": "pull-thirty", "lambda0=0.2": "hard-fixed"}
+    renamed = {}
+    for kind in ("metrics", "curves", "runs", "costs"):
+        table = pd.read_csv(report[kind])
+        renamed[kind] = tmp_path / f"{kind}.csv"
+        table.assign(variant=table.variant.replace(names)).to_csv(renamed[kind], index=False)
+    page = Page(render(renamed["metrics"], tmp_path / "r", renamed["curves"], renamed["runs"],
+                       renamed["costs"]).read_text())
+    before, after = report["page"].tables, page.tables
+    for key in ("sweep-alpha-cub200-hdml-npair", "sweep-lambda0-cub200-hdml-npair", "protocol"):
+        assert after[key]["rows"] == before[key]["rows"], key
+    assert after["variants"]["rows"] == before["variants"]["rows"]  # none of them among the others
+    runs = pd.read_csv(report["runs"])
+    runs = runs[~runs.variant.isin(["protocol=paper", *(v for v in runs.variant if v.startswith("alpha="))])]
+    runs.to_csv(tmp_path / "runs-less.csv", index=False)
+    text = unescape(render(report["metrics"], tmp_path / "r2", runs_csv=tmp_path / "runs-less.csv").read_text())
+    assert "No variant in these results changes alpha alone." in text
+    assert "No variant in these results changes the protocol alone." in text
+
+
 def test_sections_without_data_become_notes(tmp_path, capsys):
     metrics = tmp_path / "metrics.csv"
     pd.DataFrame([{"dataset": "digits", "method": "npair", "variant": "default", "seed": 0, "metric": "nmi",
                    "value": 0.5}]).to_csv(metrics, index=False)
     assert main(["report", "--metrics", str(metrics), "--out", str(tmp_path / "r")]) == 0
     html = (tmp_path / "r/report.html").read_text()
-    for text in ("No ablation runs", "No alpha=&lt;value&gt; variants", "No lambda0=&lt;value&gt; variants",
-                 "No t-SNE map of test embeddings", "No protocol=paper variant", "No benchmark records",
+    for text in ("No ablation runs", "No runs table (runs.csv) given: which variants sweep alpha",
+                 "No runs table (runs.csv) given: which variants sweep lambda0",
+                 "No t-SNE map of test embeddings", "No runs table (runs.csv) given: which variant runs the other "
+                 "protocol", "No benchmark records",
                  "No learning curves", "No test-selected numbers", "No training losses"):
         assert text in html, text
     assert "<img" not in html and not any((tmp_path / "r/figures").iterdir())

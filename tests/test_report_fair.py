@@ -1,4 +1,4 @@
-"""The report's "Paper protocol vs fair protocol" section (hdml/report/fair.py), on fabricated
+"""The report's "Paper protocol vs fair protocol" section (hdml/report/sections/fair.py), on fabricated
 runs tables whose paired intervals are computed here by hand."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scipy import stats
 
 from hdml.eval.aggregate import METRICS_COLUMNS, RUNS_COLUMNS
 from hdml.report import render
-from hdml.report.fair import base_loss, gains, paired_gain, per_seed, protocol_runs
+from hdml.report.sections.fair import base_loss, gains, paired_gain, per_seed, protocol_runs
 
 # R@1 per seed. Paper protocol (default, last): HDML − triplet = .05, .04, .06.
 # Fair protocol (selection val, variant named "tuned"): HDML − triplet = −.01, .03, −.06.

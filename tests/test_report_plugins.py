@@ -1,10 +1,12 @@
-"""The report is driven by its section list and reads every name it shows from the plug-ins:
-a registered section builder appears on the page, a loss's `display_name` and a dataset's
-`title` reach the tables, HDML's default alpha is the method's own, and a sweep is plotted at
-the value its runs were configured with, not at one parsed from the variant's name."""
+"""The report is driven by the sections its modules register and reads every name it shows from
+the plug-ins: a registered section builder appears on the page at its declared place, a loss's
+`display_name` and a dataset's `title` and `report_order` reach the tables, HDML's default alpha
+is the method's own, and a sweep is plotted at the value its runs were configured with, not at
+one parsed from the variant's name."""
 from __future__ import annotations
 
 import html
+import sys
 from dataclasses import replace
 
 import pandas as pd
@@ -15,6 +17,7 @@ from baselines.hdml import HDMLNPair
 from baselines.semihard import SemiHardTripletLoss
 from hdml.data import datasets
 from hdml.report import Inputs, Report, default_alpha, paper_table, register_section, render, results_table, sections
+from hdml.report.names import dataset_sort
 from hdml.report.page import note
 
 
@@ -23,10 +26,11 @@ def write_metrics(path, rows) -> None:
 
 
 def test_a_registered_section_builder_adds_a_section(tmp_path, monkeypatch):
-    monkeypatch.setattr(sections, "SECTIONS", list(sections.SECTIONS))
+    sections.builders()  # the shipped ones register in the registry that stays
+    monkeypatch.setattr(sections, "SECTIONS", dict(sections.SECTIONS))
     seen: list[Inputs] = []
 
-    @register_section
+    @register_section(order=1000)
     def extra(rep: Report, data: Inputs) -> None:
         seen.append(data)
         rep.section("extra", "An extra section", note(f"{len(data.metrics)} metric rows"))
@@ -36,12 +40,75 @@ def test_a_registered_section_builder_adds_a_section(tmp_path, monkeypatch):
     page = render(tmp_path / "m.csv", tmp_path / "r").read_text()
     assert len(seen) == 1 and seen[0].datasets == ["digits"]
     assert '<section id="extra">\n<h2>An extra section</h2>\n<p class="missing">2 metric rows</p>' in page
-    assert page.index('id="costs"') < page.index('id="extra"')  # appended after the built-in ones
+    assert page.index('id="reality-check"') < page.index('id="extra"')  # its order is past the built-in ones'
     assert '<li><a href="#extra">An extra section</a></li>' in page
     page = render(tmp_path / "m.csv", tmp_path / "r2").read_text()  # built once per render
     assert len(seen) == 2
     monkeypatch.undo()
     assert 'id="extra"' not in render(tmp_path / "m.csv", tmp_path / "r3").read_text()
+
+
+# The page order the sections declare (`order=`): what the report showed when they were a list.
+PAGE_ORDER = ["dataset_sections", "fidelity_section", "ablation_section", "alpha_sweep_section",
+              "lambda0_sweep_section", "tsne_section", "protocol_section", "synthetic_samples_section",
+              "other_variants_section", "costs_section", "fair_protocol_section", "reality_check_section"]
+
+
+def test_the_sections_keep_their_declared_page_order():
+    assert [b.__name__ for b in sections.builders()] == PAGE_ORDER
+
+
+SECTION_FILE = """
+from hdml.report.names import dataset_sort
+from hdml.report.page import note
+from hdml.report.sections import register_section
+
+
+@register_section(order=15)
+def from_a_file(rep, data):
+    rep.section("from-a-file", "From a file", note("one new file, no other edit"))
+"""
+
+
+def test_a_new_section_file_is_discovered(tmp_path, monkeypatch):
+    """A module added to hdml/report/sections/ is on the page at its declared place, with no
+    import line anywhere; a module that fails to import is an error naming its file."""
+    sections.builders()  # the shipped ones, which stay
+    monkeypatch.setattr(sections, "__path__", [*sections.__path__, str(tmp_path)])
+    monkeypatch.setattr(sections, "SECTIONS", dict(sections.SECTIONS))
+    (tmp_path / "tiny_section.py").write_text(SECTION_FILE)
+    write_metrics(tmp_path / "m.csv", [("digits", "npair", "default", 0, "nmi", 0.5)])
+    try:
+        page = render(tmp_path / "m.csv", tmp_path / "r").read_text()
+        assert '<h2>From a file</h2>\n<p class="missing">one new file, no other edit</p>' in page
+        assert page.index('id="dataset-digits"') < page.index('id="from-a-file"') < page.index('id="fidelity"')
+        (tmp_path / "broken_section.py").write_text("raise RuntimeError('half-written section')\n")
+        with pytest.raises(ImportError, match=r"broken_section\.py: report section module .*half-written section"):
+            sections.builders()
+    finally:
+        for name in ("tiny_section", "broken_section"):
+            sys.modules.pop(f"hdml.report.sections.{name}", None)
+
+
+def test_two_sections_cannot_share_a_place(monkeypatch):
+    sections.builders()
+    monkeypatch.setattr(sections, "SECTIONS", dict(sections.SECTIONS))
+
+    def other(rep: Report, data: Inputs) -> None:
+        rep.section("other", "Other", "")
+
+    with pytest.raises(ValueError, match=r"order 10 is taken by hdml\.report\.sections\.datasets\.dataset_sections"):
+        register_section(order=10)(other)
+
+
+def test_datasets_take_the_place_their_plugins_declare(monkeypatch):
+    """The report orders datasets by the plug-ins' `report_order` (the paper's tables first), not by
+    a list of names; a name without a plug-in goes after the declared ones."""
+    assert dataset_sort(["glyphs", "old-folder", "digits", "sop", "cub200", "cars196"]) == [
+        "cub200", "cars196", "sop", "digits", "glyphs", "old-folder"]
+    datasets.dataset_names()  # load the registry before changing it
+    monkeypatch.setitem(datasets.DATASETS, "glyphs", replace(datasets.DATASETS["glyphs"], report_order=1))
+    assert dataset_sort(["digits", "glyphs", "cub200"]) == ["glyphs", "cub200", "digits"]
 
 
 def test_display_name_and_dataset_title_come_from_the_plugins(tmp_path, monkeypatch):
@@ -95,7 +162,8 @@ def test_sweep_values_come_from_the_run_configs(tmp_path):
     assert '<td class="stub">30.0003</td>' in page and '<td class="stub">30</td>' not in page
     assert '<td class="stub">default (α = 90)</td>' in page  # HDMLNPair.default_alpha: alpha null in its runs
     without = html.unescape(render(tmp_path / "m.csv", tmp_path / "r2").read_text())
-    assert "No runs table (runs.csv) given: the alpha each alpha=<value> variant ran with comes from it." in without
+    assert ("No runs table (runs.csv) given: which variants sweep alpha, and at which value, comes from their runs' "
+            "settings there.") in without
 
 
 def test_a_sweep_variant_with_several_configured_values_is_an_error(tmp_path):

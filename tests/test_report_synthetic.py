@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from hdml.report.sections.synthetic import synthetic_rows, synthetic_section
 from hdml.report.stats import summary
-from hdml.report.synthetic import synthetic_rows, synthetic_section
 
 SEEDS = {"daml-triplet": [0.48, 0.50, 0.53], "hdml-triplet": [0.53, 0.55, 0.61],
          "daml-npair": [0.60, 0.61], "hdml-npair": [0.62, 0.66], "triplet": [0.40, 0.41, 0.42]}
@@ -102,15 +102,18 @@ def test_protocol_section_shows_daml_beside_hdml(tmp_path: Path) -> None:
     and paper protocol side by side with the paper's number."""
     from hdml.report import Report, paper_table
     from hdml.report.inputs import Inputs
-    from hdml.report.sections import protocol_section
+    from hdml.report.sections.protocol import protocol_section
+    from hdml.report.settings import SETTINGS
 
     variants = {"default": 0.0, "protocol=paper": 0.02}
     long = pd.DataFrame([{"dataset": "cub200", "method": m, "variant": v, "seed": seed, "metric": "nmi",
                           "value": x + shift}
                          for m in ("daml-npair", "hdml-npair") for v, shift in variants.items()
                          for seed, x in enumerate((0.50, 0.51, 0.52))])
+    runs = pd.DataFrame([{"dataset": "cub200", "method": m, "variant": v, "seed": seed, "protocol": v.partition("=")[2]
+                          or "code"} for m in ("daml-npair", "hdml-npair") for v in variants for seed in range(3)])
     data = Inputs(metrics=long, summ=summary(long, ["dataset", "method", "variant", "metric"]), paper=paper_table(),
-                  datasets=["cub200"])
+                  datasets=["cub200"], runs=runs.reindex(columns=[*runs.columns, *SETTINGS[1:]]))
     (tmp_path / "tables").mkdir()
     protocol_section(Report(tmp_path), data)
     table = (tmp_path / "tables" / "protocol.md").read_text()
@@ -148,16 +151,17 @@ def drawn(monkeypatch: pytest.MonkeyPatch, *modules) -> list[tuple[str, list[str
 def test_hdml_figure_takes_the_methods_whose_plugin_declares_it(tmp_path: Path, monkeypatch) -> None:
     """DAML logs j_gen and j_syn too: "HDML's own losses" still has HDML's rows alone, chosen by
     the plug-in's `loss_figure`, not by which columns a run happens to log."""
-    from hdml.report import Report, paper_table, sections
+    from hdml.report import Report, paper_table
     from hdml.report.inputs import Inputs
+    from hdml.report.sections import datasets
 
-    calls = drawn(monkeypatch, sections)
+    calls = drawn(monkeypatch, datasets)
     long = pd.DataFrame([{"dataset": "digits", "method": m, "variant": "default", "seed": s, "metric": "nmi",
                           "value": 0.5 + s / 100} for m in ("npair", "hdml-npair", "daml-npair") for s in (0, 1, 2)])
     data = Inputs(metrics=long, summ=summary(long, ["dataset", "method", "variant", "metric"]), paper=paper_table(),
                   datasets=["digits"], losses=fabricated_losses())
     (tmp_path / "tables").mkdir()
-    sections.dataset_sections(Report(tmp_path), data)
+    datasets.dataset_sections(Report(tmp_path), data)
     [(title, methods, terms)] = [c for c in calls if "HDML's own losses" in c[0]]
     assert methods == ["hdml-npair"] and terms == ["j_syn", "j_gen", "j_recon", "j_soft"]
 
@@ -165,7 +169,8 @@ def test_hdml_figure_takes_the_methods_whose_plugin_declares_it(tmp_path: Path, 
 def test_daml_generator_terms_get_their_own_curves(tmp_path: Path, monkeypatch) -> None:
     """The side-by-side figure keeps J_gen and J_syn of both generators; DAML's J_hard, J_reg and
     J_adv get a figure of their own, one row per DAML method."""
-    from hdml.report import Report, synthetic
+    from hdml.report import Report
+    from hdml.report.sections import synthetic
 
     calls = drawn(monkeypatch, synthetic)
     (tmp_path / "tables").mkdir()

@@ -28,6 +28,12 @@ from hdml.report.names import dataset_title, display, loss_figure, loss_terms  #
 from hdml.report.stats import MIN_SEEDS, shown, summary  # noqa: E402
 
 FORMATS = ("png", "svg")
+# What the lines of a seeds figure mean, for the captions of the sections that draw them.
+
+SEEDS_KEY = (f"Thick line: the mean over seeds; thin lines: each seed; shaded: the 95% CI, drawn only from "
+             f"{MIN_SEEDS} seeds on (a panel with fewer says so); grey: the other panels' means.")
+CURVE_KEY = (f"{SEEDS_KEY} Dashed: an HDML method's base loss; dotted: the paper's value after its 8,000 steps, "
+             "where it has one.")
 CONTEXT = "0.78"
 BASE = "0.2"
 PAPER = dict(color="black", linestyle=":", linewidth=1.3)

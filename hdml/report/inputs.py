@@ -40,8 +40,9 @@ def read_metrics(path: Path) -> pd.DataFrame:
     table["variant"] = table.variant.astype(str)
     return table
 
-# Swept run-config keys of HDML (runs.csv columns): variants named KEY=VALUE, plotted at the
-# value their runs were configured with; the name's value must agree with it.
+# Swept run-config keys of HDML (runs.csv columns): a variant that changes one of them alone is a
+# point of its sweep (hdml.report.settings), plotted at the value its runs were configured with.
+# A variant named KEY=VALUE must have run with that value, so that its name on the page does not mislead.
 SWEEPS = {"alpha": "α (pulling factor)", "lambda0": "λ0 (fixed hardness, no adaptation)"}
 
 

@@ -1,18 +1,18 @@
 """What the report calls things and how methods relate, read from the plug-ins themselves: a
 method's `display_name` (its loss class or `Method` class; `paper_name` where the paper's row
-says otherwise), its `base` loss and `family`, a dataset's `DatasetSpec.title`, and HDML's
-default pulling factor `default_alpha`. A name without a plug-in (a folder from an older run)
-shows as it is; the untrained reference (hdml.core.reference) as its own name. The paper's own facts
-stay here; no report module names a plug-in."""
+says otherwise), its `base` loss and `family`, a dataset's `DatasetSpec.title` and place on the
+page (`report_order`), and HDML's default pulling factor `default_alpha`. A name without a
+plug-in (a folder from an older run) shows as it is; the untrained reference
+(hdml.core.reference) as its own name. The paper's own facts stay here; no report module names a
+plug-in."""
 from __future__ import annotations
 
 from typing import Any
 
 from hdml.core import reference
 from hdml.core.registry import LOSSES, METHODS, load_plugins
-from hdml.data.datasets import get_dataset
+from hdml.data.datasets import DatasetSpec, get_dataset
 
-DATASET_ORDER = ["cub200", "cars196", "sop", "digits"]
 PAPER_TABLE = {"cub200": 1, "cars196": 2, "sop": 3}  # the paper's table number per dataset
 TSNE_PAPER_ROW = "HDML (N-pair)"  # the method of the paper's t-SNE map (Figure 8), by its paper row
 
@@ -83,5 +83,14 @@ def paper_alpha(method: str) -> float | None:
     return None if value is None else float(value)
 
 
+def dataset_rank(dataset: str) -> tuple[int, str]:
+    """Where the dataset goes on the page: its plug-in's `report_order`, then its name; a name
+    without a plug-in (a folder from an older run) as a plug-in that declares no order."""
+    try:
+        return get_dataset(dataset).report_order, dataset
+    except KeyError:
+        return DatasetSpec.report_order, dataset
+
+
 def dataset_sort(names) -> list[str]:
-    return sorted(set(names), key=lambda d: (DATASET_ORDER.index(d) if d in DATASET_ORDER else 99, d))
+    return sorted(set(names), key=dataset_rank)

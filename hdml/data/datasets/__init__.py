@@ -29,7 +29,8 @@ class DatasetSpec:
     `files` describes, for `hdml prepare --help` and download hints, what to fetch by hand:
     each entry (name, size, md5). `title` is the dataset's name in the report. `demo`: a toy
     task that checks the suite's machinery, whose numbers say nothing about the methods (the
-    report puts a banner on any report built from it)."""
+    report puts a banner on any report built from it). `report_order`: the dataset's place in
+    the report, ascending (ties by name): the paper's datasets first, in its tables' order."""
 
     name: str
     prepare: Preparer
@@ -39,6 +40,7 @@ class DatasetSpec:
     files: tuple[tuple[str, str, str], ...] = ()
     title: str = ""
     demo: bool = False
+    report_order: int = 100
 
     def defaults_for(self, method: str) -> dict[str, Any]:
         """The dataset's run-config defaults for one method (its batch layout's added)."""

@@ -203,4 +203,5 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
         return finish(tmp, target, frame, name=NAME, listing=listing, expected=EXPECTED, official=official)
 
 
-register(DatasetSpec(name=NAME, title="Cars196", prepare=prepare, files=FILES, run_defaults={"lr": 7e-5}))
+register(DatasetSpec(name=NAME, title="Cars196", report_order=20, prepare=prepare, files=FILES,
+                     run_defaults={"lr": 7e-5}))

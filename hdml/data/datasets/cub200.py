@@ -75,4 +75,5 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
                       expected=EXPECTED, official=official)
 
 
-register(DatasetSpec(name=NAME, title="CUB-200-2011", prepare=prepare, files=FILES, run_defaults={"lr": 6e-5}))
+register(DatasetSpec(name=NAME, title="CUB-200-2011", report_order=10, prepare=prepare, files=FILES,
+                     run_defaults={"lr": 6e-5}))

@@ -30,6 +30,7 @@ register(
     DatasetSpec(
         name="digits",
         title="Digits (embedded demo)",
+        report_order=40,
         demo=True,
         prepare=prepare,
         channels=1,

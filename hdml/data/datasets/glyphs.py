@@ -141,6 +141,7 @@ register(
     DatasetSpec(
         name=NAME,
         title="Glyphs (embedded demo)",
+        report_order=50,
         demo=True,
         prepare=prepare,
         channels=1,

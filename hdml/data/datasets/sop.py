@@ -64,5 +64,5 @@ def prepare(root: Path, *, urls: list[str] | None = None, md5: str | None = None
                       expected=EXPECTED, official=official)
 
 
-register(DatasetSpec(name=NAME, title="Stanford Online Products", prepare=prepare, files=FILES,
+register(DatasetSpec(name=NAME, title="Stanford Online Products", report_order=30, prepare=prepare, files=FILES,
                      run_defaults={"lr": 2e-5}))

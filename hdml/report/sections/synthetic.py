@@ -24,7 +24,10 @@ from scipy import stats
 from hdml.core.io import write_text
 from hdml.report.conclude import paragraph
 from hdml.report.figures import Series, curve_grid, own_terms
+from hdml.report.inputs import Inputs
 from hdml.report.names import display, families
+from hdml.report.page import Report
+from hdml.report.sections import register_section
 from hdml.report.stats import ALPHA, holm, holm_levels, shown
 from hdml.report.table import metric_label, simple_table
 
@@ -185,3 +188,9 @@ def conclusion(rows: list[list[str]]) -> str:
                 "differences exclude 0 (Welch, Holm-corrected).")
     return (f"{better['HDML'] + better['DAML']} of {len(tested)} differences exclude 0 (Welch, Holm-corrected): "
             f"{better['HDML']} with HDML better, {better['DAML']} with DAML better.")
+
+
+@register_section(order=80)
+def synthetic_samples_section(rep: Report, data: Inputs) -> None:
+    """DAML against HDML on the same base loss (`synthetic_section`), when both ran."""
+    synthetic_section(rep, data.summ, data.losses)

@@ -37,7 +37,8 @@ from hdml.report.conclude import paragraph, verdict
 from hdml.report.inputs import Inputs
 from hdml.report.names import dataset_title, display, families
 from hdml.report.page import Report, note
-from hdml.report.sections import SELECTED, method_order, paper_values, register_section
+from hdml.report.rows import SELECTED, method_order, paper_values
+from hdml.report.sections import register_section
 from hdml.report.stats import PairedTest, ci95, paired_tests, shown
 from hdml.report.table import DASH, Cell, Table, fmt_mean_ci, metric_label, simple_table
 
@@ -280,7 +281,7 @@ def fair_conclusion(found: list[tuple[str, str, str, str, str, Gain]]) -> str:
     return " ".join(out)
 
 
-@register_section
+@register_section(order=110)
 def fair_protocol_section(rep: Report, data: Inputs) -> None:
     """The paper's number, ours under the paper's evaluation and under the fair one, HDML's gains."""
     runs = data.runs

@@ -25,11 +25,12 @@ import pandas as pd
 
 from hdml.core.io import write_text
 from hdml.eval.ensemble import SEPARATED
-from hdml.report.fair import base_loss
 from hdml.report.inputs import Inputs
 from hdml.report.names import dataset_title, display
 from hdml.report.page import Report, note
-from hdml.report.sections import SELECTED, method_order, register_section
+from hdml.report.rows import SELECTED, method_order
+from hdml.report.sections import register_section
+from hdml.report.sections.fair import base_loss
 from hdml.report.stats import ALPHA, ci95, paired_tests, shown
 from hdml.report.table import DASH, fmt_mean_ci, simple_table
 
@@ -119,7 +120,7 @@ def fmt_half(mean: float, half: float, n: int) -> str:
     return f"{100 * mean:+.1f} (n={n})"
 
 
-@register_section
+@register_section(order=120)
 def reality_check_section(rep: Report, data: Inputs) -> None:
     """Their published number, ours under their protocol, HDML's Holm-corrected gains."""
     seeds = fold_runs(data.metrics)
