@@ -60,6 +60,7 @@ def kmeans_sklearn(x: np.ndarray, k: int) -> np.ndarray:
     scikit-learn's default). They then give each point the cluster of its nearest centre (a
     1-NN over the centres) and name each cluster by one of its points: a renaming, and the same
     partition as KMeans's own labels, which sklearn recomputes from the final centres."""
+    # here: scikit-learn only for the k-means that uses it (start-up time)
     from sklearn.cluster import KMeans
 
     check_kmeans_args(len(x), k, SKLEARN_RANDOM_STATE)

@@ -59,12 +59,14 @@ def resolve_device(device: str) -> str:
     if device == "cuda":
         if _gpu_resources() is not None:
             return device
+        # here: torch only on the paths that search in torch (the CPU evaluation never loads it)
         import torch
         if not torch.cuda.is_available():
             raise ValueError("device='cuda': no CUDA GPU here (this faiss has no GPU support and "
                              "torch.cuda.is_available() is False); use 'cpu' or 'auto'")
         return "torch:cuda"
     if device.startswith("torch:"):
+        # here: torch only on the paths that search in torch (the CPU evaluation never loads it)
         import torch
         try:
             torch_device = torch.device(device.removeprefix("torch:"))
@@ -83,6 +85,7 @@ def torch_device_of(device: str) -> str | None:
     if device.startswith("torch:"):
         return device.removeprefix("torch:")
     if device == "cuda":
+        # here: torch only on the paths that search in torch (the CPU evaluation never loads it)
         import torch
 
         return "cuda" if torch.cuda.is_available() else None
@@ -116,6 +119,7 @@ def full_precision_matmul() -> Iterator[None]:
     each cuBLAS call that its legacy setting (set_float32_matmul_precision, allow_tf32) agrees
     with the per-backend fp32_precision, and raises if not, so setting one of them alone would
     break; set_float32_matmul_precision sets all together. Restored after; not thread-safe."""
+    # here: torch only on the paths that search in torch (the CPU evaluation never loads it)
     import torch
 
     legacy = torch.get_float32_matmul_precision()
@@ -145,6 +149,7 @@ class TorchFlatL2:
     """
 
     def __init__(self, d: int, device: str, block_elements: int | None = None) -> None:
+        # here: torch only on the paths that search in torch (the CPU evaluation never loads it)
         import torch
 
         self.d = d
@@ -160,6 +165,7 @@ class TorchFlatL2:
 
     def add(self, vectors: np.ndarray) -> None:
         """Append `vectors` (n x d), copied to the device."""
+        # here: torch only on the paths that search in torch (the CPU evaluation never loads it)
         import torch
 
         x = torch.tensor(np.ascontiguousarray(vectors, dtype=np.float32), device=self.device)
@@ -169,6 +175,7 @@ class TorchFlatL2:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Squared distances (float32) and indices (int64) of each query's k nearest indexed
         vectors, both (len(queries), k) numpy arrays, by increasing (distance, index)."""
+        # here: torch only on the paths that search in torch (the CPU evaluation never loads it)
         import torch
 
         n = self.ntotal

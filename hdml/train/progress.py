@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from hdml.core.config import Interrupted
+from hdml.core.config import ConfigError, Interrupted
 from hdml.core.io import write_json
 
 FILE = "progress.json"
@@ -173,8 +173,6 @@ def tensorboard_writer(folder: Path) -> Any:
         # here: an optional package (`pip install tensorboard`), imported only when asked for
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        from hdml.core.config import ConfigError
-
         raise ConfigError("tensorboard: true needs the tensorboard package: pip install tensorboard "
                           "(or pip install -e '.[tensorboard]'), or set tensorboard: false") from None
     return SummaryWriter(log_dir=str(folder))

@@ -16,10 +16,11 @@ import jsonschema
 import yaml
 
 from hdml.core import reference
-from hdml.core.config import ConfigError, build_run_config, drop_foreign
+from hdml.core.config import ConfigError, build_run_config, drop_foreign, read_yaml
 from hdml.core.registry import all_config_sections, method_names
 from hdml.core.suggest import did_you_mean
 from hdml.data.datasets import dataset_names, get_dataset
+from hdml.workflow.tune import DEFAULTS, check_space
 
 # Package data, so an installed hdml (not only a checkout) can check a config; the Snakefile
 # validates against this same file (`schema_path`), the one copy.
@@ -48,8 +49,6 @@ def read_workflow_configs(paths: list[str]) -> dict[str, Any]:
     """The workflow config of `paths` merged as Snakemake merges several --configfile: key by
     key, mappings recursively, later files winning (an overlay such as config/fair.yaml adds to
     config/paper.yaml's datasets instead of replacing them)."""
-    from hdml.core.config import read_yaml
-
     config: dict[str, Any] = {}
     for path in paths:
         overlay(config, read_yaml(path))
@@ -256,8 +255,6 @@ def check_variant_sections(variant: str, entry: dict[str, Any]) -> None:
 
 def tune_settings(config: dict) -> dict[str, Any]:
     """The workflow config's `tune` section with its defaults filled in."""
-    from hdml.workflow.tune import DEFAULTS
-
     return {**DEFAULTS, **config.get("tune", {})}
 
 
@@ -287,8 +284,6 @@ def trial_overrides(config: dict, dataset: str, method: str) -> dict[str, Any]:
 def check_tuning(config: dict, runs: list[Run], source: str) -> None:
     """A tuned variant needs a `tune` section, a validation split, and a method with search
     ranges that its plug-ins' checks accept at both ends."""
-    from hdml.workflow.tune import check_space
-
     tuned = [r for r in runs if r.tuned]
     if tuned and "tune" not in config:
         raise ConfigError(f"{source}: variants.{tuned[0].variant}: tuned: true needs a `tune` section "

@@ -46,6 +46,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -55,9 +56,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from hdml.core.config import ConfigError, TrainingDiverged, build_run_config
+from hdml.core.config import ConfigError, TrainingDiverged, build_run_config, lookup, read_yaml
 from hdml.core.io import write_json, write_text
 from hdml.core.registry import Range, config_sections
+from hdml.data.datasets import get_dataset
 
 if TYPE_CHECKING:
     import optuna
@@ -144,8 +146,7 @@ class Spec:
 def readable(db: Path) -> Iterator[None]:
     """A damaged study.db (truncated, overwritten, not SQLite) as one line naming it, not the
     storage library's traceback."""
-    import sqlite3
-
+    # here: optuna only for the tuning commands (start-up time of every other command and of Snakemake)
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -171,6 +172,7 @@ def open_study(study_dir: Path, spec: Spec, index: int = 0, settings: dict[str, 
     The sampler is seeded from (spec.seed, index). `settings`, the trials' run-config overrides,
     are part of what the study is: trials trained otherwise would not be comparable, and a
     finished trial is not trained again, so a change must start a new study, not go unnoticed."""
+    # here: optuna only for the tuning commands (start-up time)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -195,7 +197,7 @@ def _claim(study: optuna.Study, index: int, space: dict[str, Range]) -> optuna.t
     """The trial of `index`: the stored one (with its params), else a newly asked one's number.
     Trials left RUNNING without an index or with params missing were killed while being asked
     (under the lock, so by no live process): they are marked failed first."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # here: optuna only for the tuning commands (start-up time)
 
     mine = None
     for t in study.get_trials(deepcopy=False):
@@ -229,9 +231,9 @@ def run_trial(study_dir: str | Path, spec: Spec, index: int, *, root: str | Path
     """Fold `fold` of trial `index` (the whole trial with one fold): claimed, trained (or resumed)
     on the training classes less validation fold `fold`, scored on that fold; the trial is told to
     the study once all its folds are scored. Writes the fold's `trial.json`."""
+    # here: optuna, and the trainer with its data pipeline, only when a trial trains (the plan imports this module)
     from optuna.trial import TrialState
 
-    from hdml.data.datasets import get_dataset
     from hdml.train.trainer import train_run
 
     study_dir = Path(study_dir)
@@ -293,7 +295,7 @@ def _finish(study: optuna.Study, study_dir: Path, index: int, folds: int) -> dic
     """Tell the study trial `index`'s score once every fold has its record (under `locked`): the
     mean of the fold scores, or a failure if any fold diverged; with several folds, also
     `trialN/trial.json` (every fold's score, and the mean). Returns the trial's record if told."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # here: optuna only for the tuning commands (start-up time)
 
     mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("index") == index
             and t.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL)]
@@ -319,8 +321,6 @@ def _finish(study: optuna.Study, study_dir: Path, index: int, folds: int) -> dic
 
 def _finished_score(out: Path, params: dict[str, Any]) -> float | None:
     """The validation score of a finished run in `out` trained with `params`, if there is one."""
-    from hdml.core.config import lookup
-
     try:
         metrics = json.loads((out / "metrics.json").read_text())
         cfg = yaml.safe_load((out / "config.yaml").read_text())
@@ -336,6 +336,7 @@ def _finished_score(out: Path, params: dict[str, Any]) -> float | None:
 def write_best(study_dir: str | Path, trials: int, out: str | Path | None = None) -> dict[str, Any]:
     """`best.yaml`: the complete trial of index < `trials` with the highest score (ties: the
     lower index), its settings under `set`. Every index must be finished (complete or diverged)."""
+    # here: optuna only for the tuning commands (start-up time)
     import optuna
     from optuna.trial import TrialState
 
@@ -379,8 +380,6 @@ def write_best(study_dir: str | Path, trials: int, out: str | Path | None = None
 
 def read_best(path: str | Path, dataset: str, method: str) -> dict[str, Any]:
     """The `set` of a best.yaml written for this dataset and method (another's is an error)."""
-    from hdml.core.config import read_yaml
-
     best = read_yaml(path)
     if "set" not in best or not isinstance(best["set"], dict):
         raise ConfigError(f"{path}: no `set` mapping; not a best.yaml of `hdml tune best`")

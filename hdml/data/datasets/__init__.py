@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hdml.core.registry import method_sampler
+from hdml.core.suggest import did_you_mean
 
 
 class Preparer(Protocol):
@@ -63,8 +64,6 @@ def get_dataset(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        from hdml.core.suggest import did_you_mean
-
         raise KeyError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; "
                        f"known: {', '.join(sorted(DATASETS))}") from None
 

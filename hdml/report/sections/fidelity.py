@@ -4,6 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from hdml.core.io import write_text
+from hdml.fidelity import LEDGER, read_ledger
+from hdml.fidelity import proofs as ledger_proofs
+from hdml.fidelity import summary as ledger_summary
 from hdml.report.conclude import paragraph
 from hdml.report.inputs import Inputs
 from hdml.report.page import Report, note
@@ -14,9 +17,6 @@ from hdml.report.table import DASH, simple_table
 @register_section(order=20)
 def fidelity_section(rep: Report, data: Inputs | None = None, ledger: Path | None = None) -> None:
     """The fidelity ledger's summary beside the result tables: what "reproduced" means here."""
-    from hdml.fidelity import LEDGER, read_ledger
-    from hdml.fidelity import proofs as ledger_proofs
-    from hdml.fidelity import summary as ledger_summary
 
     title = "Fidelity to the authors' code"
     path = ledger or LEDGER
