@@ -42,6 +42,7 @@ from hdml.data.valsplit import RunImages, training_images
 from hdml.eval import selection
 from hdml.eval.evaluate import Embeddings
 from hdml.methods.base import build_method
+from hdml.model.backbones import input_normalisation
 from hdml.model.embedding import EmbeddingNet, build_model
 from hdml.train import checkpoint
 from hdml.train.progress import Progress
@@ -152,7 +153,7 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     set_determinism(cfg["deterministic"])
     torch.manual_seed(seed)
     device = resolve_device(cfg["device"])
-    images = training_images(root, dataset, cfg, spec.channels, device)
+    images = training_images(root, dataset, cfg, spec.channels, device, input_normalisation(cfg))
     train_set, val_set, transform = images.train, images.val, images.transform
     gallery_labels = None if images.gallery is None else images.gallery.labels
 
