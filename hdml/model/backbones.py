@@ -1,7 +1,7 @@
 """Feature extractors: a small CNN for the embedded digits demo; GoogLeNet (1024-d, the
 paper's) and ResNet-50 (2048-d) from torchvision, and the authors' own Caffe GoogLeNet
-(`googlenet-caffe`, 1024-d), for the real datasets. Each builder returns
-(module, feature dimension); the module maps a normalised image batch to pooled features.
+(`googlenet-caffe`, 1024-d), for the real datasets. Each builder returns a module that maps a
+normalised image batch to pooled features of its registered dimension (`build_backbone`).
 
 Weights (run config): `pretrained: false` is random init; `pretrained: true` loads
 torchvision's ImageNet weights (IMAGENET1K_V1, downloaded to torch's cache), or the state dict
@@ -166,7 +166,7 @@ def torchvision_backbone(name: str, cfg: dict, in_channels: int) -> nn.Module:
     if pretrained and weights is None and normalize != "imagenet":
         raise ValueError(f"image.normalize: torchvision's {name} weights expect 'imagenet', got {normalize!r} "
                          f"(Caffe weights need a local file in `weights`)")
-    from torchvision import models
+    from torchvision import models  # here: torchvision alone costs seconds per job (as in torchvision_weights)
 
     if name == "googlenet":
         net = models.googlenet(weights=None, aux_logits=False, transform_input=normalize == "imagenet",
@@ -289,7 +289,7 @@ def load_caffe_mat(net: CaffeGoogLeNet, path: str) -> None:
     code does) holding, for each Caffe layer L, the kernel `L` in Caffe's (out, in, kh, kw) order,
     which is PyTorch's, and the bias `L_bias` (any shape of out values; they flatten it). Other
     arrays (a classifier) are ignored. Every layer must be there with its shape, or nothing loads."""
-    import scipy.io
+    import scipy.io  # here: only googlenet-caffe reads .mat files; every other job is spared the import
     from scipy.io.matlab import MatReadError
 
     if not Path(path).is_file():

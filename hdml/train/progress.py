@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from hdml.core.config import ConfigError, Interrupted
 from hdml.core.io import write_json
 
 FILE = "progress.json"
@@ -117,8 +118,6 @@ class Progress:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         """Leaving the training loop: `training-done` (evaluation and outputs follow), or why not."""
-        from hdml.core.config import Interrupted
-
         if exc is None:
             self.close("training-done")
         else:
@@ -161,8 +160,6 @@ def record_failure(out: Path, header: dict[str, Any], exc: BaseException) -> Non
     record = read(out)
     if record is not None and record.get("state") in ("failed", "interrupted"):
         return
-    from hdml.core.config import Interrupted
-
     state = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed"
     base = record or {**header, "step": 0, "steps": None}
     write_json(Path(out) / FILE, _finite({**base, "state": state, "error": f"{type(exc).__name__}: {exc}",
@@ -173,10 +170,8 @@ def tensorboard_writer(folder: Path) -> Any:
     """torch's SummaryWriter into `folder`; a clear error when the tensorboard package is missing
     (it is optional: `pip install tensorboard`)."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # here: optional, and only runs with tensorboard use it
     except ImportError:
-        from hdml.core.config import ConfigError
-
         raise ConfigError("tensorboard: true needs the tensorboard package: pip install tensorboard "
                           "(or pip install -e '.[tensorboard]'), or set tensorboard: false") from None
     return SummaryWriter(log_dir=str(folder))
