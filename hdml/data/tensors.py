@@ -1,7 +1,8 @@
 """A prepared dataset's splits in memory, and turning their images into normalised batches.
 
-Images are decoded once (`hdml.data.files`, or memory-mapped from `hdml.data.cache`) and resized to `image.resize` (uint8, N x C x H x W); random crop,
-flip and normalisation then run per batch on tensors, on the training device.
+Images are decoded once (`hdml.data.files`, or memory-mapped from `hdml.data.cache`) and
+resized to `image.resize` (uint8, N x C x H x W); random crop, flip and normalisation then run
+per batch on tensors, on the training device.
 """
 from __future__ import annotations
 
