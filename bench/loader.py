@@ -18,10 +18,11 @@ import pandas as pd
 import torch
 
 from hdml.data.cache import build_cache, load_cached
+from hdml.data.files import decode
 from hdml.data.loader import BatchLoader
 from hdml.data.samplers import build_sampler
 from hdml.data.streaming import SplitImages
-from hdml.data.tensors import BatchTransform, ImageTensors, decode
+from hdml.data.tensors import BatchTransform, ImageTensors
 from photos import write_photos
 
 IMAGE = {"resize": 256, "crop": 227, "flip": True, "normalize": "imagenet"}

@@ -32,6 +32,7 @@ from hdml.core.config import build_run_config
 from hdml.core.schedule import eval_due
 from hdml.data.tensors import ImageTensors, batch_transform
 from hdml.eval.selection import score_val
+from hdml.model.backbones import input_normalisation
 from hdml.model.embedding import build_model
 from hdml.train.trainer import embed, place_model
 from step import time_method  # bench/step.py: one training step, the trainer's model placement
@@ -87,7 +88,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = ImageTensors(rng.integers(0, 256, (measure, pre["channels"], pre["resize"], pre["resize"]),
                                        dtype=np.uint8), np.zeros(measure, dtype=np.int64))
-    transform = batch_transform(cfg, device)
+    transform = batch_transform(cfg, input_normalisation(cfg), device)
     embed(model, ImageTensors(images.pixels[:8], images.labels[:8]), transform, 8)  # warm-up
     sync(device)
     start = time.perf_counter()

@@ -193,18 +193,20 @@ def test_choosing_the_backbone_chooses_bgr_0_255_mean_subtracted_input(tmp_path)
     cub200.prepare(tmp_path / "data", archive=fake.files["archive"])
     overrides = {"backbone": "googlenet-caffe", "device": "cpu", "image": {"resize": 20, "crop": 16}}
     run = build_run_config({}, overrides)
-    _, test, transform = load_splits(tmp_path / "data", "cub200", run, 3, torch.device("cpu"))
+    _, test, transform = load_splits(tmp_path / "data", "cub200", run, 3, torch.device("cpu"), input_normalisation(run))
     pixels = torch.from_numpy(np.asarray(test.pixels))
     x = transform(pixels, train=False)
     rgb = pixels[:, :, 2:18, 2:18].double()  # the centre 16x16 of 20x20
     want = torch.stack([rgb[:, 2] - 104, rgb[:, 1] - 117, rgb[:, 0] - 123], 1)  # B, G, R minus the mean pixel
     torch.testing.assert_close(x.double(), want)
     assert x.abs().max() > 50  # 0-255 scale, not [0, 1]
-    one = split_images(tmp_path / "data", "cub200", run, 3, "test")[0][0]  # the per-image pipeline agrees
+    # the per-image pipeline agrees
+    one = split_images(tmp_path / "data", "cub200", run, 3, "test", input_normalisation(run))[0][0]
     torch.testing.assert_close(one.double(), want[0])
     # The default backbone keeps torchvision's RGB, [0, 1], mean/std input.
     default = build_run_config({}, {"device": "cpu", "image": {"resize": 20, "crop": 16}})
-    _, _, imagenet = load_splits(tmp_path / "data", "cub200", default, 3, torch.device("cpu"))
+    _, _, imagenet = load_splits(tmp_path / "data", "cub200", default, 3, torch.device("cpu"),
+                                  input_normalisation(default))
     mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
     torch.testing.assert_close(imagenet(pixels, train=False), ((rgb / 255 - mean) / std).float())

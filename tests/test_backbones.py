@@ -11,6 +11,7 @@ from torch import nn
 from torchvision import models
 
 from fakedata import cub
+from hdml.core.config import CHOICES
 from hdml.data.datasets import cub200
 from hdml.model import backbones
 from hdml.model.backbones import GlobalAvgPool, build_backbone
@@ -121,3 +122,26 @@ def test_one_training_step_on_cub_layout_through_googlenet(tmp_path):
     assert saved["metrics"] == result["metrics"]
     state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert state["backbone.conv1.conv.weight"].shape == (64, 3, 7, 7) and state["head.fc.weight"].shape == (8, 1024)
+
+
+@pytest.mark.parametrize("name", sorted(backbones.BACKBONES))
+def test_each_registered_backbone_outputs_its_declared_feature_dim(name):
+    """The registry is the one table of backbones: the names `backbone` accepts, and for each the
+    feature dimension the head is sized by, which must be what the module really outputs."""
+    entry, channels = backbones.BACKBONES[name], 1 if name == "smallcnn" else 3
+    net, dim = build_backbone(cfg(name, entry.normalisation), channels)
+    assert dim == entry.feature_dim
+    assert net.eval()(torch.randn(2, channels, 64, 64)).shape == (2, dim)
+
+
+def test_registry_is_what_the_config_accepts_and_auto_is_each_entrys_normalisation():
+    assert sorted(backbones.BACKBONES) == sorted(CHOICES["backbone"])
+    assert {n: backbones.input_normalisation(cfg(n, "auto")) for n in backbones.BACKBONES} == {
+        "smallcnn": "imagenet", "googlenet": "imagenet", "resnet50": "imagenet", "googlenet-caffe": "caffe"}
+    assert backbones.input_normalisation(cfg("googlenet-caffe", "unit")) == "unit"  # explicit wins
+
+
+def test_unknown_backbone_names_the_registered_ones():
+    with pytest.raises(ValueError, match=r"unknown backbone 'resnet'.*known: googlenet, googlenet-caffe, resnet50, "
+                                         r"smallcnn"):
+        build_backbone(cfg("resnet"), 3)

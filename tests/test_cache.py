@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from hdml.data.cache import build_cache, load_cached
-from hdml.data.tensors import ImageTensors, load_splits, read_split
+from hdml.data.files import read_split
+from hdml.data.tensors import ImageTensors, load_splits
 from hdml.train.trainer import train_run
 
 
@@ -24,7 +25,7 @@ def test_cache_equals_decoding_and_is_memory_mapped(digits_root, tmp_path):
         assert isinstance(cached, np.memmap) and cached.dtype == np.uint8
         assert np.array_equal(cached, decoded.pixels)
     cfg = {"image": {"resize": 8, "crop": 8, "flip": False, "normalize": "unit"}, "channels_last": True}
-    train, test, _ = load_splits(root, "digits", cfg, 1, torch.device("cpu"))
+    train, test, _ = load_splits(root, "digits", cfg, 1, torch.device("cpu"), "unit")
     assert isinstance(train.pixels, np.memmap) and len(test) == (split.split == "test").sum()
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hdml.data.tensors import BatchTransform, ImageTensors, read_split
+from hdml.data.files import read_split
+from hdml.data.tensors import BatchTransform, ImageTensors
 
 
 def test_digits_split_is_zero_shot(digits_root):

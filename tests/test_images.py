@@ -108,8 +108,8 @@ def test_split_images_of_a_prepared_dataset(tmp_path):
     fake = cub(tmp_path)
     cub200.prepare(tmp_path / "data", archive=fake.files["archive"])
     cfg = {"image": {"resize": 20, "crop": 16, "flip": True, "normalize": "imagenet"}}
-    train = split_images(tmp_path / "data", "cub200", cfg, 3, "train")
-    test = split_images(tmp_path / "data", "cub200", cfg, 3, "test")
+    train = split_images(tmp_path / "data", "cub200", cfg, 3, "train", "imagenet")
+    test = split_images(tmp_path / "data", "cub200", cfg, 3, "test", "imagenet")
     assert sorted(np.unique(train.labels)) == [1, 100] and sorted(np.unique(test.labels)) == [101, 200]
     assert train.train and not test.train and len(train) == len(test) == 6
     assert test[0][0].shape == (3, 16, 16)

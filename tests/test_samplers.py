@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from hdml.data.samplers import build_sampler
+from hdml.core.config import DEFAULTS
+from hdml.data.samplers import SAMPLERS, DistinctTripletSampler, TripletSampler, build_sampler
 
 LABELS = np.repeat(np.arange(12), 5)
 
@@ -42,3 +43,26 @@ def test_too_few_classes_is_a_clear_error():
         sampler("npair", 40)()
     with pytest.raises(ValueError, match="multiple of images_per_class"):
         sampler("m_per_class", 10, m=3)
+
+
+def test_unknown_kind_names_the_registered_ones():
+    with pytest.raises(ValueError, match=r"unknown sampler 'npairs' \(did you mean 'npair'\?\); known: m_per_class, "
+                                         r"npair, triplet"):
+        sampler("npairs", 8)
+
+
+def test_each_registered_sampler_reads_only_the_flat_keys_it_declares():
+    """`reads` is the contract with the run config: every declared key is a core config key, and a
+    config holding only those keys builds each kind (a key read but not declared raises KeyError)."""
+    assert set(SAMPLERS) == {"npair", "triplet", "m_per_class"}
+    for kind, cls in SAMPLERS.items():
+        assert set(cls.reads) <= set(DEFAULTS), kind
+        for triplet in ("distinct", "independent"):
+            full = {"batch_size": 12, "images_per_class": 3, "triplet_sampler": triplet}
+            built = build_sampler(kind, LABELS, {k: full[k] for k in cls.reads}, torch.Generator().manual_seed(0))
+            assert len(built()) == 12
+
+
+def test_triplet_sampler_key_picks_the_variant():
+    assert type(sampler("triplet", 18, triplet="distinct")) is DistinctTripletSampler
+    assert type(sampler("triplet", 18, triplet="independent")) is TripletSampler

@@ -9,8 +9,9 @@ import torch
 import yaml
 
 from hdml.data.cache import build_cache, load_cached
+from hdml.data.files import read_split
 from hdml.data.splits import check_split_names, evaluation_splits
-from hdml.data.tensors import ImageTensors, batch_transform, load_images, load_splits, read_split
+from hdml.data.tensors import ImageTensors, batch_transform, load_images, load_splits
 
 CFG = {"image": {"resize": 8, "crop": 8, "flip": False, "normalize": "unit"}, "channels_last": True}
 
@@ -48,14 +49,15 @@ def test_train_val_query_gallery_are_read_cached_and_loaded(digits_root, tmp_pat
     with pytest.raises(ValueError, match=r"digits/cache-8/meta.json: no 'test' split in this cache"):
         load_cached(tmp_path, "digits", 8, 1, "test")
     with pytest.raises(ValueError, match=r"split.csv: no test images"):
-        load_splits(tmp_path, "digits", {**CFG, "image": {**CFG["image"], "resize": 12}}, 1, torch.device("cpu"))
+        load_splits(tmp_path, "digits", {**CFG, "image": {**CFG["image"], "resize": 12}}, 1, torch.device("cpu"),
+                    "unit")
 
 
 def test_train_and_test_stay_the_default_layout(digits_root, tmp_path):
     resplit(digits_root, tmp_path, lambda f: np.where(f.label < 5, "train", "test"))
     split = read_split(tmp_path, "digits")
     assert evaluation_splits(split["split"]) == ("test", None)
-    train, test, _ = load_splits(tmp_path, "digits", CFG, 1, torch.device("cpu"))
+    train, test, _ = load_splits(tmp_path, "digits", CFG, 1, torch.device("cpu"), "unit")
     assert len(train) + len(test) == len(split)
 
 
@@ -80,6 +82,7 @@ def test_query_gallery_dataset_trains_and_evaluates_queries_against_the_gallery(
     embeddings, which are the final model's embeddings of the two splits."""
     from hdml.eval.evaluate import evaluate_run
     from hdml.eval.metrics import evaluate
+    from hdml.model.backbones import input_normalisation
     from hdml.model.embedding import build_model
     from hdml.train.trainer import embed, train_run
 
@@ -99,7 +102,8 @@ def test_query_gallery_dataset_trains_and_evaluates_queries_against_the_gallery(
     model = build_model(cfg, 1)
     model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
     images = load_images(tmp_path, "digits", cfg, 1, ("gallery",))["gallery"]
-    assert np.array_equal(g, embed(model, images, batch_transform(cfg, torch.device("cpu")), 64))
+    transform = batch_transform(cfg, input_normalisation(cfg), torch.device("cpu"))
+    assert np.array_equal(g, embed(model, images, transform, 64))
 
     by_hand = evaluate(q, ql, [1, 2, 4], seed=0, gallery=g, gallery_labels=gl)
     own = evaluate(q, ql, [1, 2, 4], seed=0)  # what the test-split path would report: differs

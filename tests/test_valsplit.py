@@ -8,7 +8,8 @@ import torch
 
 from hdml.cli import main
 from hdml.data.datasets.digits import prepare
-from hdml.data.tensors import load_images, read_split
+from hdml.data.files import read_split
+from hdml.data.tensors import load_images
 from hdml.data.valsplit import carve, training_images, val_classes
 
 CFG = {"image": {"resize": 8, "crop": 8, "flip": False, "normalize": "unit"}, "channels_last": False,
@@ -71,11 +72,11 @@ def test_prepare_writes_val_and_paper_protocol_trains_on_the_same_images(tmp_pat
     reference = load_images(plain, "digits", CFG, 1, ("train",))["train"]
     cpu = torch.device("cpu")
     for selection in ("last", "test"):
-        images = training_images(carved, "digits", {**CFG, "selection": selection}, 1, cpu)
+        images = training_images(carved, "digits", {**CFG, "selection": selection}, 1, cpu, "unit")
         train = images.train
         assert images.val is None and images.gallery is None
         assert np.array_equal(train.pixels, reference.pixels) and np.array_equal(train.labels, reference.labels)
-    images = training_images(carved, "digits", {**CFG, "selection": "val"}, 1, cpu)
+    images = training_images(carved, "digits", {**CFG, "selection": "val"}, 1, cpu, "unit")
     train, val = images.train, images.val
     assert set(train.labels) == {1, 2, 3} and set(val.labels) == {0, 4} and set(images.query.labels) == {5, 6, 7, 8, 9}
     assert len(train) + len(val) == len(reference)
@@ -84,7 +85,7 @@ def test_prepare_writes_val_and_paper_protocol_trains_on_the_same_images(tmp_pat
 def test_selection_val_without_a_val_split_names_the_fix(tmp_path):
     prepare(tmp_path)
     with pytest.raises(ValueError, match=r"split.csv: selection: val needs a val split; run `hdml prepare digits"):
-        training_images(tmp_path, "digits", {**CFG, "selection": "val"}, 1, torch.device("cpu"))
+        training_images(tmp_path, "digits", {**CFG, "selection": "val"}, 1, torch.device("cpu"), "unit")
 
 
 @pytest.mark.parametrize(("train_classes", "folds"), [(100, 4), (98, 4), (5, 4), (11318, 4), (9, 3)])
@@ -111,8 +112,8 @@ def test_val_fold_picks_the_validating_fold(tmp_path):
     assert main(["prepare", "digits", "--root", str(tmp_path), "--val-folds", "4"]) in (0, None)
     cpu = torch.device("cpu")
     run = {**CFG, "selection": "val"}
-    fold0 = training_images(tmp_path, "digits", {**run, "val_fold": 0}, 1, cpu)
-    fold2 = training_images(tmp_path, "digits", {**run, "val_fold": 2}, 1, cpu)
+    fold0 = training_images(tmp_path, "digits", {**run, "val_fold": 0}, 1, cpu, "unit")
+    fold2 = training_images(tmp_path, "digits", {**run, "val_fold": 2}, 1, cpu, "unit")
     (train0, test0, val0), (train2, test2, val2) = ((f.train, f.query, f.val) for f in (fold0, fold2))
     assert set(val2.labels) == {2} and set(train2.labels) == {0, 1, 3, 4}
     assert np.array_equal(test0.pixels, test2.pixels)
@@ -120,7 +121,7 @@ def test_val_fold_picks_the_validating_fold(tmp_path):
     both = lambda *s: np.sort(np.concatenate([x.pixels.reshape(len(x), -1).sum(1) for x in s]))  # noqa: E731
     assert np.array_equal(both(train0, val0), both(train2, val2))
     with pytest.raises(ValueError, match=r"split.csv: val_fold 4, but the training classes are dealt into folds 0..3"):
-        training_images(tmp_path, "digits", {**run, "val_fold": 4}, 1, cpu)
+        training_images(tmp_path, "digits", {**run, "val_fold": 4}, 1, cpu, "unit")
 
 
 def test_val_fold_needs_a_fold_column(tmp_path):
@@ -129,4 +130,4 @@ def test_val_fold_needs_a_fold_column(tmp_path):
     old = carve(pd.read_csv(path, dtype=str, keep_default_na=False)).drop(columns="fold")  # an older prepare's file
     old.to_csv(path, index=False)
     with pytest.raises(ValueError, match=r"split.csv: no fold column \(val_fold needs one\)"):
-        training_images(tmp_path, "digits", {**CFG, "selection": "val", "val_fold": 1}, 1, torch.device("cpu"))
+        training_images(tmp_path, "digits", {**CFG, "selection": "val", "val_fold": 1}, 1, torch.device("cpu"), "unit")

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from hdml.core.disk import check_free_space
 from hdml.core.io import atomic_path, write_json
+from hdml.data.files import decode, read_split
 from hdml.data.splits import present_splits
-from hdml.data.tensors import decode, read_split
 
 log = logging.getLogger("hdml.data.cache")
 

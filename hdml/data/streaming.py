@@ -15,8 +15,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from hdml.data.tensors import NORMALISATION, centre_offset, decode, normalisation_affine, read_split
-from hdml.model.backbones import input_normalisation
+from hdml.data.files import decode, read_split
+from hdml.data.normalisation import NORMALISATION, normalisation_affine
+from hdml.data.tensors import centre_offset
 
 
 class ImageTransform:
@@ -73,9 +74,11 @@ class SplitImages(Dataset):
         return self.transform(pixels, self.train), int(self.labels[i])
 
 
-def split_images(root: str | Path, dataset: str, cfg: dict, channels: int, split: str) -> SplitImages:
+def split_images(root: str | Path, dataset: str, cfg: dict, channels: int, split: str,
+                 normalize: str) -> SplitImages:
     """The `split` (a name of `hdml.data.splits`; `train` gets the random crops and flips) of a prepared
-    dataset under the run config's `image` section."""
+    dataset under the run config's `image` section, normalised by `normalize` (`image.normalize`
+    resolved by the caller: `hdml.model.backbones.input_normalisation`)."""
     rows = read_split(root, dataset)
-    image = {**cfg["image"], "normalize": input_normalisation(cfg)}
+    image = {**cfg["image"], "normalize": normalize}
     return SplitImages(rows[rows["split"] == split], image, channels, train=split == "train")

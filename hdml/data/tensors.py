@@ -1,7 +1,8 @@
-"""Reading a prepared split and turning images into normalised batches.
+"""A prepared dataset's splits in memory, and turning their images into normalised batches.
 
-Images are decoded once and resized to `image.resize` (uint8, N x C x H x W); random crop,
-flip and normalisation then run per batch on tensors, on the training device.
+Images are decoded once (`hdml.data.files`, or memory-mapped from `hdml.data.cache`) and
+resized to `image.resize` (uint8, N x C x H x W); random crop, flip and normalisation then run
+per batch on tensors, on the training device.
 """
 from __future__ import annotations
 
@@ -11,67 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
-from hdml.data.labels import check_labels
-from hdml.data.splits import check_split_names
-from hdml.model.backbones import input_normalisation
-
-NORMALISATION = {
-    # torchvision's ImageNet weights: RGB in [0, 1], per-channel mean/std.
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0 / 255, False),
-    # Caffe's BVLC GoogLeNet: BGR in [0, 255] minus the mean pixel; the HDML authors' values
-    # (their FLAGS.py image_mean, subtracted in lib/nn_Ops.py batch_data).
-    "caffe": ((104.0, 117.0, 123.0), (1.0, 1.0, 1.0), 1.0, True),
-    # Grey digits: [0, 1] mapped to [-1, 1].
-    "unit": ((0.5,), (0.5,), 1.0 / 255, False),
-}
-
-
-def normalisation_affine(normalize: str, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (mul, add), shape C x 1 x 1, with x * mul + add == (x * scale - mean) / std:
-    one fused pass, and the same arithmetic on the batch and the per-image paths."""
-    mean, std, scale, _ = NORMALISATION[normalize]
-    mean_t, std_t = torch.tensor(mean, device=device), torch.tensor(std, device=device)
-    return (scale / std_t).view(-1, 1, 1), (-mean_t / std_t).view(-1, 1, 1)
+from hdml.data.cache import load_cached
+from hdml.data.files import decode, read_split
+from hdml.data.normalisation import NORMALISATION, normalisation_affine
 
 
 def centre_offset(size: int, crop: int) -> int:
     """Start of the test crop: half the margin, rounded up as the authors' centre crop does
     (their random_fixed_size_crop_mod.py: 256 -> 227 starts at pixel 15, not 14)."""
     return (size - crop + 1) // 2
-
-
-def read_split(root: str | Path, dataset: str) -> pd.DataFrame:
-    """The dataset's split.csv with absolute image paths; checks columns and values (split names:
-    `hdml.data.splits`)."""
-    path = Path(root) / dataset / "split.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no split file; run `hdml prepare {dataset} --root {root}` first")
-    try:
-        df = pd.read_csv(path, dtype={"path": str, "split": str, "label": str}, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable split file ({exc})") from None
-    missing = {"path", "label", "split"} - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
-    check_split_names(df["split"], str(path))
-    df["label"] = check_labels(df, str(path))
-    df["path"] = [str(path.parent / p) for p in df["path"]]
-    return df
-
-
-def decode(path: str, size: int, channels: int) -> np.ndarray:
-    """One image as uint8 C x size x size (aspect ratio not kept, as the paper)."""
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read image ({exc})") from exc
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
 @dataclass
@@ -155,8 +105,6 @@ def load_images(root: str | Path, dataset: str, cfg: dict, channels: int,
                 names: tuple[str, ...]) -> dict[str, ImageTensors]:
     """The named splits of a prepared dataset, each from the image cache when one matches,
     else decoded at the run config's `image.resize`; a split the dataset lacks is an error."""
-    from hdml.data.cache import load_cached
-
     split = read_split(root, dataset)
     resize = cfg["image"]["resize"]
     images = {}
@@ -170,14 +118,17 @@ def load_images(root: str | Path, dataset: str, cfg: dict, channels: int,
     return images
 
 
-def batch_transform(cfg: dict, device: torch.device) -> BatchTransform:
-    """The batch transform of a run config (`image.normalize: auto`: the backbone's input)."""
+def batch_transform(cfg: dict, normalize: str, device: torch.device) -> BatchTransform:
+    """The batch transform of a run config; `normalize` is its `image.normalize` resolved by the
+    caller (`auto`: the backbone's input, `hdml.model.backbones.input_normalisation`), since the
+    data layer knows no backbone."""
     img = cfg["image"]
-    return BatchTransform(img["crop"], img["flip"], input_normalisation(cfg), device, cfg["channels_last"])
+    return BatchTransform(img["crop"], img["flip"], normalize, device, cfg["channels_last"])
 
 
-def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int,
-                device: torch.device) -> tuple[ImageTensors, ImageTensors, BatchTransform]:
-    """Train and test images of a prepared dataset and the run config's batch transform."""
+def load_splits(root: str | Path, dataset: str, cfg: dict, channels: int, device: torch.device,
+                normalize: str) -> tuple[ImageTensors, ImageTensors, BatchTransform]:
+    """Train and test images of a prepared dataset and the run config's batch transform
+    (`normalize`: the resolved scheme, as `batch_transform`)."""
     images = load_images(root, dataset, cfg, channels, ("train", "test"))
-    return images["train"], images["test"], batch_transform(cfg, device)
+    return images["train"], images["test"], batch_transform(cfg, normalize, device)

@@ -31,8 +31,9 @@ import pandas as pd
 import torch
 
 from hdml.core.io import write_with
+from hdml.data.files import read_split
 from hdml.data.splits import evaluation_splits
-from hdml.data.tensors import BatchTransform, ImageTensors, batch_transform, load_images, read_split
+from hdml.data.tensors import BatchTransform, ImageTensors, batch_transform, load_images
 
 FOLDS = 4  # the reality check's class-disjoint folds of the training classes
 
@@ -94,11 +95,13 @@ class RunImages:
     transform: BatchTransform
 
 
-def training_images(root: str | Path, dataset: str, cfg: dict, channels: int, device: torch.device) -> RunImages:
+def training_images(root: str | Path, dataset: str, cfg: dict, channels: int, device: torch.device,
+                    normalize: str) -> RunImages:
     """The images of a run. With `selection: val` the training images exclude the validation
     classes (fold `val_fold`), which come back as `val`; otherwise a `val` split, if the dataset
     has one, joins the training images in split.csv's row order. With `evaluate_test: false`
-    the test images (query, gallery) are never read: a tuning trial cannot see them."""
+    the test images (query, gallery) are never read: a tuning trial cannot see them. `normalize`:
+    the resolved `image.normalize` (`hdml.data.tensors.batch_transform`)."""
     names = set(read_split(root, dataset)["split"])
     has_val = "val" in names
     if cfg["selection"] == "val" and not has_val:
@@ -108,7 +111,7 @@ def training_images(root: str | Path, dataset: str, cfg: dict, channels: int, de
     wanted = ("train", *((query,) if query else ()), *((gallery,) if gallery else ()), *(("val",) if has_val else ()))
     images = load_images(root, dataset, cfg, channels, wanted)
     evaluation = (images[query] if query else None, images[gallery] if gallery else None)
-    transform = batch_transform(cfg, device)
+    transform = batch_transform(cfg, normalize, device)
     if not has_val:
         return RunImages(images["train"], *evaluation, None, transform)
     fold = cfg.get("val_fold", 0)

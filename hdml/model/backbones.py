@@ -1,7 +1,7 @@
 """Feature extractors: a small CNN for the embedded digits demo; GoogLeNet (1024-d, the
 paper's) and ResNet-50 (2048-d) from torchvision, and the authors' own Caffe GoogLeNet
-(`googlenet-caffe`, 1024-d), for the real datasets. Each builder returns
-(module, feature dimension); the module maps a normalised image batch to pooled features.
+(`googlenet-caffe`, 1024-d), for the real datasets. Each builder returns a module that maps a
+normalised image batch to pooled features of its registered dimension (`build_backbone`).
 
 Weights (run config): `pretrained: false` is random init; `pretrained: true` loads
 torchvision's ImageNet weights (IMAGENET1K_V1, downloaded to torch's cache), or the state dict
@@ -21,11 +21,16 @@ original Inception v1 (Szegedy et al. 2015: LRN, no BatchNorm) with BVLC's Caffe
 from the MATLAB file their code loads (`tf_ckpt_from_caffe.mat`, see `load_caffe_mat`). There is
 no download for it: `pretrained: true` needs `weights: PATH`.
 
-`image.normalize: auto` (the default) is the input the backbone's weights were trained on
-(`INPUT_NORMALISATION`): choosing the backbone chooses its preprocessing in `hdml.data.tensors`.
+Each backbone is registered beside its builder (`register_backbone`: name, feature dimension,
+input normalisation), under the name the flat `backbone` key of the run config takes.
+`image.normalize: auto` (the default) is the input the backbone's weights were trained on (its
+entry's `normalisation`, a scheme of `hdml.data.normalisation`): choosing the backbone chooses
+its preprocessing, which the callers of the data layer pass on (`input_normalisation`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +38,45 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FEATURE_DIMS = {"googlenet": 1024, "resnet50": 2048}
-# The input each backbone's pretrained weights expect (`hdml.data.tensors.NORMALISATION`), which
-# `image.normalize: auto` resolves to.
-INPUT_NORMALISATION = {"smallcnn": "imagenet", "googlenet": "imagenet", "resnet50": "imagenet",
-                       "googlenet-caffe": "caffe"}
+from hdml.core.suggest import did_you_mean
+from hdml.data.normalisation import NORMALISATION
+
+Builder = Callable[[dict, int], nn.Module]  # (run config, input channels) -> module giving pooled features
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A registered feature extractor: its builder, the dimension of the features it outputs, and
+    the normalisation scheme its pretrained weights expect (what `image.normalize: auto` means)."""
+
+    name: str
+    build: Builder
+    feature_dim: int
+    normalisation: str
+
+
+BACKBONES: dict[str, Backbone] = {}
+
+
+def register_backbone(name: str, *, feature_dim: int, normalisation: str) -> Callable[[Builder], Builder]:
+    """Function decorator: the builder of backbone `name` (the value of the run config's `backbone`)."""
+    if normalisation not in NORMALISATION:
+        raise ValueError(f"backbone {name}: unknown normalisation {normalisation!r}")
+
+    def add(build: Builder) -> Builder:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        BACKBONES[name] = Backbone(name, build, feature_dim, normalisation)
+        return build
+
+    return add
+
+
+def backbone_entry(name: str) -> Backbone:
+    if name not in BACKBONES:
+        known = ", ".join(sorted(BACKBONES))
+        raise ValueError(f"backbone: unknown backbone {name!r}{did_you_mean(name, BACKBONES)}; known: {known}")
+    return BACKBONES[name]
 # State-dict entries of the classifier parts we drop (ImageNet fc, GoogLeNet's auxiliary heads).
 DROPPED = ("fc.", "aux1.", "aux2.")
 
@@ -58,17 +97,22 @@ class GlobalAvgPool(nn.Module):
 def input_normalisation(cfg: dict) -> str:
     """The run's `image.normalize`, with `auto` resolved to what its backbone's weights expect."""
     normalize = cfg["image"]["normalize"]
-    return INPUT_NORMALISATION[cfg["backbone"]] if normalize == "auto" else normalize
+    return backbone_entry(cfg["backbone"]).normalisation if normalize == "auto" else normalize
 
 
-def small_cnn(in_channels: int, width: int = 32) -> tuple[nn.Module, int]:
+SMALL_WIDTH = 32  # the first block's channels; the last block's, 4 x this, are the features
+
+
+@register_backbone("smallcnn", feature_dim=4 * SMALL_WIDTH, normalisation="imagenet")
+def small_cnn(cfg: dict, in_channels: int) -> nn.Module:
     """Three conv blocks and global average pooling: enough for 8x8 digits on a CPU."""
 
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
+    width = SMALL_WIDTH
     layers = [*block(in_channels, width), *block(width, 2 * width), nn.MaxPool2d(2), *block(2 * width, 4 * width)]
-    return nn.Sequential(*layers, GlobalAvgPool()), 4 * width
+    return nn.Sequential(*layers, GlobalAvgPool())
 
 
 def torchvision_weights(name: str) -> dict[str, torch.Tensor]:
@@ -113,7 +157,7 @@ def check_weight_settings(pretrained: bool, weights: str | None) -> None:
         raise ValueError(f"weights: {weights} is given but pretrained is false; set pretrained: true to load it")
 
 
-def torchvision_backbone(name: str, cfg: dict, in_channels: int) -> tuple[nn.Module, int]:
+def torchvision_backbone(name: str, cfg: dict, in_channels: int) -> nn.Module:
     """GoogLeNet without auxiliary heads, dropout or classifier, or ResNet-50 without classifier."""
     if in_channels != 3:
         raise ValueError(f"backbone: {name} takes RGB images; this dataset has {in_channels} channel(s)")
@@ -122,7 +166,7 @@ def torchvision_backbone(name: str, cfg: dict, in_channels: int) -> tuple[nn.Mod
     if pretrained and weights is None and normalize != "imagenet":
         raise ValueError(f"image.normalize: torchvision's {name} weights expect 'imagenet', got {normalize!r} "
                          f"(Caffe weights need a local file in `weights`)")
-    from torchvision import models
+    from torchvision import models  # here: torchvision alone costs seconds per job (as in torchvision_weights)
 
     if name == "googlenet":
         net = models.googlenet(weights=None, aux_logits=False, transform_input=normalize == "imagenet",
@@ -135,7 +179,17 @@ def torchvision_backbone(name: str, cfg: dict, in_channels: int) -> tuple[nn.Mod
     if pretrained:
         state = file_weights(weights) if weights is not None else torchvision_weights(name)
         load_weights(net, state, f"weights: {weights}" if weights is not None else f"torchvision {name}")
-    return net, FEATURE_DIMS[name]
+    return net
+
+
+@register_backbone("googlenet", feature_dim=1024, normalisation="imagenet")
+def googlenet(cfg: dict, in_channels: int) -> nn.Module:
+    return torchvision_backbone("googlenet", cfg, in_channels)
+
+
+@register_backbone("resnet50", feature_dim=2048, normalisation="imagenet")
+def resnet50(cfg: dict, in_channels: int) -> nn.Module:
+    return torchvision_backbone("resnet50", cfg, in_channels)
 
 
 # BVLC GoogLeNet's inception blocks: input channels, then the output channels of the
@@ -235,7 +289,7 @@ def load_caffe_mat(net: CaffeGoogLeNet, path: str) -> None:
     code does) holding, for each Caffe layer L, the kernel `L` in Caffe's (out, in, kh, kw) order,
     which is PyTorch's, and the bias `L_bias` (any shape of out values; they flatten it). Other
     arrays (a classifier) are ignored. Every layer must be there with its shape, or nothing loads."""
-    import scipy.io
+    import scipy.io  # here: only googlenet-caffe reads .mat files; every other job is spared the import
     from scipy.io.matlab import MatReadError
 
     if not Path(path).is_file():
@@ -266,7 +320,8 @@ def load_caffe_mat(net: CaffeGoogLeNet, path: str) -> None:
     net.load_state_dict(state, strict=True)
 
 
-def caffe_googlenet(cfg: dict, in_channels: int) -> tuple[nn.Module, int]:
+@register_backbone("googlenet-caffe", feature_dim=1024, normalisation="caffe")
+def caffe_googlenet(cfg: dict, in_channels: int) -> nn.Module:
     """The authors' GoogLeNet, random or with the Caffe weights of the local file `weights`."""
     if in_channels != 3:
         raise ValueError(f"backbone: googlenet-caffe takes colour images; this dataset has {in_channels} channel(s)")
@@ -281,15 +336,10 @@ def caffe_googlenet(cfg: dict, in_channels: int) -> tuple[nn.Module, int]:
     net = CaffeGoogLeNet()
     if pretrained:
         load_caffe_mat(net, weights)
-    return net, 1024
+    return net
 
 
 def build_backbone(cfg: dict, in_channels: int) -> tuple[nn.Module, int]:
-    name = cfg["backbone"]
-    if name == "smallcnn":
-        return small_cnn(in_channels)
-    if name == "googlenet-caffe":
-        return caffe_googlenet(cfg, in_channels)
-    if name in FEATURE_DIMS:
-        return torchvision_backbone(name, cfg, in_channels)
-    raise ValueError(f"backbone: unknown backbone {name!r}")
+    """The run config's backbone and the dimension of its features."""
+    entry = backbone_entry(cfg["backbone"])
+    return entry.build(cfg, in_channels), entry.feature_dim

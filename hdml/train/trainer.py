@@ -21,8 +21,8 @@ import logging
 import math
 import os
 import signal
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +35,19 @@ from hdml.core.config import Interrupted, TrainingDiverged, build_run_config
 from hdml.core.io import write_json, write_text, write_with
 from hdml.core.schedule import eval_due
 from hdml.data.datasets import get_dataset
-from hdml.data.loader import BatchLoader
-from hdml.data.samplers import build_sampler
+from hdml.data.loader import Batch, BatchLoader
+from hdml.data.samplers import Sampler, build_sampler
 from hdml.data.tensors import BatchTransform, ImageTensors
 from hdml.data.valsplit import RunImages, training_images
 from hdml.eval import selection
 from hdml.eval.evaluate import Embeddings
-from hdml.methods.base import build_method
+from hdml.methods.base import Method, build_method
+from hdml.model.backbones import input_normalisation
 from hdml.model.embedding import EmbeddingNet, build_model
 from hdml.train import checkpoint
 from hdml.train.progress import Progress
 from hdml.train.runfolder import exclusive
+from hdml.train.state import TrainState
 
 log = logging.getLogger("hdml.train")
 Features = Callable[[torch.Tensor], torch.Tensor]
@@ -138,10 +140,52 @@ class SignalFlag:
             signal.signal(sig, handler)
 
 
+@dataclass
+class Run:
+    """What one training run is made of once built: its folder, config, images, method and the
+    resumable `TrainState` (model, generators, curve, ...)."""
+
+    out: Path
+    header: dict[str, Any]
+    cfg: dict[str, Any]
+    device: torch.device
+    images: RunImages
+    num_classes: int
+    runner: Method
+    sampler: Sampler
+    targets: torch.Tensor
+    state: TrainState
+
+    @property
+    def seed(self) -> int:
+        return self.header["seed"]
+
+    @property
+    def features(self) -> Features | None:
+        """What the method evaluates, if not the embedding (`Method.eval_features`)."""
+        return getattr(self.runner, "eval_features", None)
+
+    def evaluation(self, z: np.ndarray) -> Embeddings:
+        gallery = None if self.images.gallery is None else self.images.gallery.labels
+        return Embeddings.stacked(z, self.images.query.labels, gallery)
+
+    def save(self) -> None:
+        checkpoint.save(self.out / "ckpt", self.state.step, self.state.state_dict(), self.cfg["keep_checkpoints"])
+
+
 @exclusive  # one process per run folder; checks it is writable, removes stale temporaries
 def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: str | Path,
               overrides: dict[str, Any]) -> dict[str, Any]:
-    out = Path(out)
+    run = build_run(root, dataset, method, seed, Path(out), overrides)
+    z, progress = train_steps(run)
+    result = finish(run, z)
+    progress.close("done")
+    return result
+
+
+def build_run(root: str | Path, dataset: str, method: str, seed: int, out: Path, overrides: dict[str, Any]) -> Run:
+    """Config, images, model and method of a run, resumed from its newest checkpoint if any;
+    `config.yaml` written, a stale `metrics.json` removed."""
     spec = get_dataset(dataset)
     cfg = build_run_config(spec.defaults_for(method), overrides, method)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,113 +196,106 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
     set_determinism(cfg["deterministic"])
     torch.manual_seed(seed)
     device = resolve_device(cfg["device"])
-    images = training_images(root, dataset, cfg, spec.channels, device)
-    train_set, val_set, transform = images.train, images.val, images.transform
-    gallery_labels = None if images.gallery is None else images.gallery.labels
-
-    test = cfg["evaluate_test"]  # else images.query is None: no test metrics, test-free selection (val)
-
-    def evaluation(z: np.ndarray) -> Embeddings:
-        return Embeddings.stacked(z, images.query.labels, gallery_labels)
-    _, train_targets = np.unique(train_set.labels, return_inverse=True)
+    images = training_images(root, dataset, cfg, spec.channels, device, input_normalisation(cfg))
+    _, train_targets = np.unique(images.train.labels, return_inverse=True)
+    num_classes = int(train_targets.max()) + 1
     model = place_model(build_model(cfg, spec.channels), cfg, device)
-    runner = build_method(method, model, cfg, int(train_targets.max()) + 1, train_size=len(train_set))
-    features = getattr(runner, "eval_features", None)  # what a method evaluates, if not the embedding
-    sample_gen = torch.Generator().manual_seed(2 * seed)
-    augment_gen = torch.Generator().manual_seed(2 * seed + 1)
-    sampler = build_sampler(runner.sampler, train_targets, cfg, sample_gen)
-    targets = torch.from_numpy(train_targets)
+    runner = build_method(method, model, cfg, num_classes, train_size=len(images.train))
+    state = TrainState(model, runner, torch.Generator().manual_seed(2 * seed),
+                       torch.Generator().manual_seed(2 * seed + 1), json.dumps({**header, **cfg}, sort_keys=True))
+    sampler = build_sampler(runner.sampler, train_targets, cfg, state.sample_gen)
+    saved = checkpoint.load_latest(out / "ckpt", state.fingerprint)
+    if saved is not None:
+        state.load_state_dict(saved)
+    return Run(out, header, cfg, device, images, num_classes, runner, sampler, torch.from_numpy(train_targets), state)
 
-    curve: list[dict[str, Any]] = []
-    losses: list[dict[str, float]] = []
-    start, bad_streak, elapsed, data_wait = 1, 0, 0.0, 0.0
-    chosen, metric = selection.Best(), cfg["selection_metric"]  # the reported point, unless `selection: last`
-    ckpt_dir = out / "ckpt"
-    fingerprint = json.dumps({**header, **cfg}, sort_keys=True)
-    state = checkpoint.load_latest(ckpt_dir, fingerprint)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        runner.load_state_dict(state["method"])
-        sample_gen.set_state(state["sample_gen"])
-        augment_gen.set_state(state["augment_gen"])
-        torch.set_rng_state(state["torch_rng"])
-        curve, losses, bad_streak, elapsed = state["curve"], state["losses"], state["bad_streak"], state["elapsed"]
-        data_wait = state["data_wait"]
-        chosen = selection.Best.from_state(state.get("chosen"))
-        start = state["step"] + 1
 
-    def save(step: int, rng: dict[str, torch.Tensor]) -> None:
-        checkpoint.save(ckpt_dir, step, {
-            "model": model.state_dict(), "method": runner.state_dict(), **rng,
-            "torch_rng": torch.get_rng_state(), "curve": curve, "losses": losses,
-            "bad_streak": bad_streak, "elapsed": elapsed + time.perf_counter() - started,
-            "data_wait": data_wait + loader.wait, "fingerprint": fingerprint, "chosen": chosen.state(),
-        }, cfg["keep_checkpoints"])
-
-    def evaluate_at(step: int, logs: dict[str, float]) -> np.ndarray | None:
-        """One evaluation point of the curve (test metrics, validation score, the step's losses);
-        offered to the selection; returns the test embeddings (None without a test split)."""
-        row: dict[str, Any] = {"step": step}
-        z_now = None
-        if test:
-            z_now = embed_evaluation(model, images, cfg["eval_batch_size"], features)
-            row.update(evaluation(z_now).evaluate(cfg["eval_ks"], seed, cfg["eval_kmeans"]))
-        row.update({f"train_{k}": v for k, v in logs.items()})
-        if val_set is not None:  # at evaluation points only: never on a training step's path
-            row[f"val_{metric}"] = selection.score_val(
-                embed(model, val_set, transform, cfg["eval_batch_size"], features), val_set.labels, metric,
-                cfg["eval_ks"], seed, cfg["eval_kmeans"])
-        if cfg["selection"] != "last":
-            chosen.offer(step, row[f"val_{metric}" if val_set is not None else metric], row,
-                         z_now if test else np.empty(0))
-        curve.append(row)
-        progress.evaluated(step, row)
-        log.info("step %d: %s", step, {k: round(v, 4) for k, v in row.items() if k != "step"})
-        return z_now
-
-    z = None  # the latest evaluation embeddings (embed_evaluation)
-    started = time.perf_counter()
-    loader = BatchLoader(train_set, sampler, transform, sample_gen, augment_gen, cfg["num_workers"])
-    progress = Progress(out, steps=cfg["steps"], start=start, batch_size=cfg["batch_size"], header=header,
-                        tensorboard=cfg["tensorboard"])
+def train_steps(run: Run) -> tuple[np.ndarray | None, Progress]:
+    """The training loop from the step after the state's; returns the latest evaluation
+    embeddings (None if no evaluation ran in this process) and the run's progress record, which
+    `finish` closes. A signal checkpoints and raises `Interrupted`; checkpoints every
+    `checkpoint_every` steps but the last."""
+    cfg, state, images = run.cfg, run.state, run.images
+    z = None
+    loader = BatchLoader(images.train, run.sampler, images.transform, state.sample_gen, state.augment_gen,
+                         cfg["num_workers"])
+    state.start_clock(lambda: loader.wait)
+    progress = Progress(run.out, steps=cfg["steps"], start=state.step + 1, batch_size=cfg["batch_size"],
+                        header=run.header, tensorboard=cfg["tensorboard"])
     with SignalFlag() as stop, loader, progress:
         if cfg["steps"] == 0:  # the network before metric learning: the report's reference row
-            z = evaluate_at(0, {})
-        for step in range(start, cfg["steps"] + 1):
-            batch = next(loader)
-            x = transform.normalise(batch.crops)
-            logs = runner.step(x, targets[batch.index].to(device))
-            losses.append({"step": step, **logs})
-            progress.step(step, logs, loader.wait)
-            bad_streak = 0 if all(math.isfinite(v) for v in logs.values()) else bad_streak + 1
-            if bad_streak:
-                log.warning("step %d: non-finite loss %s (%d in a row)", step, logs, bad_streak)
-                if bad_streak >= cfg["max_bad_steps"]:
-                    raise TrainingDiverged(
-                        f"{bad_streak} consecutive steps with a NaN/infinite loss (last at step {step}); "
-                        f"no metrics written (max_bad_steps={cfg['max_bad_steps']})")
+            z = evaluate_at(run, progress, 0, {})
+        for step in range(state.step + 1, cfg["steps"] + 1):
+            logs = train_step(run, progress, step, next(loader), loader.wait)
             if eval_due(step, cfg):
-                z = evaluate_at(step, logs)
+                z = evaluate_at(run, progress, step, logs)
             if stop.received is not None:
-                save(step, batch.rng)
+                run.save()
                 raise Interrupted(f"signal {stop.received} at step {step}: checkpoint written, rerun to resume")
             if cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
-                save(step, batch.rng)
-    train_seconds = elapsed + time.perf_counter() - started
-    data_wait += loader.wait
+                run.save()
+    state.stop_clock()
+    train_seconds, data_wait = state.train_seconds(), state.wait_seconds()
     log.info("training: %.1f s, of which %.1f s (%.1f%%) waiting for batches", train_seconds, data_wait,
              100 * data_wait / max(train_seconds, 1e-9))
-    evaluated_here = z is not None  # else resumed from a checkpoint of the last step: embed again
-    if test and not evaluated_here:
-        z = embed_evaluation(model, images, cfg["eval_batch_size"], features)
+    return z, progress
 
-    write_with(out / "curve.csv", lambda p: pd.DataFrame(curve).to_csv(p, index=False))
-    write_with(out / "losses.csv", lambda p: pd.DataFrame(losses).to_csv(p, index=False))
-    write_with(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
-    result = {**header, "steps": cfg["steps"], "train_seconds": train_seconds, "data_wait_seconds": data_wait}
+
+def train_step(run: Run, progress: Progress, step: int, batch: Batch, waited: float) -> dict[str, float]:
+    """One method step on `batch`; raises `TrainingDiverged` after `max_bad_steps` non-finite
+    losses in a row."""
+    logs = run.runner.step(run.images.transform.normalise(batch.crops), run.targets[batch.index].to(run.device))
+    bad_streak = run.state.record_step(step, logs, batch.rng, all(math.isfinite(v) for v in logs.values()))
+    progress.step(step, logs, waited)
+    if bad_streak:
+        log.warning("step %d: non-finite loss %s (%d in a row)", step, logs, bad_streak)
+        if bad_streak >= run.cfg["max_bad_steps"]:
+            raise TrainingDiverged(
+                f"{bad_streak} consecutive steps with a NaN/infinite loss (last at step {step}); "
+                f"no metrics written (max_bad_steps={run.cfg['max_bad_steps']})")
+    return logs
+
+
+def evaluate_at(run: Run, progress: Progress, step: int, logs: dict[str, float]) -> np.ndarray | None:
+    """One evaluation point of the curve (test metrics, validation score, the step's losses);
+    offered to the selection; returns the test embeddings (None without a test split)."""
+    cfg, images, metric = run.cfg, run.images, run.cfg["selection_metric"]
+    test, val_set = cfg["evaluate_test"], images.val  # no test: images.query is None, test-free selection (val)
+    row: dict[str, Any] = {"step": step}
+    z_now = None
     if test:
-        reported, z = (curve[-1], z) if cfg["selection"] == "last" else chosen.reported()
-        saved = evaluation(z)
+        z_now = embed_evaluation(run.state.model, images, cfg["eval_batch_size"], run.features)
+        row.update(run.evaluation(z_now).evaluate(cfg["eval_ks"], run.seed, cfg["eval_kmeans"]))
+    row.update({f"train_{k}": v for k, v in logs.items()})
+    if val_set is not None:  # at evaluation points only: never on a training step's path
+        row[f"val_{metric}"] = selection.score_val(
+            embed(run.state.model, val_set, images.transform, cfg["eval_batch_size"], run.features), val_set.labels,
+            metric, cfg["eval_ks"], run.seed, cfg["eval_kmeans"])
+    if cfg["selection"] != "last":
+        run.state.chosen.offer(step, row[f"val_{metric}" if val_set is not None else metric], row,
+                               z_now if test else np.empty(0))
+    run.state.curve.append(row)
+    progress.evaluated(step, row)
+    log.info("step %d: %s", step, {k: round(v, 4) for k, v in row.items() if k != "step"})
+    return z_now
+
+
+def finish(run: Run, z: np.ndarray | None) -> dict[str, Any]:
+    """Write the finished run's outputs, `metrics.json` last; drop its checkpoints. `z`: the
+    latest evaluation embeddings of this process (None: resumed from a checkpoint of the last
+    step, so embed again)."""
+    cfg, state, out = run.cfg, run.state, run.out
+    test, evaluated_here = cfg["evaluate_test"], z is not None
+    if test and not evaluated_here:
+        z = embed_evaluation(state.model, run.images, cfg["eval_batch_size"], run.features)
+    write_with(out / "curve.csv", lambda p: pd.DataFrame(state.curve).to_csv(p, index=False))
+    write_with(out / "losses.csv", lambda p: pd.DataFrame(state.losses).to_csv(p, index=False))
+    write_with(out / "model.pt", lambda p: torch.save(state.model.state_dict(), p))
+    result = {**run.header, "steps": cfg["steps"], "train_seconds": state.train_seconds(),
+              "data_wait_seconds": state.wait_seconds()}
+    if test:
+        reported, z = (state.curve[-1], z) if cfg["selection"] == "last" else state.chosen.reported()
+        saved = run.evaluation(z)
         write_with(out / "embeddings.npz", saved.save)
         result["metrics"] = {k: v for k, v in reported.items() if not k.startswith(("train_", "val_")) and k != "step"}
         if evaluated_here or cfg["selection"] != "last":  # the metrics above were computed from exactly this z
@@ -267,12 +304,11 @@ def train_run(*, root: str | Path, dataset: str, method: str, seed: int, out: st
         (out / "embeddings.npz").unlink(missing_ok=True)
         result["evaluate_test"] = False
     if cfg["selection"] != "last":
+        val_set = run.images.val
         result["selection"] = selection.summary(
-            cfg["selection"], metric, chosen.step, chosen.score,
-            sorted(int(c) for c in np.unique(val_set.labels)) if val_set is not None else None,
-            int(train_targets.max()) + 1)
+            cfg["selection"], cfg["selection_metric"], state.chosen.step, state.chosen.score,
+            sorted(int(c) for c in np.unique(val_set.labels)) if val_set is not None else None, run.num_classes)
     write_json(out / "metrics.json", result)
     if not cfg["keep_finished_checkpoints"]:  # only once metrics.json marks the run finished
-        checkpoint.discard(ckpt_dir)
-    progress.close("done")
+        checkpoint.discard(out / "ckpt")
     return result
