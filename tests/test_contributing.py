@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEXT = (ROOT / "CONTRIBUTING.md").read_text()
 # a repository path has a folder (bare names like `config.yaml` are a run folder's files) or is the Snakefile
 PATH = re.compile(r"`((?:[\w.-]+/)+[\w.<>-]*(?:\.(?:py|yaml|md|smk|sh)|/)|Snakefile)(?:::([\w.]+))?`")
-PLACEHOLDER = re.compile(r"<\w+>|NAME|STAGE")
+PLACEHOLDER = re.compile(r"<\w+>|(?<![A-Za-z])[A-Z]{3,}(?![a-z])")  # `<name>`, `NAME`, `MYSECTION`
 
 
 def recipes() -> dict[str, str]:
@@ -86,5 +86,5 @@ def test_a_dataset_file_goes_where_the_datasets_are_discovered():
 
 def test_the_path_check_sees_a_stale_path_and_symbol():
     text = ("`hdml/no_such.py`, `baselines/<name>.py`, `hdml/core/config.py::no_such`, "
-            "`hdml/core/config.py::ConfigError`")
+            "`hdml/core/errors.py::ConfigError`")
     assert missing_paths(text) == ["hdml/no_such.py: does not exist", "hdml/core/config.py::no_such: no such symbol"]
