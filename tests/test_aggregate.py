@@ -49,10 +49,13 @@ def write_run(run: Path, method: str, variant: str, seed: int, alpha: float | No
     curve.to_csv(run / "curve.csv", index=False)
     lambda0 = float(variant.split("=")[1]) if variant.startswith("lambda0=") else None
     protocol = "paper" if variant == "protocol=paper" else "code"
+    # HDML's loss switches, off in its ablation variants (the report finds those by them)
+    hdml = method.startswith("hdml-")
+    switches = {"softmax": variant != "no-softmax", "recon": variant != "no-recon"} if hdml else {}
     (run / "config.yaml").write_text(yaml.safe_dump({"dataset": run.parents[2].name, "method": method, "seed": seed,
                                                      "steps": 0 if variant == "untrained" else 100,
                                                      "protocol": protocol,
-                                                     "hdml": {"alpha": alpha, "lambda0": lambda0}}))
+                                                     "hdml": {"alpha": alpha, "lambda0": lambda0, **switches}}))
 
 
 def write_embeddings(run: Path, classes: int, per_class: int, seed: int) -> None:

@@ -308,7 +308,7 @@ KEYS = {"progress.json": ["state", "host", "pid", "updated", "step", "steps", "e
         "evaluation.json": ["metrics", "test_selected", "selection"]}
 CELLS = ["", "nan", "x<y>", "1e400", "-1", "0.5", "..", "a/b", "digits", "default", "7", "1.5", '"q,"']
 COLUMNS = {"metrics.csv": "dataset,method,variant,seed,metric,value",
-           "runs.csv": "dataset,method,variant,seed,protocol,alpha,lambda0,steps,selected_step,selection,"
+           "runs.csv": "dataset,method,variant,seed,protocol,alpha,lambda0,softmax,recon,steps,selected_step,selection,"
                        "selection_metric"}
 ROUNDS = 8  # per file and kind of junk: bounded, seeded, a few seconds in all
 

@@ -346,9 +346,10 @@ def test_variant_names_must_match_run_settings(report):
 
 def test_sections_find_their_variants_by_settings_not_names(report, tmp_path):
     """Renamed variants (config/*.yaml names them freely) land in the same sections with the same
-    numbers: a section knows a sweep or protocol variant by what its runs change against the
-    default (runs.csv), not by its name; with no such variant, the section says so."""
-    names = {"protocol=paper": "formulas", "alpha=30": "pull-thirty", "lambda0=0.2": "hard-fixed"}
+    numbers: a section knows a sweep, protocol or ablation variant by what its runs change against
+    the default (runs.csv), not by its name; with no such variant, the section says so."""
+    names = {"protocol=paper": "formulas", "alpha=30": "pull-thirty", "lambda0=0.2": "hard-fixed",
+             "no-softmax": "quiet-classifier", "no-recon": "free-generator"}
     renamed = {}
     for kind in ("metrics", "curves", "runs", "costs"):
         table = pd.read_csv(report[kind])
@@ -357,7 +358,8 @@ def test_sections_find_their_variants_by_settings_not_names(report, tmp_path):
     page = Page(render(renamed["metrics"], tmp_path / "r", renamed["curves"], renamed["runs"],
                        renamed["costs"]).read_text())
     before, after = report["page"].tables, page.tables
-    for key in ("sweep-alpha-cub200-hdml-npair", "sweep-lambda0-cub200-hdml-npair", "protocol"):
+    for key in ("sweep-alpha-cub200-hdml-npair", "sweep-lambda0-cub200-hdml-npair", "protocol",
+                "ablation-cub200-hdml-npair"):
         assert after[key]["rows"] == before[key]["rows"], key
     assert after["variants"]["rows"] == before["variants"]["rows"]  # none of them among the others
     runs = pd.read_csv(report["runs"])
@@ -374,7 +376,8 @@ def test_sections_without_data_become_notes(tmp_path, capsys):
                    "value": 0.5}]).to_csv(metrics, index=False)
     assert main(["report", "--metrics", str(metrics), "--out", str(tmp_path / "r")]) == 0
     html = (tmp_path / "r/report.html").read_text()
-    for text in ("No ablation runs", "No runs table (runs.csv) given: which variants sweep alpha",
+    for text in ("No runs table (runs.csv) given: which variant turns a loss of HDML off",
+                 "No runs table (runs.csv) given: which variants sweep alpha",
                  "No runs table (runs.csv) given: which variants sweep lambda0",
                  "No t-SNE map of test embeddings", "No runs table (runs.csv) given: which variant runs the other "
                  "protocol", "No benchmark records",

@@ -16,6 +16,7 @@ from baselines.ddml import DDMLLoss
 from baselines.hdml import HDMLNPair
 from baselines.semihard import SemiHardTripletLoss
 from hdml.data import datasets
+from hdml.eval.aggregate import RUNS_COLUMNS
 from hdml.report import Inputs, Report, default_alpha, paper_table, register_section, render, results_table, sections
 from hdml.report.names import dataset_sort
 from hdml.report.page import note
@@ -147,12 +148,10 @@ def sweep_inputs(tmp_path, alpha: float):
     for variant, a in (("default", None), ("alpha=30", alpha)):
         for seed in range(3):
             rows += [("digits", "hdml-npair", variant, seed, m, 0.5 + 0.01 * seed) for m in ("nmi", "recall@1")]
-            runs.append(("digits", "hdml-npair", variant, seed, "code", a, None, 100, 50, "last",
+            runs.append(("digits", "hdml-npair", variant, seed, "code", a, None, 1, 1, 100, 50, "last",
                          "map@r"))
     write_metrics(tmp_path / "m.csv", rows)
-    pd.DataFrame(runs, columns=["dataset", "method", "variant", "seed", "protocol", "alpha", "lambda0", "steps",
-                                "selected_step", "selection", "selection_metric"]).to_csv(tmp_path / "runs.csv",
-                                                                                         index=False)
+    pd.DataFrame(runs, columns=RUNS_COLUMNS).to_csv(tmp_path / "runs.csv", index=False)
 
 
 def test_sweep_values_come_from_the_run_configs(tmp_path):

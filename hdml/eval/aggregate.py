@@ -33,15 +33,16 @@ log = logging.getLogger("hdml.eval.aggregate")
 KEYS = ["dataset", "method", "variant", "seed"]
 METRICS_COLUMNS = [*KEYS, "metric", "value"]
 CURVES_COLUMNS = [*KEYS, "step", "metric", "value"]
-RUNS_COLUMNS = [*KEYS, "protocol", "alpha", "lambda0", "steps", "selected_step", "selection", "selection_metric"]
+RUNS_COLUMNS = [*KEYS, "protocol", "alpha", "lambda0", "softmax", "recon", "steps", "selected_step", "selection",
+                "selection_metric"]
 COSTS_COLUMNS = [*KEYS, "stage", "seconds", "max_rss_mb", "cpu_seconds"]
 STAGES = ("train", "evaluate")
 # What each column of the long tables holds, checked by `read_long`: text (names are also file
 # names, hdml.core.slug), integers or numbers; the columns of OPTIONAL may be empty.
 TEXT = {"dataset", "method", "variant", "metric", "protocol", "selection", "selection_metric", "stage"}
-INTEGER = {"seed", "step", "steps", "selected_step"}
-OPTIONAL = {"protocol", "alpha", "lambda0", "steps", "selected_step", "selection_metric", "seconds", "max_rss_mb",
-            "cpu_seconds", "value"}
+INTEGER = {"seed", "step", "steps", "selected_step", "softmax", "recon"}
+OPTIONAL = {"protocol", "alpha", "lambda0", "softmax", "recon", "steps", "selected_step", "selection_metric",
+            "seconds", "max_rss_mb", "cpu_seconds", "value"}
 CHOICES = {"selection": ("last", "val", "test"), "stage": STAGES}  # the values hdml.eval.selection and costs know
 
 
@@ -145,6 +146,8 @@ def read_run(run_dir: Path) -> tuple[list[dict], pd.DataFrame, dict]:
                          "mappings")
     settings = {**key, "protocol": config.get("protocol"), "alpha": hdml.get("alpha"),
                 "lambda0": hdml.get("lambda0"), "steps": config.get("steps"),
+                # HDML's loss switches (the ablation), 1 or 0; empty for a method without them
+                **{k: None if hdml.get(k) is None else int(hdml[k]) for k in ("softmax", "recon")},
                 "selected_step": step,
                 # which checkpoint `metrics` are from (hdml.eval.selection; absent: the last)
                 "selection": reported.get("mode", "last"), "selection_metric": reported.get("metric")}

@@ -3,15 +3,16 @@ its name: the variants of config/*.yaml are named freely, so a section finds its
 they change against the same method's `default` runs on the same dataset (the variant the plan
 gives every method, hdml.workflow.plan). A variant that changes `protocol` alone is the paper's
 formulas against the code's; one that changes `alpha` (or `lambda0`) alone is a point of that
-sweep; one that changes several settings (the fair evaluation's tuned alpha and val selection)
-is neither.
+sweep; one that turns HDML's `softmax` or `recon` off alone is an ablation; one that changes
+several settings (the fair evaluation's tuned alpha and val selection) is none of these.
 """
 from __future__ import annotations
 
 import pandas as pd
 
 DEFAULT = "default"
-SETTINGS = ["protocol", "alpha", "lambda0", "steps", "selection", "selection_metric"]  # runs.csv columns
+# runs.csv columns
+SETTINGS = ["protocol", "alpha", "lambda0", "softmax", "recon", "steps", "selection", "selection_metric"]
 
 Key = tuple[str, str, str]  # (dataset, method, variant)
 

@@ -11,9 +11,20 @@ from hdml.report.names import base_loss, dataset_title, display
 from hdml.report.page import Report, note
 from hdml.report.rows import CURVE_METRICS, SELECTED, curve_metrics, paper_values, reference_series
 from hdml.report.sections import register_section
+from hdml.report.settings import changing
 from hdml.report.table import summary_table
 
-ABLATIONS = {"no-softmax": "w/o softmax loss", "no-recon": "w/o reconstruction loss"}
+# the HDML switch a variant turns off alone (runs.csv, hdml.report.settings) -> its label
+ABLATIONS = {"softmax": "w/o softmax loss", "recon": "w/o reconstruction loss"}
+
+
+def ablation_variants(runs: pd.DataFrame | None) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """{(dataset, method): [(variant, label), ...]}: the variants that turn one of ABLATIONS off alone."""
+    found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for setting, label in ABLATIONS.items():
+        for dataset, method, variant in sorted(changing(runs, setting)):
+            found.setdefault((dataset, method), []).append((variant, label))
+    return found
 
 
 @register_section(order=30)
@@ -21,18 +32,24 @@ def ablation_section(rep: Report, data: Inputs) -> None:
     """Figures 4-5: the baseline, HDML, HDML without J_soft, HDML without J_recon."""
     summ, paper, curves = data.summ, data.paper, data.curves
     title = "Ablation: HDML without the softmax or reconstruction loss (paper Figures 4-5)"
-    found = summ[summ.variant.isin(ABLATIONS)][["dataset", "method"]].drop_duplicates()
-    if found.empty:
-        rep.section("ablation", title, note("No ablation runs (variants no-softmax, no-recon) in these results."))
+    if data.runs is None:
+        rep.section("ablation", title, note("No runs table (runs.csv) given: which variant turns a loss of HDML off "
+                                            "is read from it."))
+        return
+    found = ablation_variants(data.runs)
+    if not found:
+        rep.section("ablation", title, note("No ablation runs (a variant that turns HDML's hdml.softmax or hdml.recon "
+                                            "off, and nothing else) in these results."))
         return
     parts = []
     for dataset in data.datasets:
-        for method in found[found.dataset == dataset].method:
+        for method in sorted(m for d, m in found if d == dataset):
+            variants = found[dataset, method]
             base = base_loss(method)
             base_label = f"{display(base)} (baseline)" if base else None
             lines = [Series(base, "default", base_label, paper=paper_values(paper, dataset, base))] if base else []
             lines.append(Series(method, "default", display(method), base_label, paper_values(paper, dataset, method)))
-            lines += [Series(method, v, f"{display(method)} {label}", base_label) for v, label in ABLATIONS.items()]
+            lines += [Series(method, v, f"{display(method)} {label}", base_label) for v, label in variants]
             present = [s for s in lines if ((summ.dataset == dataset) & (summ.method == s.method)
                                             & (summ.variant == s.variant)).any()]
             name = f"{dataset}-{method}"
@@ -48,7 +65,7 @@ def ablation_section(rep: Report, data: Inputs) -> None:
             last = pd.concat([summ[(summ.dataset == dataset) & (summ.method == s.method) & (summ.variant == s.variant)
                                    & ~summ.metric.str.startswith(SELECTED)].assign(setting=s.label)
                               for s in [reference_series(), *present]])
-            tests = variant_tests(data.metrics, dataset, method, list(ABLATIONS), sorted(set(last.metric)))
+            tests = variant_tests(data.metrics, dataset, method, [v for v, _ in variants], sorted(set(last.metric)))
             parts.append(rep.table(summary_table(last, f"ablation-{name}",
                                                  f"Ablation on {dataset_title(dataset)}: last checkpoint",
                                                  ["setting"], ["Setting"],

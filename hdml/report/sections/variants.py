@@ -16,8 +16,8 @@ from hdml.report.table import summary_table
 @register_section(order=90)
 def other_variants_section(rep: Report, data: Inputs) -> None:
     summ = data.summ
-    shown_above = {key for setting in ("protocol", *SWEEPS) for key in changing(data.runs, setting)}
-    known = summ.variant.isin([DEFAULT, *ABLATIONS]) | of(summ, shown_above)
+    shown_above = {key for setting in ("protocol", *SWEEPS, *ABLATIONS) for key in changing(data.runs, setting)}
+    known = (summ.variant == DEFAULT) | of(summ, shown_above)
     rest = summ[~known & ~summ.metric.str.startswith((SELECTED, "separated:"))]  # fold models: realitycheck.py
     if rest.empty:
         return
