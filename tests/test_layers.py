@@ -162,3 +162,18 @@ def test_the_scan_sees_module_and_function_imports(text, expect):
     """The checks above see what they must: a submodule imported by name, an import in a function."""
     path = ROOT / "hdml" / "core" / "probe.py"  # not written: the text is given
     assert [m for m, _, _ in project_imports(path, text)] == expect
+
+
+def test_no_module_is_over_400_lines():
+    """A module over 400 lines holds more than one concept: split it (issue 28)."""
+    long = {str(p.relative_to(ROOT)): n for p in sources() if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+
+
+def test_the_top_of_the_package_is_its_layers():
+    """`hdml/` holds its layer packages and a few modules of its own, nothing flat beside them."""
+    modules = sorted(p.name for p in (ROOT / "hdml").glob("*.py"))
+    packages = {p.name for p in (ROOT / "hdml").iterdir() if (p / "__init__.py").exists()}
+    assert len(modules) <= 8, modules
+    layered = {prefix.split(".")[1] for _, prefixes in LAYERS for prefix in prefixes if prefix.count(".") == 1}
+    assert packages == layered - {"fidelity"}, packages ^ layered
