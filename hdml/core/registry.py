@@ -15,17 +15,16 @@ device, given their own optimiser parameter groups and saved in the checkpoint b
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from hdml.core.discovery import import_modules
 from hdml.core.suggest import did_you_mean
 
 LOSSES: dict[str, type[MetricLoss]] = {}
@@ -221,20 +220,13 @@ def load_plugins() -> None:
     with a `name` but never registers it, is an error naming its file (instead of a later
     "unknown loss")."""
     for package in PLUGIN_PACKAGES:
-        pkg = importlib.import_module(package)
-        for info in pkgutil.iter_modules(pkg.__path__, f"{package}."):
-            _import_plugin(info.name)
+        for module in import_modules(package, "plug-in"):
+            _check_registered(module)
 
 
-def _import_plugin(module_name: str) -> None:
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        spec = importlib.util.find_spec(module_name)
-        where = spec.origin if spec is not None else module_name
-        raise ImportError(f"{where}: plug-in module {module_name} fails to import ({exc!r})") from exc
+def _check_registered(module: ModuleType) -> None:
     for obj in vars(module).values():
-        if (isinstance(obj, type) and issubclass(obj, MetricLoss) and obj.__module__ == module_name
+        if (isinstance(obj, type) and issubclass(obj, MetricLoss) and obj.__module__ == module.__name__
                 and "name" in vars(obj) and LOSSES.get(obj.name) is not obj):
             raise ImportError(f"{module.__file__}: loss class {obj.__name__} (name {obj.name!r}) is not "
                               f"registered; decorate it with @register_loss")

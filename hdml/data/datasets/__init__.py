@@ -6,12 +6,11 @@
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from hdml.core.discovery import import_modules
 from hdml.core.registry import method_sampler
 from hdml.core.suggest import did_you_mean
 
@@ -76,9 +75,4 @@ def dataset_names() -> list[str]:
 def _load() -> None:
     """Import every module of this package: a dataset module registers itself on import, so a new
     one needs no line anywhere else; one that fails to import is an error naming its file."""
-    for info in pkgutil.iter_modules(__path__, f"{__name__}."):
-        try:
-            importlib.import_module(info.name)
-        except Exception as exc:
-            where = Path(info.module_finder.path) / f"{info.name.rsplit('.', 1)[1]}.py"
-            raise ImportError(f"{where}: dataset module {info.name} fails to import ({exc!r})") from exc
+    import_modules(__name__, "dataset")

@@ -9,11 +9,9 @@ module of the package first, and one that fails to import is an error naming its
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
-from pathlib import Path
 
+from hdml.core.discovery import import_modules
 from hdml.report.inputs import Inputs
 from hdml.report.page import Report
 
@@ -42,10 +40,5 @@ def register_section(*, order: int) -> Callable[[SectionBuilder], SectionBuilder
 
 def builders() -> list[SectionBuilder]:
     """Every section builder, in page order, once every module of this package has registered its own."""
-    for info in pkgutil.iter_modules(__path__, f"{__name__}."):
-        try:
-            importlib.import_module(info.name)
-        except Exception as exc:
-            where = Path(info.module_finder.path) / f"{info.name.rsplit('.', 1)[1]}.py"
-            raise ImportError(f"{where}: report section module {info.name} fails to import ({exc!r})") from exc
+    import_modules(__name__, "report section")
     return [SECTIONS[order] for order in sorted(SECTIONS)]
