@@ -8,6 +8,8 @@ depending on them, and is not an edge of this graph."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,13 @@ def test_the_top_of_the_package_is_its_layers():
     assert len(modules) <= 8, modules
     layered = {prefix.split(".")[1] for _, prefixes in LAYERS for prefix in prefixes if prefix.count(".") == 1}
     assert packages == layered - {"fidelity"}, packages ^ layered
+
+
+@pytest.mark.parametrize("module", ["hdml.cli", "hdml.eval.evaluate", "hdml.eval.aggregate", "hdml.eval.tsne",
+                                    "hdml.eval.ensemble", "hdml.data.datasets", "hdml.data.cache"])
+def test_what_trains_nothing_starts_without_torch(module):
+    """The workflow's many short jobs (evaluate: one per run) and `hdml --help` pay no torch import
+    (about 1 s each): a module-level import of the registry or the trainer would bring it back."""
+    code = f"import importlib, sys; importlib.import_module({module!r}); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False", f"importing {module} imports torch"

@@ -14,15 +14,17 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from hdml.core import schedule
 from hdml.core.errors import ConfigError, Interrupted, TrainingDiverged  # noqa: F401 (raised here, re-exported)
 from hdml.core.metricnames import check_metric
-from hdml.core.registry import Section, all_config_sections, config_sections
 from hdml.core.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from hdml.core.registry import Section
 
 DEFAULTS: dict[str, Any] = {
     "steps": 8000,
@@ -111,6 +113,10 @@ class Rules:
 
 
 def rules_for(method: str | None = None) -> Rules:
+    # here: the registry imports torch and the plug-ins; the commands that only read a run's saved
+    # config (evaluate, aggregate, tsne: 90 jobs of the demo) start without them (start-up time)
+    from hdml.core.registry import all_config_sections, config_sections
+
     known = all_config_sections()
     own = {name: section for name, (section, _) in known.items()} if method is None else config_sections(method)
     choices, nullable, hints = dict(CHOICES), dict(NULLABLE), {}
@@ -138,6 +144,8 @@ def default_config(dataset_defaults: dict[str, Any] | None = None, rules: Rules 
 def drop_foreign(overrides: dict[str, Any], method: str) -> dict[str, Any]:
     """`overrides` without the keys of plug-in sections `method` does not use: a dataset's
     shared `train` settings may hold every method's sections (`hdml: {block: 8}`)."""
+    from hdml.core.registry import all_config_sections  # here: start-up time, as in rules_for
+
     sections = all_config_sections()
 
     def used(key: str) -> bool:

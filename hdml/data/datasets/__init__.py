@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hdml.core.discovery import import_modules
-from hdml.core.registry import method_sampler
 from hdml.core.suggest import did_you_mean
 
 
@@ -44,6 +43,9 @@ class DatasetSpec:
 
     def defaults_for(self, method: str) -> dict[str, Any]:
         """The dataset's run-config defaults for one method (its batch layout's added)."""
+        # here: the registry imports torch and the plug-ins, which `hdml prepare` does not need (start-up time)
+        from hdml.core.registry import method_sampler
+
         extra = self.layout_defaults.get(method_sampler(method), {})
         return {**self.run_defaults, **extra}
 
