@@ -13,7 +13,7 @@ halving, the cadence switch, the stop and the best-NMI save) and executed as the
 training step and the evaluation replaced by stubs: the evaluation returns a test NMI that is a
 function of the step alone (three patterns: seeded with ties, rising, flat), the saver records
 the step it saves at, `os._exit` ends the loop. The flags are their per-dataset values
-(`FLAGS_BY_DATASET`). The suite side runs its own code: `hdml.methods.optim.lr_schedule` for the rate,
+(`FLAGS_BY_DATASET`). The suite side runs its own code: `hdml.methods.optim.backbone_rates` for the rate,
 `hdml.core.schedule.eval_due` for the evaluations, `hdml.eval.selection.Best` (`selection: test`) and
 `hdml.eval.evaluate.evaluate_run` (the test-selected number of a `selection: last` run) for the kept
 checkpoint, on the config `hdml.workflow.plan` resolves from config/paper.yaml.
@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +44,7 @@ from hdml.core.schedule import eval_due  # noqa: E402 (after the path set-up abo
 from hdml.data.datasets import get_dataset  # noqa: E402 (after the path set-up above)
 from hdml.eval.evaluate import Embeddings, evaluate_run  # noqa: E402 (after the path set-up above)
 from hdml.eval.selection import Best  # noqa: E402 (after the path set-up above)
-from hdml.methods.optim import lr_schedule  # noqa: E402 (after the path set-up above)
+from hdml.methods.optim import backbone_rates  # noqa: E402 (after the path set-up above)
 from hdml.workflow.plan import Run, read_workflow_configs, validate_workflow_config  # noqa: E402 (after the path set-up)
 
 PAPER = REPO / "config" / "paper.yaml"
@@ -156,12 +155,7 @@ def paper_config(runs: list[Run], dataset: str, method: str) -> dict[str, Any]:
 
 def suite_side(cfg: dict[str, Any], nmi: Any) -> dict[str, Any]:
     """The same quantities from the suite's own code under its resolved run config."""
-    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=cfg["lr"])
-    sched, rates = lr_schedule(opt, cfg), []
-    for _ in range(cfg["steps"]):
-        rates.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    rates = backbone_rates(cfg)
     evaluated = [s for s in range(1, cfg["steps"] + 1) if eval_due(s, cfg)]
     best = Best()
     for step in evaluated:

@@ -7,13 +7,12 @@ import copy
 from pathlib import Path
 
 import pytest
-import torch
 
 from hdml.core import reference
 from hdml.core.config import build_run_config
 from hdml.core.schedule import eval_steps, resolve
 from hdml.data.datasets import get_dataset
-from hdml.methods.optim import lr_schedule
+from hdml.methods.optim import backbone_rates
 from hdml.workflow.plan import read_workflow_configs, validate_workflow_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,16 +26,6 @@ def resolved(configfile: str) -> list[tuple[str, str, str, dict]]:
              build_run_config(get_dataset(r.dataset).defaults_for(r.method), r.overrides, r.method)) for r in runs
             if r.variant != reference.VARIANT]
 
-
-def rates(cfg: dict) -> list[float]:
-    """The backbone's rate at every step 1..steps, from the methods' own scheduler."""
-    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=cfg["lr"])
-    sched, out = lr_schedule(opt, cfg), []
-    for _ in range(cfg["steps"]):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return out
 
 
 # Worked by hand from main_npair.py's loop: 500-step cadence to the evaluation at 5,000, then the
@@ -57,7 +46,7 @@ def test_paper_config_resolves_the_authors_gated_schedule_per_dataset(dataset):
 
 def test_cub_never_halves_and_cars_halves_twice_in_the_scheduler_itself():
     cfgs = {d: cfg for d, m, v, cfg in resolved("config/paper.yaml") if m == "hdml-npair" and v == "default"}
-    cars, cub = rates(cfgs["cars196"]), rates(cfgs["cub200"])
+    cars, cub = backbone_rates(cfgs["cars196"]), backbone_rates(cfgs["cub200"])
     assert len(cars) == 8000 and len(cub) == 8004
     assert set(cub) == {6e-5}
     assert cars[5631] == 7e-5 and cars[5632] == pytest.approx(3.5e-5) and cars[6848] == pytest.approx(1.75e-5)

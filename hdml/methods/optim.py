@@ -74,3 +74,16 @@ class MilestoneLR(torch.optim.lr_scheduler.MultiStepLR):
 
 def lr_schedule(opt: torch.optim.Optimizer, cfg: dict) -> MilestoneLR:
     return MilestoneLR(opt, milestones=cfg["lr_milestones"], gamma=cfg["lr_gamma"])
+
+
+def backbone_rates(cfg: dict) -> list[float]:
+    """The backbone's rate at every step 1..steps under `lr_schedule`, replayed on a dummy parameter:
+    what the schedule checks (tests/test_schedule.py) and the authors' harness (bench/authors_schedule.py)
+    compare."""
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=cfg["lr"])
+    sched, out = lr_schedule(opt, cfg), []
+    for _ in range(cfg["steps"]):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
