@@ -57,7 +57,7 @@ def test_a_trial_is_told_the_mean_of_its_folds_once_all_are_scored(tmp_path, mon
 
 
 def test_a_diverged_fold_fails_its_trial(tmp_path, monkeypatch):
-    from hdml.core.config import TrainingDiverged
+    from hdml.core.errors import TrainingDiverged
 
     spec = Spec("digits", "triplet", "map@r", 0, 2, folds=2)
 

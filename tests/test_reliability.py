@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hdml.core.config import Interrupted
-from hdml.train.trainer import TrainingDiverged, train_run
+from hdml.core.errors import Interrupted, TrainingDiverged
+from hdml.train.trainer import train_run
 
 # Several tests make an interruption from a finished run (metrics.json and the newest
 # checkpoints removed), so finished runs keep their checkpoints here.

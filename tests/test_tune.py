@@ -402,7 +402,7 @@ def test_fair_grid_adds_tuned_runs_and_leaves_the_papers_as_they_are():
 def test_a_diverged_trial_is_a_result_not_a_failed_job(tmp_path, monkeypatch):
     import optuna
 
-    from hdml.core.config import TrainingDiverged
+    from hdml.core.errors import TrainingDiverged
 
     def diverges(**kwargs):
         raise TrainingDiverged("NaN")

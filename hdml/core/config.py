@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from hdml.core import schedule
-from hdml.core.errors import ConfigError, Interrupted, TrainingDiverged  # noqa: F401 (raised here, re-exported)
+from hdml.core.errors import ConfigError
 from hdml.core.metricnames import check_metric
 from hdml.core.suggest import did_you_mean
 

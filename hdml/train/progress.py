@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from hdml.core.config import ConfigError, Interrupted
+from hdml.core.errors import ConfigError, Interrupted
 from hdml.core.io import write_json
 
 FILE = "progress.json"

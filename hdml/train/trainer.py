@@ -31,7 +31,8 @@ import pandas as pd
 import torch
 import yaml
 
-from hdml.core.config import Interrupted, TrainingDiverged, build_run_config
+from hdml.core.config import build_run_config
+from hdml.core.errors import Interrupted, TrainingDiverged
 from hdml.core.io import write_json, write_text, write_with
 from hdml.core.schedule import eval_due
 from hdml.data.datasets import get_dataset

@@ -56,7 +56,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from hdml.core.config import ConfigError, TrainingDiverged, build_run_config, lookup, read_yaml
+from hdml.core.config import build_run_config, lookup, read_yaml
+from hdml.core.errors import ConfigError, TrainingDiverged
 from hdml.core.io import write_json, write_text
 from hdml.core.registry import Range, config_sections
 from hdml.data.datasets import get_dataset
